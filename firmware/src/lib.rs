@@ -1,0 +1,2 @@
+//! Firmware core.
+#![cfg_attr(not(feature = "std"), no_std)]

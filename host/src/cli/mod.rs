@@ -1,0 +1,49 @@
+//! The `reachy` command line: one module per subcommand family.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod kin;
+
+/// Reachy control stack: kinematics, servo bus tools, firmware and simulated servos.
+///
+/// Examples:
+///   reachy kin chains
+///   echo '{"chain":"r_arm","q":[0,-1.3,0,-1.5,0,0,0]}' | reachy kin fk
+///   echo '{"chain":"r_arm","t":[0.4,-0.25,0.8]}' | reachy kin ik
+#[derive(Debug, Parser)]
+#[command(name = "reachy", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// Robot description to use instead of the built-in urdf/reachy.urdf.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub urdf: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Kinematics as JSON lines: list chains, forward and inverse kinematics, look-at.
+    #[command(subcommand)]
+    Kin(kin::KinCommand),
+}
+
+/// Run a parsed command line; the exit code is non-zero when any input failed.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Kin(cmd) => {
+            let model = match &cli.urdf {
+                Some(p) => crate::model::RobotModel::from_urdf_file(p)?,
+                None => crate::model::RobotModel::reachy()?,
+            };
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            let failed = kin::run(&model, cmd, stdin.lock(), stdout.lock())?;
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+    }
+}
