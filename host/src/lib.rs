@@ -9,3 +9,4 @@
 pub mod cli;
 pub mod kinematics;
 pub mod model;
+pub mod serial;

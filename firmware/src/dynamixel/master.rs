@@ -425,3 +425,31 @@ where
         self.send(BROADCAST_ID, Instruction::BulkWrite, k)
     }
 }
+
+/// Name of a status error code (bits 0–6 of the error byte).
+pub fn status_error_name(code: u8) -> &'static str {
+    match code {
+        1 => "result fail (e.g. torque cannot be enabled while a hardware error shuts the servo down)",
+        2 => "instruction error",
+        3 => "CRC error",
+        4 => "data range error (value or address out of range)",
+        5 => "data length error",
+        6 => "data limit error",
+        7 => "access error (read-only register, or EEPROM while torque is on)",
+        _ => "unknown error",
+    }
+}
+
+impl<E: core::fmt::Debug> core::fmt::Display for BusError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BusError::Io(e) => write!(f, "port error: {e:?}"),
+            BusError::Timeout { id } => write!(f, "servo {id} did not answer"),
+            BusError::Status { id, error } => {
+                write!(f, "servo {id} answered with error {error}: {}", status_error_name(*error))
+            }
+            BusError::BadReply { id } => write!(f, "servo {id} sent a reply that does not match the request"),
+            BusError::TooLarge => write!(f, "request too large for the transmit buffer"),
+        }
+    }
+}

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bus;
 pub mod kin;
+pub mod sim;
 
 /// Reachy control stack: kinematics, servo bus tools, firmware and simulated servos.
 ///
@@ -30,6 +32,12 @@ pub enum Command {
     /// Kinematics as JSON lines: list chains, forward and inverse kinematics, look-at.
     #[command(subcommand)]
     Kin(kin::KinCommand),
+    /// Dynamixel 2.0 bus tools through a serial adapter: scan, read and write registers.
+    #[command(subcommand)]
+    Bus(bus::BusCommand),
+    /// Simulation services (simulated servos on a pseudo-terminal).
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 /// Run a parsed command line; the exit code is non-zero when any input failed.
@@ -45,5 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let failed = kin::run(&model, cmd, stdin.lock(), stdout.lock())?;
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
+        Command::Bus(cmd) => bus::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Sim(cmd) => sim::run(cmd).map(|_| ExitCode::SUCCESS),
     }
 }

@@ -1,0 +1,78 @@
+//! Serial ports for the firmware crate's `embedded-io` code: an adapter over `serialport` (a USB
+//! adapter, a UART, or a pseudo-terminal), and a `std` clock.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use reachy_firmware::dynamixel::Clock;
+use serialport::SerialPort;
+
+/// Monotonic clock from `Instant`.
+#[derive(Debug, Clone, Copy)]
+pub struct StdClock(Instant);
+
+impl Default for StdClock {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Clock for StdClock {
+    fn now_us(&self) -> u64 {
+        self.0.elapsed().as_micros() as u64
+    }
+}
+
+/// `embedded-io` view of a serial port.
+pub struct SerialIo {
+    port: Box<dyn SerialPort>,
+}
+
+impl SerialIo {
+    /// Open `path` at `baud`, raw 8N1, no flow control.
+    pub fn open(path: &str, baud: u32) -> Result<Self, serialport::Error> {
+        let port = serialport::new(path, baud)
+            .timeout(Duration::from_millis(1))
+            .open()?;
+        Ok(Self { port })
+    }
+
+    /// Wrap an already open port.
+    pub fn new(port: Box<dyn SerialPort>) -> Self {
+        Self { port }
+    }
+}
+
+impl embedded_io::ErrorType for SerialIo {
+    type Error = std::io::Error;
+}
+
+impl embedded_io::Read for SerialIo {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        match self.port.read(buf) {
+            Ok(n) => Ok(n),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl embedded_io::Write for SerialIo {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.port.write(buf)
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.port.flush()
+    }
+}
+
+impl embedded_io::ReadReady for SerialIo {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        let n = self.port.bytes_to_read().map_err(std::io::Error::other)?;
+        if n == 0 {
+            // yield briefly instead of spinning a core while a reply is on its way
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        Ok(n > 0)
+    }
+}
