@@ -13,4 +13,6 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod control;
 pub mod dynamixel;
+pub mod link;

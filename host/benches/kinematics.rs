@@ -63,7 +63,10 @@ fn bench(c: &mut Criterion) {
     });
     let goals = targets(arm, 1000);
     ik_report(arm, &goals);
-    ik_report(model.chain("l_arm").expect("l_arm"), &targets(model.chain("l_arm").expect("l_arm"), 1000));
+    ik_report(
+        model.chain("l_arm").expect("l_arm"),
+        &targets(model.chain("l_arm").expect("l_arm"), 1000),
+    );
     let opts = IkOptions::default();
     let seed = arm.mid_range();
     let mut g = c.benchmark_group("ik");

@@ -62,8 +62,11 @@ pub struct RobotModel {
 }
 
 /// The chains Reachy's URDF defines: (name, tip link).
-pub const REACHY_CHAINS: [(&str, &str); 3] =
-    [("r_arm", "r_tcp"), ("l_arm", "l_tcp"), ("head", "head_camera")];
+pub const REACHY_CHAINS: [(&str, &str); 3] = [
+    ("r_arm", "r_tcp"),
+    ("l_arm", "l_tcp"),
+    ("head", "head_camera"),
+];
 
 impl RobotModel {
     /// The embedded Reachy model with its three chains.
@@ -136,10 +139,13 @@ impl RobotModel {
 
     /// Look a chain up by name.
     pub fn chain(&self, name: &str) -> Result<&Chain, ModelError> {
-        self.chains.iter().find(|c| c.name() == name).ok_or_else(|| {
-            let known: Vec<&str> = self.chains.iter().map(|c| c.name()).collect();
-            ModelError::UnknownChain(name.to_string(), known.join(", "))
-        })
+        self.chains
+            .iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.chains.iter().map(|c| c.name()).collect();
+                ModelError::UnknownChain(name.to_string(), known.join(", "))
+            })
     }
 
     /// Index of an actuated joint by name.
@@ -162,8 +168,13 @@ fn root_link(urdf: &urdf_rs::Robot) -> Result<String, ModelError> {
         .collect();
     match roots.as_slice() {
         [one] => Ok((*one).to_string()),
-        [] => Err(ModelError::Parse("no root link (the joint graph has a cycle)".into())),
-        many => Err(ModelError::Parse(format!("several root links: {}", many.join(", ")))),
+        [] => Err(ModelError::Parse(
+            "no root link (the joint graph has a cycle)".into(),
+        )),
+        many => Err(ModelError::Parse(format!(
+            "several root links: {}",
+            many.join(", ")
+        ))),
     }
 }
 
@@ -186,10 +197,19 @@ mod tests {
                 "wrist_yaw",
                 "gripper",
             ] {
-                assert!(names.contains(&format!("{side}_{j}").as_str()), "{side}_{j}");
+                assert!(
+                    names.contains(&format!("{side}_{j}").as_str()),
+                    "{side}_{j}"
+                );
             }
         }
-        for j in ["neck_yaw", "neck_pitch", "neck_roll", "l_antenna", "r_antenna"] {
+        for j in [
+            "neck_yaw",
+            "neck_pitch",
+            "neck_roll",
+            "l_antenna",
+            "r_antenna",
+        ] {
             assert!(names.contains(&j));
         }
         assert_eq!(names.len(), 21, "mimic fingers are not actuated joints");

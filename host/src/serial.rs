@@ -51,7 +51,16 @@ impl embedded_io::Read for SerialIo {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
         match self.port.read(buf) {
             Ok(n) => Ok(n),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => Ok(0),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(e),
         }
     }

@@ -13,7 +13,12 @@ fn reachy(args: &[&str], stdin: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -29,7 +34,10 @@ fn chains_fk_ik_through_the_binary() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3);
 
-    let (code, out, _) = reachy(&["kin", "fk"], "{\"chain\":\"r_arm\",\"q\":[0.1,-1.2,0,-1.4,0,0,0]}\n");
+    let (code, out, _) = reachy(
+        &["kin", "fk"],
+        "{\"chain\":\"r_arm\",\"q\":[0.1,-1.2,0,-1.4,0,0,0]}\n",
+    );
     assert_eq!(code, 0);
     let fk: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let line = serde_json::json!({"chain":"r_arm","t":fk["t"],"quat_xyzw":fk["quat_xyzw"]});
@@ -41,7 +49,10 @@ fn chains_fk_ik_through_the_binary() {
 
 #[test]
 fn bad_lines_and_bad_files_fail_cleanly() {
-    let (code, out, _) = reachy(&["kin", "fk"], "garbage\n{\"chain\":\"head\",\"q\":[0,0,0]}\n");
+    let (code, out, _) = reachy(
+        &["kin", "fk"],
+        "garbage\n{\"chain\":\"head\",\"q\":[0,0,0]}\n",
+    );
     assert_eq!(code, 1, "a failed line makes the exit code non-zero");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2);
@@ -63,7 +74,9 @@ fn urdf_passes_check_urdf() {
         .arg(common::repo_root().join("urdf/reachy.urdf"))
         .output()
     else {
-        eprintln!("SKIPPED: check_urdf not installed (Debian liburdfdom-tools; .ci/run installs it)");
+        eprintln!(
+            "SKIPPED: check_urdf not installed (Debian liburdfdom-tools; .ci/run installs it)"
+        );
         return;
     };
     let text = String::from_utf8_lossy(&out.stdout);

@@ -24,14 +24,24 @@ fn robotis_sdk_talks_to_simulated_servos() {
     let link = dir.join("bus");
     let _sim = Kill(
         Command::new(env!("CARGO_BIN_EXE_reachy"))
-            .args(["sim", "servos", "--pty", link.to_str().unwrap(), "--ids", "1-6"])
+            .args([
+                "sim",
+                "servos",
+                "--pty",
+                link.to_str().unwrap(),
+                "--ids",
+                "1-6",
+            ])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let t0 = Instant::now();
     while !link.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "sim servos did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "sim servos did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = Command::new(&py)
@@ -39,17 +49,36 @@ fn robotis_sdk_talks_to_simulated_servos() {
         .arg(&link)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("{v:#}");
     assert_eq!(v["broadcast_ping"]["result"], 0);
-    assert_eq!(v["broadcast_ping"]["ids"], serde_json::json!([1, 2, 3, 4, 5, 6]));
+    assert_eq!(
+        v["broadcast_ping"]["ids"],
+        serde_json::json!([1, 2, 3, 4, 5, 6])
+    );
     assert_eq!(v["broadcast_ping"]["models"], serde_json::json!([1020]));
-    assert_eq!(v["ping"], serde_json::json!({"result": 0, "error": 0, "model": 1020}));
+    assert_eq!(
+        v["ping"],
+        serde_json::json!({"result": 0, "error": 0, "model": 1020})
+    );
     assert_eq!(v["read_fw"]["value"], 46);
-    assert_eq!(v["write_torque"], serde_json::json!({"result": 0, "error": 0}));
-    assert_eq!(v["write_goal"], serde_json::json!({"result": 0, "error": 0}));
-    assert_eq!(v["write_eeprom_locked"]["error"], 7, "EEPROM is locked while torque is on");
+    assert_eq!(
+        v["write_torque"],
+        serde_json::json!({"result": 0, "error": 0})
+    );
+    assert_eq!(
+        v["write_goal"],
+        serde_json::json!({"result": 0, "error": 0})
+    );
+    assert_eq!(
+        v["write_eeprom_locked"]["error"], 7,
+        "EEPROM is locked while torque is on"
+    );
     let pos = v["read_pos"]["value"].as_i64().unwrap();
     assert!((pos - 3072).abs() <= 5, "servo 1 reached its goal: {pos}");
     assert_eq!(v["sync_write_torque"], 0);

@@ -59,6 +59,9 @@ fn fk_equals_pinocchio_on_every_chain() {
             }
         }
     }
-    eprintln!("{} configurations, max |ours - pinocchio| = {worst:.3e}", ours.len());
+    eprintln!(
+        "{} configurations, max |ours - pinocchio| = {worst:.3e}",
+        ours.len()
+    );
     assert!(worst <= 1e-9, "max difference {worst}");
 }

@@ -102,7 +102,10 @@ impl SimServo {
         self.set(&regs::PWM_LIMIT, 885);
         let cur = (self.model.stall_torque_nm() / 1.8 / self.model.current_unit_a()) as i64;
         self.set(&regs::CURRENT_LIMIT, cur.min(1193));
-        self.set(&regs::VELOCITY_LIMIT, (self.model.no_load_speed() / RAD_S_PER_STEP) as i64);
+        self.set(
+            &regs::VELOCITY_LIMIT,
+            (self.model.no_load_speed() / RAD_S_PER_STEP) as i64,
+        );
         self.set(&regs::MAX_POSITION_LIMIT, 4095);
         self.set(&regs::MIN_POSITION_LIMIT, 0);
         self.set(&regs::SHUTDOWN, 0b0011_0100);
@@ -206,7 +209,11 @@ impl SimServo {
         self.vel += dv;
         self.pos += self.vel * dt;
         let torque = inertia * accel + self.faults.load_nm * self.vel.signum() + 0.05 * self.vel;
-        self.current = if self.torque_enabled() { (torque / kt).clamp(-imax, imax) } else { 0.0 };
+        self.current = if self.torque_enabled() {
+            (torque / kt).clamp(-imax, imax)
+        } else {
+            0.0
+        };
         if !self.torque_enabled() {
             self.vel *= 0.9; // friction brakes a limp joint
         }
@@ -280,7 +287,9 @@ impl SimServo {
         {
             return Err(status_error::RESULT_FAIL);
         }
-        if a <= regs::OPERATING_MODE.addr as usize && a + data.len() > regs::OPERATING_MODE.addr as usize {
+        if a <= regs::OPERATING_MODE.addr as usize
+            && a + data.len() > regs::OPERATING_MODE.addr as usize
+        {
             let m = data[regs::OPERATING_MODE.addr as usize - a];
             if !operating_mode::is_valid(m) {
                 return Err(status_error::DATA_RANGE);
@@ -301,7 +310,9 @@ impl SimServo {
     fn reboot(&mut self) {
         self.table[regs::HARDWARE_ERROR_STATUS.addr as usize] = 0;
         self.table[regs::TORQUE_ENABLE.addr as usize] = 0;
-        self.temp = self.temp.min(self.table[regs::TEMPERATURE_LIMIT.addr as usize] as f32 - 5.0);
+        self.temp = self
+            .temp
+            .min(self.table[regs::TEMPERATURE_LIMIT.addr as usize] as f32 - 5.0);
         self.vel = 0.0;
         self.sync_present();
     }
@@ -361,7 +372,9 @@ impl SimBus {
         for &b in bytes {
             match self.decoder.push(b) {
                 Event::Packet => {
-                    let Some(p) = self.decoder.packet() else { continue };
+                    let Some(p) = self.decoder.packet() else {
+                        continue;
+                    };
                     if p.instruction == Instruction::Status {
                         continue; // another servo's reply on a shared line
                     }
@@ -383,7 +396,10 @@ impl SimBus {
         let level = s.table[regs::STATUS_RETURN_LEVEL.addr as usize];
         let wanted = match inst {
             Instruction::Ping => true,
-            Instruction::Read | Instruction::SyncRead | Instruction::BulkRead | Instruction::FastSyncRead => level >= 1,
+            Instruction::Read
+            | Instruction::SyncRead
+            | Instruction::BulkRead
+            | Instruction::FastSyncRead => level >= 1,
             _ => level >= 2,
         };
         if !wanted {
@@ -395,7 +411,8 @@ impl SimBus {
         }
         let err = err | s.alert();
         let mut buf = [0u8; 1100];
-        if let Ok(n) = packet::encode(s.id(), Instruction::Status as u8, Some(err), data, &mut buf) {
+        if let Ok(n) = packet::encode(s.id(), Instruction::Status as u8, Some(err), data, &mut buf)
+        {
             out.extend_from_slice(&buf[..n]);
             self.stats.replies += 1;
         }
@@ -554,7 +571,9 @@ impl SimBus {
     fn fast_sync_read(&mut self, addr: u16, len: u16, ids: &[u8], out: &mut Vec<u8>) {
         let mut blocks: Vec<(u8, u8, Vec<u8>)> = Vec::new();
         for &sid in ids {
-            let Some(i) = self.servos.iter().position(|s| s.id() == sid) else { continue };
+            let Some(i) = self.servos.iter().position(|s| s.id() == sid) else {
+                continue;
+            };
             if self.servos[i].should_drop() {
                 self.stats.dropped += 1;
                 continue;
@@ -591,7 +610,9 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect()
+        s.split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -606,7 +627,10 @@ mod tests {
         bus.receive(&hex("FF FF FD 00 01 07 00 02 84 00 04 00 1D 15"), &mut out);
         assert_eq!(out, hex("FF FF FD 00 01 08 00 55 00 A6 00 00 00 8C C0"));
         out.clear();
-        bus.receive(&hex("FF FF FD 00 01 09 00 03 74 00 00 02 00 00 CA 89"), &mut out);
+        bus.receive(
+            &hex("FF FF FD 00 01 09 00 03 74 00 00 02 00 00 CA 89"),
+            &mut out,
+        );
         assert_eq!(out, hex("FF FF FD 00 01 04 00 55 00 A1 0C"));
         assert_eq!(bus.servo(1).unwrap().get(&regs::GOAL_POSITION), 512);
     }
@@ -616,8 +640,14 @@ mod tests {
         let mut s = SimServo::new(3, Model::Xm430W350);
         assert!(s.write_bytes(regs::OPERATING_MODE.addr, &[1]).is_ok());
         s.write_bytes(regs::TORQUE_ENABLE.addr, &[1]).unwrap();
-        assert_eq!(s.write_bytes(regs::OPERATING_MODE.addr, &[3]), Err(status_error::ACCESS));
-        assert_eq!(s.write_bytes(regs::PRESENT_POSITION.addr, &[0, 0, 0, 0]), Err(status_error::ACCESS));
+        assert_eq!(
+            s.write_bytes(regs::OPERATING_MODE.addr, &[3]),
+            Err(status_error::ACCESS)
+        );
+        assert_eq!(
+            s.write_bytes(regs::PRESENT_POSITION.addr, &[0, 0, 0, 0]),
+            Err(status_error::ACCESS)
+        );
     }
 
     #[test]
@@ -625,7 +655,8 @@ mod tests {
         let mut s = SimServo::new(1, Model::Xm430W350);
         s.write_bytes(regs::TORQUE_ENABLE.addr, &[1]).unwrap();
         let goal = rad_to_position(1.0);
-        s.write_bytes(regs::GOAL_POSITION.addr, &goal.to_le_bytes()).unwrap();
+        s.write_bytes(regs::GOAL_POSITION.addr, &goal.to_le_bytes())
+            .unwrap();
         let vmax = s.get(&regs::VELOCITY_LIMIT) as f32 * RAD_S_PER_STEP;
         let mut prev = s.position();
         for _ in 0..1000 {
@@ -643,9 +674,15 @@ mod tests {
             s.step(0.01);
             t += 1;
         }
-        assert_eq!(s.hardware_error() & hardware_error::OVERHEATING, hardware_error::OVERHEATING);
+        assert_eq!(
+            s.hardware_error() & hardware_error::OVERHEATING,
+            hardware_error::OVERHEATING
+        );
         assert!(!s.torque_enabled());
-        assert_eq!(s.write_bytes(regs::TORQUE_ENABLE.addr, &[1]), Err(status_error::RESULT_FAIL));
+        assert_eq!(
+            s.write_bytes(regs::TORQUE_ENABLE.addr, &[1]),
+            Err(status_error::RESULT_FAIL)
+        );
         s.reboot();
         assert_eq!(s.hardware_error(), 0);
     }

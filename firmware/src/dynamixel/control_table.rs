@@ -125,8 +125,24 @@ pub struct Register {
     pub writable: bool,
 }
 
-const fn reg(name: &'static str, addr: u16, size: u8, eeprom: bool, signed: bool, unit: Unit, writable: bool) -> Register {
-    Register { name, addr, size, eeprom, signed, unit, writable }
+const fn reg(
+    name: &'static str,
+    addr: u16,
+    size: u8,
+    eeprom: bool,
+    signed: bool,
+    unit: Unit,
+    writable: bool,
+) -> Register {
+    Register {
+        name,
+        addr,
+        size,
+        eeprom,
+        signed,
+        unit,
+        writable,
+    }
 }
 
 /// Registers, in address order.
@@ -141,17 +157,21 @@ pub mod regs {
     /// Baud rate index.
     pub const BAUD_RATE: Register = reg("baud_rate", 8, 1, true, false, Raw, true);
     /// Return delay time.
-    pub const RETURN_DELAY_TIME: Register = reg("return_delay_time", 9, 1, true, false, Delay2us, true);
+    pub const RETURN_DELAY_TIME: Register =
+        reg("return_delay_time", 9, 1, true, false, Delay2us, true);
     /// Drive mode.
     pub const DRIVE_MODE: Register = reg("drive_mode", 10, 1, true, false, Raw, true);
     /// Operating mode.
     pub const OPERATING_MODE: Register = reg("operating_mode", 11, 1, true, false, Raw, true);
     /// Temperature limit.
-    pub const TEMPERATURE_LIMIT: Register = reg("temperature_limit", 31, 1, true, false, Celsius, true);
+    pub const TEMPERATURE_LIMIT: Register =
+        reg("temperature_limit", 31, 1, true, false, Celsius, true);
     /// Max voltage limit.
-    pub const MAX_VOLTAGE_LIMIT: Register = reg("max_voltage_limit", 32, 2, true, false, Volt, true);
+    pub const MAX_VOLTAGE_LIMIT: Register =
+        reg("max_voltage_limit", 32, 2, true, false, Volt, true);
     /// Min voltage limit.
-    pub const MIN_VOLTAGE_LIMIT: Register = reg("min_voltage_limit", 34, 2, true, false, Volt, true);
+    pub const MIN_VOLTAGE_LIMIT: Register =
+        reg("min_voltage_limit", 34, 2, true, false, Volt, true);
     /// PWM limit.
     pub const PWM_LIMIT: Register = reg("pwm_limit", 36, 2, true, false, Pwm, true);
     /// Current limit.
@@ -159,9 +179,11 @@ pub mod regs {
     /// Velocity limit.
     pub const VELOCITY_LIMIT: Register = reg("velocity_limit", 44, 4, true, false, Velocity, true);
     /// Max position limit.
-    pub const MAX_POSITION_LIMIT: Register = reg("max_position_limit", 48, 4, true, false, Position, true);
+    pub const MAX_POSITION_LIMIT: Register =
+        reg("max_position_limit", 48, 4, true, false, Position, true);
     /// Min position limit.
-    pub const MIN_POSITION_LIMIT: Register = reg("min_position_limit", 52, 4, true, false, Position, true);
+    pub const MIN_POSITION_LIMIT: Register =
+        reg("min_position_limit", 52, 4, true, false, Position, true);
     /// Shutdown conditions.
     pub const SHUTDOWN: Register = reg("shutdown", 63, 1, true, false, Raw, true);
     /// Torque enable.
@@ -169,9 +191,11 @@ pub mod regs {
     /// LED.
     pub const LED: Register = reg("led", 65, 1, false, false, Raw, true);
     /// Status return level.
-    pub const STATUS_RETURN_LEVEL: Register = reg("status_return_level", 68, 1, false, false, Raw, true);
+    pub const STATUS_RETURN_LEVEL: Register =
+        reg("status_return_level", 68, 1, false, false, Raw, true);
     /// Hardware error status.
-    pub const HARDWARE_ERROR_STATUS: Register = reg("hardware_error_status", 70, 1, false, false, Raw, false);
+    pub const HARDWARE_ERROR_STATUS: Register =
+        reg("hardware_error_status", 70, 1, false, false, Raw, false);
     /// Position D gain.
     pub const POSITION_D_GAIN: Register = reg("position_d_gain", 80, 2, false, false, Raw, true);
     /// Position I gain.
@@ -185,7 +209,8 @@ pub mod regs {
     /// Goal velocity.
     pub const GOAL_VELOCITY: Register = reg("goal_velocity", 104, 4, false, true, Velocity, true);
     /// Profile acceleration.
-    pub const PROFILE_ACCELERATION: Register = reg("profile_acceleration", 108, 4, false, false, Raw, true);
+    pub const PROFILE_ACCELERATION: Register =
+        reg("profile_acceleration", 108, 4, false, false, Raw, true);
     /// Profile velocity.
     pub const PROFILE_VELOCITY: Register = reg("profile_velocity", 112, 4, false, false, Raw, true);
     /// Goal position.
@@ -195,32 +220,68 @@ pub mod regs {
     /// Present PWM.
     pub const PRESENT_PWM: Register = reg("present_pwm", 124, 2, false, true, Pwm, false);
     /// Present current.
-    pub const PRESENT_CURRENT: Register = reg("present_current", 126, 2, false, true, Current, false);
+    pub const PRESENT_CURRENT: Register =
+        reg("present_current", 126, 2, false, true, Current, false);
     /// Present velocity.
-    pub const PRESENT_VELOCITY: Register = reg("present_velocity", 128, 4, false, true, Velocity, false);
+    pub const PRESENT_VELOCITY: Register =
+        reg("present_velocity", 128, 4, false, true, Velocity, false);
     /// Present position.
-    pub const PRESENT_POSITION: Register = reg("present_position", 132, 4, false, true, Position, false);
+    pub const PRESENT_POSITION: Register =
+        reg("present_position", 132, 4, false, true, Position, false);
     /// Present input voltage.
-    pub const PRESENT_INPUT_VOLTAGE: Register = reg("present_input_voltage", 144, 2, false, false, Volt, false);
+    pub const PRESENT_INPUT_VOLTAGE: Register =
+        reg("present_input_voltage", 144, 2, false, false, Volt, false);
     /// Present temperature.
-    pub const PRESENT_TEMPERATURE: Register = reg("present_temperature", 146, 1, false, false, Celsius, false);
+    pub const PRESENT_TEMPERATURE: Register =
+        reg("present_temperature", 146, 1, false, false, Celsius, false);
 }
 
 /// Every register, in address order.
 pub const ALL: [Register; 33] = {
     use regs::*;
     [
-        MODEL_NUMBER, FIRMWARE_VERSION, ID, BAUD_RATE, RETURN_DELAY_TIME, DRIVE_MODE, OPERATING_MODE,
-        TEMPERATURE_LIMIT, MAX_VOLTAGE_LIMIT, MIN_VOLTAGE_LIMIT, PWM_LIMIT, CURRENT_LIMIT,
-        VELOCITY_LIMIT, MAX_POSITION_LIMIT, MIN_POSITION_LIMIT, SHUTDOWN, TORQUE_ENABLE, LED,
-        STATUS_RETURN_LEVEL, HARDWARE_ERROR_STATUS, POSITION_D_GAIN, POSITION_I_GAIN,
-        POSITION_P_GAIN, GOAL_PWM, GOAL_CURRENT, GOAL_VELOCITY, PROFILE_ACCELERATION,
-        PROFILE_VELOCITY, GOAL_POSITION, MOVING, PRESENT_PWM, PRESENT_CURRENT, PRESENT_VELOCITY,
+        MODEL_NUMBER,
+        FIRMWARE_VERSION,
+        ID,
+        BAUD_RATE,
+        RETURN_DELAY_TIME,
+        DRIVE_MODE,
+        OPERATING_MODE,
+        TEMPERATURE_LIMIT,
+        MAX_VOLTAGE_LIMIT,
+        MIN_VOLTAGE_LIMIT,
+        PWM_LIMIT,
+        CURRENT_LIMIT,
+        VELOCITY_LIMIT,
+        MAX_POSITION_LIMIT,
+        MIN_POSITION_LIMIT,
+        SHUTDOWN,
+        TORQUE_ENABLE,
+        LED,
+        STATUS_RETURN_LEVEL,
+        HARDWARE_ERROR_STATUS,
+        POSITION_D_GAIN,
+        POSITION_I_GAIN,
+        POSITION_P_GAIN,
+        GOAL_PWM,
+        GOAL_CURRENT,
+        GOAL_VELOCITY,
+        PROFILE_ACCELERATION,
+        PROFILE_VELOCITY,
+        GOAL_POSITION,
+        MOVING,
+        PRESENT_PWM,
+        PRESENT_CURRENT,
+        PRESENT_VELOCITY,
     ]
 };
 
 /// Registers not in [`ALL`] for array-size reasons, appended by [`by_name`] and [`by_addr`].
-const MORE: [Register; 3] = [regs::PRESENT_POSITION, regs::PRESENT_INPUT_VOLTAGE, regs::PRESENT_TEMPERATURE];
+const MORE: [Register; 3] = [
+    regs::PRESENT_POSITION,
+    regs::PRESENT_INPUT_VOLTAGE,
+    regs::PRESENT_TEMPERATURE,
+];
 
 /// Iterate over every register.
 pub fn registers() -> impl Iterator<Item = &'static Register> {
@@ -286,7 +347,11 @@ pub fn position_to_rad(raw: i32) -> f32 {
 /// rad → raw position (rounded).
 pub fn rad_to_position(rad: f32) -> i32 {
     let v = rad * STEPS_PER_RAD;
-    let r = if v >= 0.0 { (v + 0.5) as i32 } else { (v - 0.5) as i32 };
+    let r = if v >= 0.0 {
+        (v + 0.5) as i32
+    } else {
+        (v - 0.5) as i32
+    };
     r + POSITION_CENTER
 }
 /// Raw velocity → rad/s.
@@ -296,7 +361,11 @@ pub fn velocity_to_rad_s(raw: i32) -> f32 {
 /// rad/s → raw velocity (rounded).
 pub fn rad_s_to_velocity(v: f32) -> i32 {
     let x = v / RAD_S_PER_STEP;
-    if x >= 0.0 { (x + 0.5) as i32 } else { (x - 0.5) as i32 }
+    if x >= 0.0 {
+        (x + 0.5) as i32
+    } else {
+        (x - 0.5) as i32
+    }
 }
 
 impl Register {
@@ -363,7 +432,11 @@ impl Register {
             Unit::Delay2us => si / 2e-6,
         };
         // round half away from zero without std
-        if r >= 0.0 { (r + 0.5) as i64 } else { (r - 0.5) as i64 }
+        if r >= 0.0 {
+            (r + 0.5) as i64
+        } else {
+            (r - 0.5) as i64
+        }
     }
 }
 
@@ -394,7 +467,10 @@ mod tests {
         assert_eq!(p.decode(&[0xA6, 0, 0, 0]), Some(166));
         assert_eq!(p.decode(&[0xFF, 0xFF, 0xFF, 0xFF]), Some(-1));
         assert!((p.to_si(3072, Model::Xm430W350) - core::f64::consts::FRAC_PI_2).abs() < 1e-12);
-        assert_eq!(p.from_si(core::f64::consts::FRAC_PI_2, Model::Xm430W350), 3072);
+        assert_eq!(
+            p.from_si(core::f64::consts::FRAC_PI_2, Model::Xm430W350),
+            3072
+        );
         assert_eq!(rad_to_position(position_to_rad(1000)), 1000);
         let c = regs::PRESENT_CURRENT;
         assert!((c.to_si(100, Model::Xm430W350) - 0.269).abs() < 1e-6);

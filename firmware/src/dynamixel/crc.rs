@@ -8,7 +8,11 @@ const fn make_table() -> [u16; 256] {
         let mut crc = (i as u16) << 8;
         let mut b = 0;
         while b < 8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x8005 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x8005
+            } else {
+                crc << 1
+            };
             b += 1;
         }
         table[i] = crc;

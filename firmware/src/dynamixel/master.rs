@@ -135,9 +135,15 @@ where
         self.dec.stats
     }
 
-    fn send(&mut self, id: u8, inst: Instruction, params_len: usize) -> Result<(), BusError<P::Error>> {
+    fn send(
+        &mut self,
+        id: u8,
+        inst: Instruction,
+        params_len: usize,
+    ) -> Result<(), BusError<P::Error>> {
         let params = &self.scratch[..params_len];
-        let n = packet::encode(id, inst as u8, None, params, &mut self.tx).map_err(|_| BusError::TooLarge)?;
+        let n = packet::encode(id, inst as u8, None, params, &mut self.tx)
+            .map_err(|_| BusError::TooLarge)?;
         // drop stale bytes from earlier, late replies
         self.pending_len = 0;
         self.pending_pos = 0;
@@ -199,7 +205,12 @@ where
     }
 
     /// One request to one servo with retries; the reply params are left in `self.rx`.
-    fn transact(&mut self, id: u8, inst: Instruction, params_len: usize) -> Result<(), BusError<P::Error>> {
+    fn transact(
+        &mut self,
+        id: u8,
+        inst: Instruction,
+        params_len: usize,
+    ) -> Result<(), BusError<P::Error>> {
         for attempt in 0..=self.retries {
             if attempt > 0 {
                 self.stats.retries += 1;
@@ -254,7 +265,12 @@ where
     /// Read `out.len()` bytes at `addr`.
     pub fn read(&mut self, id: u8, addr: u16, out: &mut [u8]) -> Result<(), BusError<P::Error>> {
         let len = out.len() as u16;
-        self.scratch[..4].copy_from_slice(&[addr as u8, (addr >> 8) as u8, len as u8, (len >> 8) as u8]);
+        self.scratch[..4].copy_from_slice(&[
+            addr as u8,
+            (addr >> 8) as u8,
+            len as u8,
+            (len >> 8) as u8,
+        ]);
         self.transact(id, Instruction::Read, 4)?;
         if self.rx_len != out.len() {
             return Err(BusError::BadReply { id });
@@ -283,13 +299,24 @@ where
     }
 
     /// Sync write `len` bytes at `addr`: `data` holds `ids.len()` blocks of `len` bytes. No reply.
-    pub fn sync_write(&mut self, addr: u16, len: u16, ids: &[u8], data: &[u8]) -> Result<(), BusError<P::Error>> {
+    pub fn sync_write(
+        &mut self,
+        addr: u16,
+        len: u16,
+        ids: &[u8],
+        data: &[u8],
+    ) -> Result<(), BusError<P::Error>> {
         let l = len as usize;
         let total = 4 + ids.len() * (1 + l);
         if data.len() < ids.len() * l || total > self.scratch.len() {
             return Err(BusError::TooLarge);
         }
-        self.scratch[..4].copy_from_slice(&[addr as u8, (addr >> 8) as u8, len as u8, (len >> 8) as u8]);
+        self.scratch[..4].copy_from_slice(&[
+            addr as u8,
+            (addr >> 8) as u8,
+            len as u8,
+            (len >> 8) as u8,
+        ]);
         let mut k = 4;
         for (i, &id) in ids.iter().enumerate() {
             self.scratch[k] = id;
@@ -299,11 +326,22 @@ where
         self.send(BROADCAST_ID, Instruction::SyncWrite, total)
     }
 
-    fn sync_read_request(&mut self, inst: Instruction, addr: u16, len: u16, ids: &[u8]) -> Result<(), BusError<P::Error>> {
+    fn sync_read_request(
+        &mut self,
+        inst: Instruction,
+        addr: u16,
+        len: u16,
+        ids: &[u8],
+    ) -> Result<(), BusError<P::Error>> {
         if 4 + ids.len() > self.scratch.len() {
             return Err(BusError::TooLarge);
         }
-        self.scratch[..4].copy_from_slice(&[addr as u8, (addr >> 8) as u8, len as u8, (len >> 8) as u8]);
+        self.scratch[..4].copy_from_slice(&[
+            addr as u8,
+            (addr >> 8) as u8,
+            len as u8,
+            (len >> 8) as u8,
+        ]);
         self.scratch[4..4 + ids.len()].copy_from_slice(ids);
         self.send(BROADCAST_ID, inst, 4 + ids.len())
     }
@@ -311,7 +349,14 @@ where
     /// Sync read `len` bytes at `addr` from `ids`. `out` gets one block of `len` bytes per ID;
     /// `ok[i]` tells whether servo `i` answered correctly. A dead servo does not stop the others.
     /// Returns how many answered.
-    pub fn sync_read(&mut self, addr: u16, len: u16, ids: &[u8], out: &mut [u8], ok: &mut [bool]) -> Result<usize, BusError<P::Error>> {
+    pub fn sync_read(
+        &mut self,
+        addr: u16,
+        len: u16,
+        ids: &[u8],
+        out: &mut [u8],
+        ok: &mut [bool],
+    ) -> Result<usize, BusError<P::Error>> {
         let l = len as usize;
         if out.len() < ids.len() * l || ok.len() < ids.len() {
             return Err(BusError::TooLarge);
@@ -322,7 +367,9 @@ where
         let deadline = start + self.timeout_us as u64 * ids.len().max(1) as u64;
         let mut got = 0;
         while got < ids.len() && self.recv(deadline)? {
-            let Some(i) = ids.iter().position(|&x| x == self.rx_id) else { continue };
+            let Some(i) = ids.iter().position(|&x| x == self.rx_id) else {
+                continue;
+            };
             if self.rx_err & 0x7F == 0 && self.rx_len == l && !ok[i] {
                 out[i * l..(i + 1) * l].copy_from_slice(&self.rx[..l]);
                 ok[i] = true;
@@ -339,7 +386,14 @@ where
 
     /// Fast sync read: one combined status packet (ID 0xFE) carrying `[ERR ID DATA CRC]` blocks.
     /// Same contract as [`sync_read`](Self::sync_read).
-    pub fn fast_sync_read(&mut self, addr: u16, len: u16, ids: &[u8], out: &mut [u8], ok: &mut [bool]) -> Result<usize, BusError<P::Error>> {
+    pub fn fast_sync_read(
+        &mut self,
+        addr: u16,
+        len: u16,
+        ids: &[u8],
+        out: &mut [u8],
+        ok: &mut [bool],
+    ) -> Result<usize, BusError<P::Error>> {
         let l = len as usize;
         if out.len() < ids.len() * l || ok.len() < ids.len() {
             return Err(BusError::TooLarge);
@@ -382,14 +436,25 @@ where
     }
 
     /// Bulk read: `items` are (id, addr, len); replies go to `out` back to back. Returns how many answered.
-    pub fn bulk_read(&mut self, items: &[(u8, u16, u16)], out: &mut [u8], ok: &mut [bool]) -> Result<usize, BusError<P::Error>> {
+    pub fn bulk_read(
+        &mut self,
+        items: &[(u8, u16, u16)],
+        out: &mut [u8],
+        ok: &mut [bool],
+    ) -> Result<usize, BusError<P::Error>> {
         let total: usize = items.iter().map(|x| x.2 as usize).sum();
         if out.len() < total || ok.len() < items.len() || items.len() * 5 > self.scratch.len() {
             return Err(BusError::TooLarge);
         }
         ok[..items.len()].fill(false);
         for (i, &(id, addr, len)) in items.iter().enumerate() {
-            self.scratch[i * 5..i * 5 + 5].copy_from_slice(&[id, addr as u8, (addr >> 8) as u8, len as u8, (len >> 8) as u8]);
+            self.scratch[i * 5..i * 5 + 5].copy_from_slice(&[
+                id,
+                addr as u8,
+                (addr >> 8) as u8,
+                len as u8,
+                (len >> 8) as u8,
+            ]);
         }
         self.send(BROADCAST_ID, Instruction::BulkRead, items.len() * 5)?;
         let deadline = self.clock.now_us() + self.timeout_us as u64 * items.len().max(1) as u64;
@@ -418,7 +483,13 @@ where
             if k + 5 + l > self.scratch.len() {
                 return Err(BusError::TooLarge);
             }
-            self.scratch[k..k + 5].copy_from_slice(&[id, addr as u8, (addr >> 8) as u8, l as u8, (l >> 8) as u8]);
+            self.scratch[k..k + 5].copy_from_slice(&[
+                id,
+                addr as u8,
+                (addr >> 8) as u8,
+                l as u8,
+                (l >> 8) as u8,
+            ]);
             self.scratch[k + 5..k + 5 + l].copy_from_slice(data);
             k += 5 + l;
         }
@@ -446,9 +517,15 @@ impl<E: core::fmt::Debug> core::fmt::Display for BusError<E> {
             BusError::Io(e) => write!(f, "port error: {e:?}"),
             BusError::Timeout { id } => write!(f, "servo {id} did not answer"),
             BusError::Status { id, error } => {
-                write!(f, "servo {id} answered with error {error}: {}", status_error_name(*error))
+                write!(
+                    f,
+                    "servo {id} answered with error {error}: {}",
+                    status_error_name(*error)
+                )
             }
-            BusError::BadReply { id } => write!(f, "servo {id} sent a reply that does not match the request"),
+            BusError::BadReply { id } => {
+                write!(f, "servo {id} sent a reply that does not match the request")
+            }
             BusError::TooLarge => write!(f, "request too large for the transmit buffer"),
         }
     }

@@ -244,7 +244,11 @@ impl<const N: usize> Decoder<N> {
             State::Header(k) => {
                 let k = k as usize;
                 if b == HEADER[k] {
-                    self.state = if k == 3 { State::Id } else { State::Header(k as u8 + 1) };
+                    self.state = if k == 3 {
+                        State::Id
+                    } else {
+                        State::Header(k as u8 + 1)
+                    };
                 } else {
                     // longest suffix of (matched prefix + b) that is again a header prefix
                     let keep = match (k, b) {
@@ -305,7 +309,11 @@ impl<const N: usize> Decoder<N> {
                     return Event::Error(DecodeError::UnknownInstruction(inst));
                 };
                 let fast = instruction == Instruction::Status && self.id == BROADCAST_ID;
-                let body_end = if fast { n - 2 } else { unstuff(&mut self.buf[8..n - 2]) + 8 };
+                let body_end = if fast {
+                    n - 2
+                } else {
+                    unstuff(&mut self.buf[8..n - 2]) + 8
+                };
                 self.stats.packets += 1;
                 self.ready = Some((inst, 8, body_end - 8));
                 Event::Packet
@@ -366,7 +374,9 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> std::vec::Vec<u8> {
-        s.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect()
+        s.split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
     }
 
     fn enc(id: u8, inst: u8, prefix: Option<u8>, params: &[u8]) -> std::vec::Vec<u8> {
@@ -390,12 +400,18 @@ mod tests {
     // every vector of ../shared/reference/dynamixel-protocol2-vectors.md
     #[test]
     fn reference_vectors_encode() {
-        assert_eq!(enc(1, 0x01, None, &[]), hex("FF FF FD 00 01 03 00 01 19 4E"));
+        assert_eq!(
+            enc(1, 0x01, None, &[]),
+            hex("FF FF FD 00 01 03 00 01 19 4E")
+        );
         assert_eq!(
             enc(1, 0x55, Some(0), &[0x06, 0x04, 0x26]),
             hex("FF FF FD 00 01 07 00 55 00 06 04 26 65 5D")
         );
-        assert_eq!(enc(0xFE, 0x01, None, &[]), hex("FF FF FD 00 FE 03 00 01 31 42"));
+        assert_eq!(
+            enc(0xFE, 0x01, None, &[]),
+            hex("FF FF FD 00 FE 03 00 01 31 42")
+        );
         assert_eq!(
             enc(1, 0x02, None, &[0x84, 0, 4, 0]),
             hex("FF FF FD 00 01 07 00 02 84 00 04 00 1D 15")
@@ -408,14 +424,25 @@ mod tests {
             enc(1, 0x03, None, &[0x74, 0, 0, 2, 0, 0]),
             hex("FF FF FD 00 01 09 00 03 74 00 00 02 00 00 CA 89")
         );
-        assert_eq!(enc(1, 0x55, Some(0), &[]), hex("FF FF FD 00 01 04 00 55 00 A1 0C"));
-        assert_eq!(enc(1, 0x05, None, &[]), hex("FF FF FD 00 01 03 00 05 02 CE"));
+        assert_eq!(
+            enc(1, 0x55, Some(0), &[]),
+            hex("FF FF FD 00 01 04 00 55 00 A1 0C")
+        );
+        assert_eq!(
+            enc(1, 0x05, None, &[]),
+            hex("FF FF FD 00 01 03 00 05 02 CE")
+        );
         assert_eq!(
             enc(0xFE, 0x82, None, &[0x84, 0, 4, 0, 1, 2]),
             hex("FF FF FD 00 FE 09 00 82 84 00 04 00 01 02 CE FA")
         );
         assert_eq!(
-            enc(0xFE, 0x83, None, &[0x74, 0, 4, 0, 1, 0x96, 0, 0, 0, 2, 0xAA, 0, 0, 0]),
+            enc(
+                0xFE,
+                0x83,
+                None,
+                &[0x74, 0, 4, 0, 1, 0x96, 0, 0, 0, 2, 0xAA, 0, 0, 0]
+            ),
             hex("FF FF FD 00 FE 11 00 83 74 00 04 00 01 96 00 00 00 02 AA 00 00 00 82 87")
         );
         assert_eq!(

@@ -80,8 +80,12 @@ pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u8>> {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
         };
-        let a: u8 = a.parse().with_context(|| format!("bad ID `{a}` in `{s}`"))?;
-        let b: u8 = b.parse().with_context(|| format!("bad ID `{b}` in `{s}`"))?;
+        let a: u8 = a
+            .parse()
+            .with_context(|| format!("bad ID `{a}` in `{s}`"))?;
+        let b: u8 = b
+            .parse()
+            .with_context(|| format!("bad ID `{b}` in `{s}`"))?;
         if a > b || b > 252 {
             bail!("bad ID range `{part}` (IDs are 0-252, low-high)");
         }
@@ -111,7 +115,8 @@ fn register(name: &str) -> anyhow::Result<&'static control_table::Register> {
 
 fn model_of(m: &mut Master<SerialIo, StdClock>, id: u8) -> anyhow::Result<Model> {
     let p = m.ping(id).map_err(|e| anyhow!("{e}"))?;
-    Model::from_number(p.model).ok_or_else(|| anyhow!("servo {id}: unknown model number {}", p.model))
+    Model::from_number(p.model)
+        .ok_or_else(|| anyhow!("servo {id}: unknown model number {}", p.model))
 }
 
 fn ping_json(p: &PingInfo) -> serde_json::Value {
@@ -142,11 +147,16 @@ pub fn run(cmd: BusCommand) -> anyhow::Result<()> {
                 Some(s) => {
                     let ids = parse_ids(&s)?;
                     m.retries = 0;
-                    ids.iter().filter_map(|&id| m.ping(id).ok()).map(|p| ping_json(&p)).collect()
+                    ids.iter()
+                        .filter_map(|&id| m.ping(id).ok())
+                        .map(|p| ping_json(&p))
+                        .collect()
                 }
                 None => {
                     let mut out = [PingInfo::default(); 253];
-                    let n = m.broadcast_ping(&mut out).map_err(|e| anyhow!("broadcast ping: {e}"))?;
+                    let n = m
+                        .broadcast_ping(&mut out)
+                        .map_err(|e| anyhow!("broadcast ping: {e}"))?;
                     out[..n].iter().map(ping_json).collect()
                 }
             };
@@ -161,12 +171,21 @@ pub fn run(cmd: BusCommand) -> anyhow::Result<()> {
             let raw = r.decode(&buf).unwrap_or(0);
             if si {
                 let model = model_of(&mut m, id)?;
-                println!("{}", json!({"id": id, "reg": r.name, "raw": raw, "value": r.to_si(raw, model), "unit": r.unit.symbol()}));
+                println!(
+                    "{}",
+                    json!({"id": id, "reg": r.name, "raw": raw, "value": r.to_si(raw, model), "unit": r.unit.symbol()})
+                );
             } else {
                 println!("{}", json!({"id": id, "reg": r.name, "raw": raw}));
             }
         }
-        BusCommand::Write { port, id, reg, value, si } => {
+        BusCommand::Write {
+            port,
+            id,
+            reg,
+            value,
+            si,
+        } => {
             let r = register(&reg)?;
             if !r.writable {
                 bail!("register `{}` is read-only", r.name);
@@ -185,11 +204,18 @@ pub fn run(cmd: BusCommand) -> anyhow::Result<()> {
                 value as i64
             };
             let mut buf = [0u8; 4];
-            let n = r
-                .encode(raw, &mut buf)
-                .ok_or_else(|| anyhow!("value {raw} does not fit the {}-byte register `{}`", r.size, r.name))?;
+            let n = r.encode(raw, &mut buf).ok_or_else(|| {
+                anyhow!(
+                    "value {raw} does not fit the {}-byte register `{}`",
+                    r.size,
+                    r.name
+                )
+            })?;
             m.write(id, r.addr, &buf[..n]).map_err(|e| anyhow!("{e}"))?;
-            println!("{}", json!({"id": id, "reg": r.name, "raw": raw, "ok": true}));
+            println!(
+                "{}",
+                json!({"id": id, "reg": r.name, "raw": raw, "ok": true})
+            );
         }
     }
     Ok(())

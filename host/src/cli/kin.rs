@@ -75,7 +75,11 @@ fn finite(name: &str, v: &[f64]) -> Result<(), String> {
     }
 }
 
-fn joint_vec(chain: &kinematics::Chain, field: &str, v: &[f64]) -> Result<kinematics::JointVec, String> {
+fn joint_vec(
+    chain: &kinematics::Chain,
+    field: &str,
+    v: &[f64],
+) -> Result<kinematics::JointVec, String> {
     finite(field, v)?;
     chain.joint_vec(v).ok_or_else(|| {
         format!(
@@ -263,7 +267,7 @@ mod tests {
             },
             &format!("{line}\n{}\n", json!({"chain":"r_arm","t":[5.0,0.0,0.0]})),
         );
-        assert!(failed == false);
+        assert!(!failed);
         assert_eq!(ik[0]["ok"], true);
         assert!(ik[0]["pos_err"].as_f64().unwrap() <= 1e-5);
         assert_eq!(ik[1]["ok"], false);

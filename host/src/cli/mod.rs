@@ -51,7 +51,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
             let failed = kin::run(&model, cmd, stdin.lock(), stdout.lock())?;
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Bus(cmd) => bus::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Sim(cmd) => sim::run(cmd).map(|_| ExitCode::SUCCESS),

@@ -38,10 +38,17 @@ pub enum SimCommand {
 /// Run a `sim` subcommand.
 pub fn run(cmd: SimCommand) -> anyhow::Result<()> {
     match cmd {
-        SimCommand::Servos { pty, ids, model, drop_rate, dead } => {
+        SimCommand::Servos {
+            pty,
+            ids,
+            model,
+            drop_rate,
+            dead,
+        } => {
             let ids = super::bus::parse_ids(&ids)?;
-            let model = Model::from_name(&model)
-                .ok_or_else(|| anyhow!("unknown model `{model}` (xm430-w350, xm430-w210, xl330-m288)"))?;
+            let model = Model::from_name(&model).ok_or_else(|| {
+                anyhow!("unknown model `{model}` (xm430-w350, xm430-w210, xl330-m288)")
+            })?;
             if !(0.0..=1.0).contains(&drop_rate) {
                 return Err(anyhow!("--drop-rate must be within 0..1"));
             }

@@ -378,7 +378,8 @@ impl Chain {
             if matches!(self.joints[i].motion, Motion::Slide(_)) {
                 jac.fixed_view_mut::<3, 1>(0, i).copy_from(&a);
             } else {
-                jac.fixed_view_mut::<3, 1>(0, i).copy_from(&a.cross(&(t - points[i])));
+                jac.fixed_view_mut::<3, 1>(0, i)
+                    .copy_from(&a.cross(&(t - points[i])));
                 jac.fixed_view_mut::<3, 1>(3, i).copy_from(&a);
             }
         }
@@ -443,7 +444,9 @@ mod tests {
             for _ in 0..50 {
                 let mut q = [0.0; MAX_DOF];
                 for i in 0..c.dof() {
-                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    rng = rng
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let u = (rng >> 11) as f64 / (1u64 << 53) as f64;
                     q[i] = c.lower()[i] + u * (c.upper()[i] - c.lower()[i]);
                 }

@@ -71,7 +71,11 @@ pub struct IkSolution {
 #[inline]
 pub fn rotation_log(r: &Matrix3<f64>) -> Vector3<f64> {
     let cos = ((r.trace() - 1.0) * 0.5).clamp(-1.0, 1.0);
-    let v = Vector3::new(r[(2, 1)] - r[(1, 2)], r[(0, 2)] - r[(2, 0)], r[(1, 0)] - r[(0, 1)]);
+    let v = Vector3::new(
+        r[(2, 1)] - r[(1, 2)],
+        r[(0, 2)] - r[(2, 0)],
+        r[(1, 0)] - r[(0, 1)],
+    );
     if cos > 1.0 - 1e-6 {
         // θ/sin θ ≈ 1 + θ²/6 with θ² ≈ 2(1 − cos θ)
         return v * (0.5 * (1.0 + (1.0 - cos) / 3.0));
@@ -154,7 +158,7 @@ pub fn solve(chain: &Chain, target: &IkTarget, seed: &JointVec, opts: &IkOptions
             break;
         }
         if let Some(budget) = opts.time_budget {
-            if iters % 8 == 0 && start.elapsed() > budget {
+            if iters.is_multiple_of(8) && start.elapsed() > budget {
                 break;
             }
         }
@@ -275,7 +279,11 @@ pub fn look_at(chain: &Chain, point: &Vector3<f64>, seed: &JointVec, tol: f64) -
             w * (angle / w.norm())
         } else {
             // pointing exactly away: any perpendicular axis
-            let p = if z.x.abs() < 0.9 { Vector3::x() } else { Vector3::y() };
+            let p = if z.x.abs() < 0.9 {
+                Vector3::x()
+            } else {
+                Vector3::y()
+            };
             z.cross(&p).normalize() * angle
         };
         let mut jw: SMatrix<f64, 3, MAX_DOF> = fj.jacobian.fixed_rows::<3>(3).into_owned();
@@ -290,7 +298,8 @@ pub fn look_at(chain: &Chain, point: &Vector3<f64>, seed: &JointVec, tol: f64) -
             dq = jw.transpose() * chol.solve(&e);
             let mut frozen = false;
             for i in 0..n {
-                if ((q[i] <= lo[i] + 1e-12 && dq[i] < 0.0) || (q[i] >= hi[i] - 1e-12 && dq[i] > 0.0))
+                if ((q[i] <= lo[i] + 1e-12 && dq[i] < 0.0)
+                    || (q[i] >= hi[i] - 1e-12 && dq[i] > 0.0))
                     && jw.column(i).norm_squared() > 0.0
                 {
                     jw.column_mut(i).fill(0.0);
@@ -331,7 +340,8 @@ mod tests {
             (Vector3::y(), 3.1),
             (Vector3::z(), std::f64::consts::PI),
         ] {
-            let r = nalgebra::Rotation3::from_axis_angle(&nalgebra::Unit::new_unchecked(axis), angle);
+            let r =
+                nalgebra::Rotation3::from_axis_angle(&nalgebra::Unit::new_unchecked(axis), angle);
             let v = rotation_log(r.matrix());
             assert!((v.norm() - angle).abs() < 1e-9, "{angle}");
             assert!((v.normalize() - axis).norm() < 1e-6 || (v.normalize() + axis).norm() < 1e-6);
@@ -381,9 +391,19 @@ mod tests {
     fn deterministic_for_a_seed() {
         let m = RobotModel::reachy().unwrap();
         let c = m.chain("l_arm").unwrap();
-        let goal = Frame::from_t_quat([0.4, 0.25, 0.85], [0.0, 0.7071, 0.0, 0.7071]);
-        let a = solve(c, &IkTarget::Pose(goal), &c.mid_range(), &IkOptions::default());
-        let b = solve(c, &IkTarget::Pose(goal), &c.mid_range(), &IkOptions::default());
+        let goal = Frame::from_t_quat([0.4, 0.25, 0.85], [0.0, 0.5, 0.0, 0.8]);
+        let a = solve(
+            c,
+            &IkTarget::Pose(goal),
+            &c.mid_range(),
+            &IkOptions::default(),
+        );
+        let b = solve(
+            c,
+            &IkTarget::Pose(goal),
+            &c.mid_range(),
+            &IkOptions::default(),
+        );
         assert_eq!(a.q, b.q);
         assert_eq!(a.iters, b.iters);
     }

@@ -1,0 +1,368 @@
+//! The firmware core (bus master, control loop, safety) against simulated servos, in memory and
+//! deterministic: link → firmware → Dynamixel bus → simulated servos and back.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use reachy_e2e::{pipe, PipeEnd, TestClock};
+use reachy_firmware::control::{Controller, JointMap};
+use reachy_firmware::dynamixel::control_table::{hardware_error, rad_to_position, regs};
+use reachy_firmware::dynamixel::{Master, Model, PingInfo};
+use reachy_firmware::link::{
+    self, joint_flags, state_flags, Command, FrameDecoder, JointGoal, JointLimits, SafetyConfig,
+    Telemetry, MAX_FRAME,
+};
+use reachy_sim::{SimBus, SimPort};
+
+fn bus(ids: &[u8]) -> Rc<RefCell<SimBus>> {
+    Rc::new(RefCell::new(SimBus::new(ids, Model::Xm430W350)))
+}
+
+#[test]
+fn master_transactions_against_simulated_servos() {
+    let b = bus(&[1, 2, 3, 4]);
+    let mut m = Master::new(SimPort::new(b.clone()), TestClock::new(1));
+    let mut found = [PingInfo::default(); 8];
+    assert_eq!(m.broadcast_ping(&mut found).unwrap(), 4);
+    assert_eq!(
+        found[2],
+        PingInfo {
+            id: 3,
+            model: 1020,
+            firmware: 46
+        }
+    );
+    assert_eq!(m.ping(2).unwrap().model, 1020);
+    // write + read
+    m.write(1, regs::GOAL_POSITION.addr, &1234i32.to_le_bytes())
+        .unwrap();
+    let mut v = [0u8; 4];
+    m.read(1, regs::GOAL_POSITION.addr, &mut v).unwrap();
+    assert_eq!(i32::from_le_bytes(v), 1234);
+    // EEPROM lock surfaces as a status error
+    m.write(1, regs::TORQUE_ENABLE.addr, &[1]).unwrap();
+    let e = m.write(1, regs::OPERATING_MODE.addr, &[1]).unwrap_err();
+    assert!(e.to_string().contains("EEPROM"), "{e}");
+    // sync write / sync read / fast sync read / bulk
+    let ids = [1, 2, 3, 4];
+    let mut data = [0u8; 16];
+    for (k, g) in [100i32, 200, 300, 400].iter().enumerate() {
+        data[4 * k..4 * k + 4].copy_from_slice(&g.to_le_bytes());
+    }
+    m.sync_write(regs::GOAL_POSITION.addr, 4, &ids, &data)
+        .unwrap();
+    let mut out = [0u8; 16];
+    let mut ok = [false; 4];
+    assert_eq!(
+        m.sync_read(regs::GOAL_POSITION.addr, 4, &ids, &mut out, &mut ok)
+            .unwrap(),
+        4
+    );
+    assert_eq!(out, data);
+    let mut out2 = [0u8; 16];
+    assert_eq!(
+        m.fast_sync_read(regs::GOAL_POSITION.addr, 4, &ids, &mut out2, &mut ok)
+            .unwrap(),
+        4
+    );
+    assert_eq!(out2, data);
+    m.bulk_write(&[
+        (2, regs::LED.addr, &[1]),
+        (3, regs::GOAL_POSITION.addr, &777i32.to_le_bytes()),
+    ])
+    .unwrap();
+    let mut bo = [0u8; 5];
+    let mut bok = [false; 2];
+    assert_eq!(
+        m.bulk_read(
+            &[(2, regs::LED.addr, 1), (3, regs::GOAL_POSITION.addr, 4)],
+            &mut bo,
+            &mut bok
+        )
+        .unwrap(),
+        2
+    );
+    assert_eq!(bo, [1, 0x09, 0x03, 0, 0]);
+    // a dead servo is reported and does not stop the others
+    b.borrow_mut().servo_mut(2).unwrap().faults.dead = true;
+    let n = m
+        .sync_read(regs::GOAL_POSITION.addr, 4, &ids, &mut out, &mut ok)
+        .unwrap();
+    assert_eq!((n, ok), (3, [true, false, true, true]));
+    let n = m
+        .fast_sync_read(regs::GOAL_POSITION.addr, 4, &ids, &mut out2, &mut ok)
+        .unwrap();
+    assert_eq!((n, ok), (3, [true, false, true, true]));
+    assert!(m.ping(2).is_err());
+    assert!(m.stats.timeouts > 0 && m.stats.retries > 0);
+}
+
+struct Rig {
+    host: PipeEnd,
+    clock: TestClock,
+    bus: Rc<RefCell<SimBus>>,
+    ctl: Controller<PipeEnd, SimPort, TestClock>,
+    dec: FrameDecoder,
+    seq: u32,
+}
+
+impl Rig {
+    fn new(n: u8) -> Self {
+        let ids: Vec<u8> = (1..=n).collect();
+        let b = bus(&ids);
+        let (host, fw) = pipe();
+        let clock = TestClock::new(1);
+        let joints: Vec<JointMap> = ids.iter().map(|&id| JointMap { bus: 0, id }).collect();
+        let ctl = Controller::new(
+            fw,
+            [SimPort::new(b.clone())],
+            clock.clone(),
+            &joints,
+            Model::Xm430W350,
+            1000,
+        )
+        .unwrap();
+        Self {
+            host,
+            clock,
+            bus: b,
+            ctl,
+            dec: FrameDecoder::new(),
+            seq: 0,
+        }
+    }
+    fn send(&mut self, c: &Command) {
+        let mut buf = [0u8; MAX_FRAME];
+        let n = link::encode(c, &mut buf).unwrap();
+        self.host.send(&buf[..n]);
+    }
+    fn goals(&mut self, g: &[(u8, f32)]) {
+        self.seq += 1;
+        let goals = g
+            .iter()
+            .map(|&(joint, position)| JointGoal {
+                joint,
+                position,
+                velocity: None,
+                current: None,
+            })
+            .collect();
+        self.send(&Command::Goals {
+            seq: self.seq,
+            goals,
+        });
+    }
+    /// Run `ms` control cycles at 1 kHz, servos stepping in lock-step; returns all telemetry.
+    fn run(&mut self, ms: u32) -> Vec<Telemetry> {
+        let mut out = Vec::new();
+        for _ in 0..ms {
+            let t = self.clock.peek();
+            self.ctl.tick();
+            self.bus.borrow_mut().step(0.001);
+            let used = self.clock.peek() - t;
+            self.clock.advance(1000u64.saturating_sub(used));
+            for b in self.host.take() {
+                if let Some(Ok(m)) = self.dec.push::<Telemetry>(b) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+    fn last_state(tel: &[Telemetry]) -> (u8, Vec<link::JointState>) {
+        tel.iter()
+            .rev()
+            .find_map(|t| match t {
+                Telemetry::State { flags, joints, .. } => Some((*flags, joints.to_vec())),
+                _ => None,
+            })
+            .expect("telemetry")
+    }
+}
+
+#[test]
+fn goals_are_tracked_clamped_and_rate_limited() {
+    let mut r = Rig::new(3);
+    let limits = (0..3u8)
+        .map(|j| JointLimits {
+            joint: j,
+            lower: -1.0,
+            upper: 1.0,
+            max_velocity: 2.0,
+        })
+        .collect();
+    r.send(&Command::Limits(limits));
+    r.send(&Command::Torque {
+        mask: 0b111,
+        on: true,
+    });
+    r.run(20);
+    let mut max_step = 0.0f32;
+    let mut prev = 0.0f32;
+    for i in 0..600 {
+        r.goals(&[(0, 0.8), (1, -3.0), (2, 0.2)]);
+        let tel = r.run(1);
+        if i % 10 == 9 {
+            let (_, j) = Rig::last_state(&tel);
+            max_step = max_step.max((j[0].position - prev).abs());
+            prev = j[0].position;
+        }
+    }
+    let (flags, j) = Rig::last_state(&r.run(10));
+    assert_eq!(flags, 0);
+    assert!((j[0].position - 0.8).abs() < 0.01, "{}", j[0].position);
+    assert!(
+        (j[1].position + 1.0).abs() < 0.01,
+        "clamped to the lower limit: {}",
+        j[1].position
+    );
+    assert!((j[2].position - 0.2).abs() < 0.01);
+    // 2 rad/s over 10 ms = 0.02 rad between telemetry samples (+ sim lag slack)
+    assert!(max_step <= 0.025, "velocity limit on board: {max_step}");
+    assert!(j.iter().all(|s| s.flags & joint_flags::TORQUE_ON != 0));
+    let servo = r.bus.borrow();
+    let g = servo.servo(2).unwrap().get(&regs::GOAL_POSITION);
+    assert_eq!(g, rad_to_position(-1.0) as i64);
+}
+
+#[test]
+fn watchdog_holds_then_turns_torque_off() {
+    let mut r = Rig::new(2);
+    r.send(&Command::Safety(SafetyConfig {
+        hold_after_ms: 50,
+        torque_off_after_ms: 200,
+        telemetry_every: 5,
+        temperature_limit_c: 70,
+    }));
+    r.send(&Command::Torque {
+        mask: 0b11,
+        on: true,
+    });
+    r.run(5);
+    for _ in 0..100 {
+        r.goals(&[(0, 1.0), (1, -1.0)]);
+        r.run(1);
+    }
+    // host goes silent mid-motion
+    let tel = r.run(100);
+    let (flags, j) = Rig::last_state(&tel);
+    assert_eq!(flags & state_flags::HOLD, state_flags::HOLD);
+    assert!(
+        j[0].position < 0.5,
+        "held short of the goal: {}",
+        j[0].position
+    );
+    let held = j[0].position;
+    let (flags, j) = Rig::last_state(&r.run(50));
+    assert!((j[0].position - held).abs() < 0.02, "holding still");
+    assert!(flags & state_flags::HOLD != 0);
+    let (flags, j) = Rig::last_state(&r.run(200));
+    assert_eq!(
+        flags & state_flags::WATCHDOG_TORQUE_OFF,
+        state_flags::WATCHDOG_TORQUE_OFF
+    );
+    assert!(j.iter().all(|s| s.flags & joint_flags::TORQUE_ON == 0));
+    assert!(!r.bus.borrow().servo(1).unwrap().torque_enabled());
+    // the host comes back: watchdog clears, torque stays off until asked for
+    r.send(&Command::Heartbeat { seq: 1 });
+    let (flags, j) = Rig::last_state(&r.run(10));
+    assert_eq!(flags, 0);
+    assert!(j[0].flags & joint_flags::TORQUE_ON == 0);
+}
+
+#[test]
+fn estop_latches_until_cleared() {
+    let mut r = Rig::new(2);
+    r.send(&Command::Torque {
+        mask: 0b11,
+        on: true,
+    });
+    r.run(5);
+    r.send(&Command::EStop);
+    let (flags, j) = Rig::last_state(&r.run(20));
+    assert_eq!(flags & state_flags::ESTOP, state_flags::ESTOP);
+    assert!(j.iter().all(|s| s.flags & joint_flags::TORQUE_ON == 0));
+    assert!(!r.bus.borrow().servo(1).unwrap().torque_enabled());
+    // goals and torque-on are refused while latched
+    let rejected = r.ctl.stats().rejected;
+    r.send(&Command::Torque {
+        mask: 0b11,
+        on: true,
+    });
+    r.goals(&[(0, 0.5)]);
+    r.run(20);
+    assert_eq!(r.ctl.stats().rejected, rejected + 2);
+    assert!(!r.bus.borrow().servo(1).unwrap().torque_enabled());
+    r.send(&Command::ClearEStop);
+    r.send(&Command::Torque {
+        mask: 0b11,
+        on: true,
+    });
+    let (flags, j) = Rig::last_state(&r.run(20));
+    assert_eq!(flags & state_flags::ESTOP, 0);
+    assert!(j.iter().all(|s| s.flags & joint_flags::TORQUE_ON != 0));
+    assert!(r.bus.borrow().servo(1).unwrap().torque_enabled());
+}
+
+#[test]
+fn overheating_and_dead_servos_are_reported_without_stopping_the_rest() {
+    let mut r = Rig::new(3);
+    r.send(&Command::Torque {
+        mask: 0b111,
+        on: true,
+    });
+    r.run(20);
+    r.bus
+        .borrow_mut()
+        .servo_mut(2)
+        .unwrap()
+        .inject_hardware_error(hardware_error::OVERHEATING);
+    r.bus.borrow_mut().servo_mut(3).unwrap().faults.dead = true;
+    let tel = r.run(50);
+    assert!(tel.iter().any(|t| matches!(t, Telemetry::Shutdown { joint: 1, hardware_error: e, .. } if e & hardware_error::OVERHEATING != 0)));
+    for _ in 0..300 {
+        r.goals(&[(0, 0.4), (1, 0.4), (2, 0.4)]);
+        r.run(1);
+    }
+    let (_, j) = Rig::last_state(&r.run(10));
+    assert!(
+        (j[0].position - 0.4).abs() < 0.01,
+        "healthy joint keeps working"
+    );
+    assert!(j[1].flags & joint_flags::SHUTDOWN != 0);
+    assert!(j[1].flags & joint_flags::TORQUE_ON == 0);
+    assert!(j[2].flags & joint_flags::NO_REPLY != 0);
+    assert!(r.ctl.stats().bus_timeouts > 0);
+    // the host reboots the servo: the shutdown clears
+    r.send(&Command::Reboot { joint: 1 });
+    let (_, j) = Rig::last_state(&r.run(20));
+    assert!(j[1].flags & joint_flags::SHUTDOWN == 0);
+}
+
+#[test]
+fn link_noise_is_counted_and_dropped() {
+    let mut r = Rig::new(1);
+    r.host.send(&[1, 2, 3, 0, 0xFF, 0x13, 0x37, 0]);
+    r.send(&Command::Torque { mask: 1, on: true });
+    let bad = Command::Goals {
+        seq: 1,
+        goals: [JointGoal {
+            joint: 0,
+            position: f32::NAN,
+            velocity: None,
+            current: None,
+        }]
+        .into_iter()
+        .collect(),
+    };
+    r.send(&bad);
+    r.goals(&[(9, 0.1)]);
+    r.run(20);
+    let s = r.ctl.stats();
+    assert_eq!(s.link_errors, 2);
+    assert_eq!(s.rejected, 2);
+    assert!(
+        r.bus.borrow().servo(1).unwrap().torque_enabled(),
+        "valid frames after noise still apply"
+    );
+}
