@@ -3,10 +3,13 @@
 //!
 //! - [`model`]: the URDF, its actuated joints and named chains (`r_arm`, `l_arm`, `head`).
 //! - [`kinematics`]: FK, Jacobian, IK and `look_at` on any chain.
+//! - [`firmware_link`]: the host end of the firmware link (serial backend transport).
+//! - [`serial`]: serial ports as `embedded-io` for the firmware crate's code.
 //! - [`cli`]: the subcommands of `reachy`.
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod firmware_link;
 pub mod kinematics;
 pub mod model;
 pub mod serial;

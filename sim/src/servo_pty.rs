@@ -29,6 +29,24 @@ pub enum PtyError {
     Io(#[from] std::io::Error),
 }
 
+/// Create a pty pair with a 1 ms read timeout on the master, and a symlink `link` → slave
+/// device (a stale symlink is replaced). Keep the slave open while the pty is in use.
+pub fn pty_pair(link: &Path) -> Result<(TTYPort, TTYPort), PtyError> {
+    let (mut master, slave) = TTYPort::pair()?;
+    master.set_timeout(Duration::from_millis(1))?;
+    let dev = slave.name().unwrap_or_default();
+    if let Ok(meta) = std::fs::symlink_metadata(link) {
+        if meta.file_type().is_symlink() {
+            let _ = std::fs::remove_file(link);
+        }
+    }
+    std::os::unix::fs::symlink(&dev, link).map_err(|source| PtyError::Link {
+        path: link.to_path_buf(),
+        source,
+    })?;
+    Ok((master, slave))
+}
+
 /// A pseudo-terminal whose slave end is reachable at a symlink.
 pub struct PtyEndpoint {
     master: TTYPort,
@@ -39,18 +57,7 @@ pub struct PtyEndpoint {
 impl PtyEndpoint {
     /// Create a pty pair and a symlink `link` → slave device (replacing a stale symlink).
     pub fn create(link: &Path) -> Result<Self, PtyError> {
-        let (mut master, slave) = TTYPort::pair()?;
-        master.set_timeout(Duration::from_millis(1))?;
-        let dev = slave.name().unwrap_or_default();
-        if let Ok(meta) = std::fs::symlink_metadata(link) {
-            if meta.file_type().is_symlink() {
-                let _ = std::fs::remove_file(link);
-            }
-        }
-        std::os::unix::fs::symlink(&dev, link).map_err(|source| PtyError::Link {
-            path: link.to_path_buf(),
-            source,
-        })?;
+        let (master, slave) = pty_pair(link)?;
         Ok(Self {
             master,
             _slave: slave,

@@ -99,3 +99,43 @@ impl embedded_io::ReadReady for PipeEnd {
         Ok(!self.rx.borrow().is_empty())
     }
 }
+
+/// The `reachy` binary next to the running test (built by `cargo test --workspace`, which
+/// builds `reachy-host`'s binary for its own integration tests).
+pub fn reachy_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile directory");
+    let bin = dir.join("reachy");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` or `cargo build -p reachy-host` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until `path` exists (a pty symlink), panicking after `secs`.
+pub fn wait_for(path: &std::path::Path, secs: u64) {
+    let t0 = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed().as_secs() < secs,
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bus;
+pub mod firmware;
 pub mod kin;
 pub mod sim;
 
@@ -38,6 +39,9 @@ pub enum Command {
     /// Simulation services (simulated servos on a pseudo-terminal).
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// The firmware core as a host process (link on a pty, servo buses on serial ports).
+    #[command(subcommand)]
+    Firmware(firmware::FirmwareCommand),
 }
 
 /// Run a parsed command line; the exit code is non-zero when any input failed.
@@ -59,5 +63,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bus(cmd) => bus::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Sim(cmd) => sim::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
     }
 }

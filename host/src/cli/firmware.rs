@@ -1,0 +1,98 @@
+//! `reachy firmware run`: the firmware core as a host process, with a pty for the host link and
+//! serial ports (or ptys from `reachy sim servos`) as servo buses.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Subcommand;
+use reachy_firmware::control::{Controller, JointMap};
+use reachy_firmware::dynamixel::Model;
+
+use crate::serial::{SerialIo, StdClock};
+
+/// `reachy firmware …`
+#[derive(Debug, Subcommand)]
+pub enum FirmwareCommand {
+    /// Run the firmware control loop on this machine. Joints are numbered in --bus order.
+    Run {
+        /// Create the host link as a pty with a symlink at this path.
+        #[arg(long)]
+        link: PathBuf,
+        /// A servo bus and its IDs: `PATH:IDS`, e.g. `/tmp/r_arm:1-8`; repeat per limb (≤ 3).
+        #[arg(long, required = true)]
+        bus: Vec<String>,
+        /// Bus baud rate.
+        #[arg(long, default_value_t = 1_000_000)]
+        baud: u32,
+        /// Control rate (Hz).
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Servo model (current units).
+        #[arg(long, default_value = "xm430-w350")]
+        model: String,
+    },
+}
+
+/// Run a `firmware` subcommand.
+pub fn run(cmd: FirmwareCommand) -> anyhow::Result<()> {
+    let FirmwareCommand::Run {
+        link,
+        bus,
+        baud,
+        rate,
+        model,
+    } = cmd;
+    if bus.len() > reachy_firmware::control::MAX_BUSES {
+        bail!("at most {} buses", reachy_firmware::control::MAX_BUSES);
+    }
+    if !(1..=10_000).contains(&rate) {
+        bail!("--rate must be within 1..10000 Hz");
+    }
+    let model = Model::from_name(&model).ok_or_else(|| anyhow!("unknown model `{model}`"))?;
+    let mut ports = Vec::new();
+    let mut joints = Vec::new();
+    for (b, spec) in bus.iter().enumerate() {
+        let (path, ids) = spec
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("--bus `{spec}`: expected PATH:IDS, e.g. /tmp/bus:1-8"))?;
+        for id in super::bus::parse_ids(ids)? {
+            joints.push(JointMap { bus: b as u8, id });
+        }
+        ports.push(SerialIo::open(path, baud).with_context(|| format!("opening bus {path}"))?);
+    }
+    let (master, _slave) =
+        reachy_sim::servo_pty::pty_pair(&link).context("creating the link pty")?;
+    let link_port = SerialIo::new(Box::new(master));
+    let period_us = 1_000_000 / rate;
+    let mut ctl = Controller::new(
+        link_port,
+        ports,
+        StdClock::default(),
+        &joints,
+        model,
+        period_us,
+    )
+    .map_err(|e| anyhow!("firmware configuration: {e:?}"))?;
+    ctl.set_bus_timeout_us(3_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)).context("Ctrl-C handler")?;
+    tracing::info!(link = %link.display(), joints = joints.len(), rate, "firmware running");
+    let period = Duration::from_micros(period_us as u64);
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        ctl.tick();
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now; // overrun: counted by the controller, do not try to catch up
+        }
+    }
+    let _ = std::fs::remove_file(&link);
+    Ok(())
+}
