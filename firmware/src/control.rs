@@ -372,7 +372,11 @@ where
     /// One control cycle. Call it every `period_us`.
     pub fn tick(&mut self) {
         let now = self.clock.now_us();
+        // the velocity limit holds in rad/s whatever the real cycle time (bounded at 5 periods
+        // so a stall never turns into a jump)
+        let mut dt = self.period_us as f32 * 1e-6;
         if let Some(last) = self.last_tick_us {
+            dt = (now.saturating_sub(last) as f32 * 1e-6).min(5.0 * dt);
             let p = now.saturating_sub(last) as u32;
             self.window_sum += p as u64;
             self.window_n += 1;
@@ -384,7 +388,6 @@ where
         self.last_tick_us = Some(now);
         self.stats.cycles = self.stats.cycles.wrapping_add(1);
         let cycle = self.stats.cycles;
-        let dt = self.period_us as f32 * 1e-6;
 
         self.poll_link(now);
         self.run_watchdog(now);
@@ -524,15 +527,20 @@ where
             &mut ok,
         );
         // temperature and hardware error in turn, every 10 cycles each
-        let mut aux = [0u8; MAX_JOINTS];
+        // Temperature and hardware error in turn, every 10 cycles each. Each read has its own
+        // length (3 bytes from 144: voltage + temperature; 2 bytes from 69: registered
+        // instruction + hardware error; the state read is 10 bytes), so a late reply from an
+        // earlier transaction can never be taken for this one: Protocol 2.0 has no transaction
+        // IDs, and the master drops replies whose length does not match.
+        let mut aux = [0u8; 3 * MAX_JOINTS];
         let mut aux_ok = [false; MAX_JOINTS];
-        let aux_reg = match cycle % 10 {
-            0 => Some(regs::PRESENT_TEMPERATURE.addr),
-            5 => Some(regs::HARDWARE_ERROR_STATUS.addr),
+        let aux_read = match cycle % 10 {
+            0 => Some((regs::PRESENT_INPUT_VOLTAGE.addr, 3u16)),
+            5 => Some((regs::HARDWARE_ERROR_STATUS.addr - 1, 2u16)),
             _ => None,
         };
-        if let Some(addr) = aux_reg {
-            let _ = bus.sync_read(addr, 1, &ids[..n], &mut aux, &mut aux_ok);
+        if let Some((addr, len)) = aux_read {
+            let _ = bus.sync_read(addr, len, &ids[..n], &mut aux, &mut aux_ok);
         }
         self.stats.bus_timeouts += bus.stats.timeouts - timeouts0;
         self.stats.bus_crc_errors += bus.decoder_stats().crc_errors - crc0;
@@ -559,10 +567,10 @@ where
                 j.state.flags |= joint_flags::NO_REPLY;
             }
             if aux_ok[k] {
-                match aux_reg {
-                    Some(a) if a == regs::PRESENT_TEMPERATURE.addr => j.state.temperature = aux[k],
-                    Some(_) => j.state.hardware_error = aux[k],
-                    None => {}
+                match aux_read {
+                    Some((_, 3)) => j.state.temperature = aux[3 * k + 2],
+                    Some((_, 2)) => j.state.hardware_error = aux[2 * k + 1],
+                    _ => {}
                 }
             }
             if !j.torque_on && j.have_state {

@@ -1,0 +1,151 @@
+//! The firmware image for Cortex-M (firmware/boards/mps2-an386) in QEMU, in the loop:
+//! host FirmwareLink → QEMU UART0 pty → firmware → UART1 pty ⇄ socat ⇄ `reachy sim servos`.
+//!
+//! Needs `qemu-system-arm`, `socat` and the board image (`.ci/run` builds and installs all
+//! three); skips with a message when one is missing.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command as Proc, Stdio};
+use std::time::{Duration, Instant};
+
+use reachy_e2e::{reachy_bin, wait_for, ChildGuard};
+use reachy_firmware::link::{joint_flags, Command, Telemetry};
+use reachy_host::firmware_link::FirmwareLink;
+
+fn have(tool: &str) -> bool {
+    Proc::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+#[test]
+fn firmware_image_in_qemu_drives_simulated_servos() {
+    let image = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../firmware/boards/mps2-an386/target/thumbv7em-none-eabihf/release/reachy-fw-mps2");
+    for (ok, what) in [
+        (
+            have("qemu-system-arm"),
+            "qemu-system-arm (Debian qemu-system-arm)",
+        ),
+        (have("socat"), "socat"),
+        (
+            image.exists(),
+            "the board image (cd firmware/boards/mps2-an386 && cargo build --release)",
+        ),
+    ] {
+        if !ok {
+            eprintln!("SKIPPED: {what} is missing; .ci/run provides it");
+            return;
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("reachy-qemu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bus = dir.join("bus");
+    let _servos = ChildGuard(
+        Proc::new(reachy_bin())
+            .args([
+                "sim",
+                "servos",
+                "--pty",
+                bus.to_str().unwrap(),
+                "--ids",
+                "1-8",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&bus, 20);
+    let mut qemu = Proc::new("qemu-system-arm")
+        .args([
+            "-cpu",
+            "cortex-m4",
+            "-machine",
+            "mps2-an386",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+        ])
+        .args(["-serial", "pty", "-serial", "pty", "-kernel"])
+        .arg(&image)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // QEMU prints "char device redirected to /dev/pts/N (label serial0)" per UART
+    let mut ptys = Vec::new();
+    let out = qemu.stderr.take().unwrap();
+    let out2 = qemu.stdout.take().unwrap();
+    let _qemu = ChildGuard(qemu);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(out) as Box<dyn std::io::Read + Send>,
+        Box::new(out2),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let t0 = Instant::now();
+    while ptys.len() < 2 && t0.elapsed() < Duration::from_secs(20) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(rest) = line.split("redirected to ").nth(1) {
+                ptys.push(rest.split_whitespace().next().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(ptys.len(), 2, "QEMU did not report its UART ptys");
+    let _socat = ChildGuard(
+        Proc::new("socat")
+            .arg(format!("{},raw,echo=0", ptys[1]))
+            .arg(format!("{},raw,echo=0", bus.display()))
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut link = FirmwareLink::open(&ptys[0], 1_000_000).unwrap();
+    let mut last = None;
+    let mut last_stats = None;
+    let t0 = Instant::now();
+    // torque on, then stream a goal for joint 0 and watch the servo follow
+    while t0.elapsed() < Duration::from_secs(4) {
+        link.send(&Command::Torque {
+            mask: 0xFF,
+            on: true,
+        })
+        .unwrap();
+        link.send_goals(&[(0, 0.6), (3, -0.4)]).unwrap();
+        for t in link.poll().unwrap() {
+            if let Telemetry::State {
+                joints,
+                stats,
+                flags,
+                ..
+            } = t
+            {
+                last = Some(joints);
+                last_stats = Some((flags, stats));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let j = last.expect("telemetry from the firmware in QEMU");
+    eprintln!("firmware flags and stats: {last_stats:?}");
+    assert_eq!(j.len(), 8);
+    assert!(
+        j.iter().all(|s| s.flags & joint_flags::NO_REPLY == 0),
+        "{j:?}"
+    );
+    assert!(j[0].flags & joint_flags::TORQUE_ON != 0);
+    assert!((j[0].position - 0.6).abs() < 0.03, "{}", j[0].position);
+    assert!((j[3].position + 0.4).abs() < 0.03, "{}", j[3].position);
+    let _ = std::fs::remove_dir_all(&dir);
+}
