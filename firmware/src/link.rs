@@ -469,3 +469,52 @@ mod tests {
         assert_eq!(decode::<Command>(&enc[..n]), Err(LinkError::Version(2)));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed), ..ProptestConfig::default() })]
+
+        /// Random bytes never panic; every frame end yields a result, good or counted error.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut d = FrameDecoder::new();
+            let mut results = 0u32;
+            for b in bytes {
+                if d.push::<Command>(b).is_some() {
+                    results += 1;
+                }
+            }
+            prop_assert_eq!(results, d.stats.frames + d.stats.errors);
+        }
+
+        /// Goals round-trip; a corrupted frame is dropped and the next good one still decodes.
+        #[test]
+        fn goals_round_trip_after_corruption(
+            positions in proptest::collection::vec(-10.0f32..10.0, 1..MAX_JOINTS),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let goals = positions.iter().enumerate().map(|(i, &p)| JointGoal { joint: i as u8, position: p, velocity: None, current: Some(p) }).collect();
+            let cmd = Command::Goals { seq: 1, goals };
+            let mut buf = [0u8; MAX_FRAME];
+            let n = encode(&cmd, &mut buf).unwrap();
+            let mut bad = buf[..n].to_vec();
+            let i = flip.index(n - 1);
+            bad[i] = bad[i].wrapping_add(1).max(1);
+            let mut d = FrameDecoder::new();
+            let mut got = std::vec::Vec::new();
+            for &b in bad.iter().chain(&buf[..n]) {
+                if let Some(r) = d.push::<Command>(b) {
+                    got.push(r);
+                }
+            }
+            prop_assert_eq!(got.last().unwrap().as_ref().unwrap(), &cmd);
+            for r in &got[..got.len() - 1] {
+                prop_assert!(r.is_err(), "corrupt frame delivered");
+            }
+        }
+    }
+}
