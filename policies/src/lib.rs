@@ -1,1 +1,193 @@
-//! Policies.
+//! Learned policies of the Reachy stack, on candle, with no zenoh and no tokio.
+//!
+//! - [`act`]: the ACT network, weight-compatible with LeRobot's `ACTPolicy`.
+//! - [`normalize`]: LeRobot's normaliser / un-normaliser processor steps.
+//! - [`ActPolicy`]: a LeRobot ACT checkpoint directory loaded as `lerobot` saves it
+//!   (`config.json`, `model.safetensors`, `policy_preprocessor*.json/.safetensors`,
+//!   `policy_postprocessor*.json/.safetensors`); [`ActPolicy::predict_chunk`] is lerobot's
+//!   pre-processor → `predict_action_chunk` → post-processor.
+//! - [`ensemble`]: ACT's temporal ensembling, as an option of the runner.
+//!
+//! Devices: CPU by default; the `cuda` feature adds candle's CUDA backend (f32, f16, bf16).
+#![warn(missing_docs)]
+
+pub mod act;
+pub mod ensemble;
+pub mod normalize;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+pub use act::{Act, ActConfig};
+pub use normalize::{NormMode, Normalizer};
+
+/// Errors of policy loading and inference.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A checkpoint file is malformed.
+    #[error("bad checkpoint: {0}")]
+    Format(String),
+    /// A configuration this implementation does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Observation tensors do not match the policy.
+    #[error("bad observation: {0}")]
+    Input(String),
+    /// A tensor operation failed (shapes, device).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl PolicyError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Pick the device: CUDA ordinal `Some(i)` (needs the `cuda` feature), else the CPU.
+pub fn device(cuda: Option<usize>) -> Result<Device, PolicyError> {
+    match cuda {
+        None => Ok(Device::Cpu),
+        Some(i) => Device::new_cuda(i).map_err(|e| {
+            PolicyError::Unsupported(format!(
+                "CUDA device {i}: {e} (build with `--features cuda` on a machine with CUDA)"
+            ))
+        }),
+    }
+}
+
+/// A LeRobot ACT checkpoint with its processors.
+pub struct ActPolicy {
+    model: Act,
+    pre: Normalizer,
+    post: Normalizer,
+    device: Device,
+    dtype: DType,
+}
+
+impl ActPolicy {
+    /// Load `dir` (as written by lerobot's `save_pretrained`) on `device` in `dtype`
+    /// (F32 everywhere; F16 / BF16 on GPU).
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, PolicyError> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| PolicyError::io(&cfg_path, e))?;
+        let cfg: ActConfig = serde_json::from_str(&text)
+            .map_err(|e| PolicyError::Format(format!("{}: {e}", cfg_path.display())))?;
+        if !cfg.kind.is_empty() && cfg.kind != "act" {
+            return Err(PolicyError::Unsupported(format!(
+                "policy type `{}` (this loader reads `act`)",
+                cfg.kind
+            )));
+        }
+        let weights = dir.join("model.safetensors");
+        if !weights.exists() {
+            return Err(PolicyError::io(
+                &weights,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        // SAFETY: the file is memory-mapped read-only; it must not change while loaded.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
+            .map_err(|e| PolicyError::Format(format!("{}: {e}", weights.display())))?;
+        let model = Act::load(cfg, vb)?;
+        let pre = Normalizer::load(dir, "policy_preprocessor", "normalizer_processor", device)?;
+        let post = Normalizer::load(
+            dir,
+            "policy_postprocessor",
+            "unnormalizer_processor",
+            device,
+        )?;
+        Ok(Self {
+            model,
+            pre,
+            post,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The checkpoint's configuration.
+    pub fn config(&self) -> &ActConfig {
+        self.model.config()
+    }
+
+    /// Device in use.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Predict one action chunk from raw observations named as in lerobot:
+    /// `observation.state` (1, S) and `observation.images.<cam>` (1, 3, H, W) in [0, 1].
+    /// Returns un-normalised actions (1, chunk, A) in f32 on the CPU.
+    pub fn predict_chunk(&self, obs: &HashMap<String, Tensor>) -> Result<Tensor, PolicyError> {
+        let cfg = self.model.config();
+        let get = |k: &str, rank: usize| -> Result<Tensor, PolicyError> {
+            let t = obs
+                .get(k)
+                .ok_or_else(|| PolicyError::Input(format!("missing `{k}`")))?;
+            let t = if t.rank() == rank - 1 {
+                t.unsqueeze(0)?
+            } else {
+                t.clone()
+            };
+            if t.rank() != rank {
+                return Err(PolicyError::Input(format!(
+                    "`{k}` has shape {:?}; expected rank {rank}",
+                    t.dims()
+                )));
+            }
+            let t = t.to_device(&self.device)?.to_dtype(DType::F32)?;
+            let n = self.pre.apply(k, &t, false)?;
+            Ok(n.to_dtype(self.dtype)?)
+        };
+        let state = match cfg.state_feature()? {
+            Some((k, n)) => {
+                let s = get(&k, 2)?;
+                if s.dim(1)? != n {
+                    return Err(PolicyError::Input(format!(
+                        "`{k}` has {} values; the policy expects {n}",
+                        s.dim(1)?
+                    )));
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        let env = match cfg.env_feature()? {
+            Some((k, _)) => Some(get(&k, 2)?),
+            None => None,
+        };
+        let images = cfg
+            .image_keys()?
+            .iter()
+            .map(|k| {
+                let t = get(k, 4)?;
+                if t.dim(1)? != 3 {
+                    return Err(PolicyError::Input(format!(
+                        "`{k}` must be (1, 3, H, W), got {:?}",
+                        t.dims()
+                    )));
+                }
+                Ok(t)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let actions = self.model.forward(state.as_ref(), env.as_ref(), &images)?;
+        let actions = actions.to_dtype(DType::F32)?;
+        let actions = self.post.apply("action", &actions, true)?;
+        Ok(actions.to_device(&Device::Cpu)?)
+    }
+}

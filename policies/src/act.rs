@@ -1,0 +1,684 @@
+//! ACT (Action Chunking Transformer) inference on candle, weight-compatible with LeRobot's
+//! `ACTPolicy`: the same `model.safetensors` names, the same computation as
+//! `predict_action_chunk` (VAE latent = 0 at inference).
+//!
+//! Backbone: torchvision ResNet (BasicBlock 18/34, Bottleneck 50/101/152) up to `layer4`, with
+//! frozen batch-norm folded into the convolutions at load time. Then a 1×1 projection, the 2-D
+//! sinusoidal image position embedding, learned 1-D embeddings for the latent and state tokens, a
+//! post-norm (or pre-norm) transformer encoder, a decoder fed with zeros and learned positions,
+//! and the action head.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+use crate::normalize::{Feature, FeatureType, NormMode};
+use crate::PolicyError;
+
+/// `config.json` of a LeRobot ACT checkpoint (fields inference needs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActConfig {
+    /// Policy type; must be `act`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// Input features in checkpoint order (camera order matters).
+    pub input_features: serde_json::Map<String, serde_json::Value>,
+    /// Output features (`action`).
+    pub output_features: serde_json::Map<String, serde_json::Value>,
+    /// Actions per chunk.
+    pub chunk_size: usize,
+    /// Actions executed per chunk.
+    pub n_action_steps: usize,
+    /// Normalisation per feature type.
+    #[serde(default)]
+    pub normalization_mapping: serde_json::Map<String, serde_json::Value>,
+    /// torchvision backbone name.
+    pub vision_backbone: String,
+    /// Dilation instead of stride in layer4.
+    #[serde(default)]
+    pub replace_final_stride_with_dilation: serde_json::Value,
+    /// Pre-norm transformer blocks.
+    pub pre_norm: bool,
+    /// Transformer width.
+    pub dim_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Feed-forward width.
+    pub dim_feedforward: usize,
+    /// `relu` or `gelu`.
+    pub feedforward_activation: String,
+    /// Encoder layers.
+    pub n_encoder_layers: usize,
+    /// Decoder layers.
+    pub n_decoder_layers: usize,
+    /// VAE used in training.
+    pub use_vae: bool,
+    /// VAE latent size.
+    pub latent_dim: usize,
+    /// Temporal ensembling coefficient, if used.
+    pub temporal_ensemble_coeff: Option<f64>,
+    /// Frames of observation history (ACT: 1).
+    #[serde(default = "one")]
+    pub n_obs_steps: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl ActConfig {
+    fn features(
+        map: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<(String, Feature)>, PolicyError> {
+        map.iter()
+            .map(|(k, v)| {
+                serde_json::from_value::<Feature>(v.clone())
+                    .map(|f| (k.clone(), f))
+                    .map_err(|e| PolicyError::Format(format!("feature {k}: {e}")))
+            })
+            .collect()
+    }
+    /// Camera keys, in checkpoint order.
+    pub fn image_keys(&self) -> Result<Vec<String>, PolicyError> {
+        Ok(Self::features(&self.input_features)?
+            .into_iter()
+            .filter(|(_, f)| f.kind == FeatureType::Visual)
+            .map(|(k, _)| k)
+            .collect())
+    }
+    /// `(key, dim)` of the robot state input, if any.
+    pub fn state_feature(&self) -> Result<Option<(String, usize)>, PolicyError> {
+        Ok(Self::features(&self.input_features)?
+            .into_iter()
+            .find(|(k, f)| f.kind == FeatureType::State && k == "observation.state")
+            .map(|(k, f)| (k, f.shape.iter().product())))
+    }
+    /// `(key, dim)` of the environment state input, if any.
+    pub fn env_feature(&self) -> Result<Option<(String, usize)>, PolicyError> {
+        Ok(Self::features(&self.input_features)?
+            .into_iter()
+            .find(|(_, f)| f.kind == FeatureType::Env)
+            .map(|(k, f)| (k, f.shape.iter().product())))
+    }
+    /// Action dimension.
+    pub fn action_dim(&self) -> Result<usize, PolicyError> {
+        Self::features(&self.output_features)?
+            .into_iter()
+            .find(|(k, _)| k == "action")
+            .map(|(_, f)| f.shape.iter().product())
+            .ok_or_else(|| PolicyError::Format("config has no `action` output feature".into()))
+    }
+    /// The normalisation mode of a feature type.
+    pub fn norm_mode(&self, t: &str) -> NormMode {
+        self.normalization_mapping
+            .get(t)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or(NormMode::Identity)
+    }
+}
+
+/// A convolution with frozen batch-norm folded in: `y = conv(x, w·s) + (b − m·s)`.
+struct ConvBn {
+    w: Tensor,
+    b: Tensor,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+}
+
+impl ConvBn {
+    // mirrors nn.Conv2d's arguments
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        conv: VarBuilder,
+        bn: VarBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+    ) -> candle_core::Result<Self> {
+        let w = conv.get((cout, cin, k, k), "weight")?;
+        let gamma = bn.get(cout, "weight")?;
+        let beta = bn.get(cout, "bias")?;
+        let mean = bn.get(cout, "running_mean")?;
+        let var = bn.get(cout, "running_var")?;
+        // torchvision FrozenBatchNorm2d: eps 1e-5
+        let scale = (gamma * (var + 1e-5)?.recip()?.sqrt()?)?;
+        let b = (beta - (mean * &scale)?)?;
+        let w = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+        Ok(Self {
+            w,
+            b: b.reshape((1, cout, 1, 1))?,
+            stride,
+            padding,
+            dilation,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.conv2d(&self.w, self.padding, self.stride, self.dilation, 1)?
+            .broadcast_add(&self.b)
+    }
+}
+
+enum Block {
+    Basic {
+        c1: ConvBn,
+        c2: ConvBn,
+        down: Option<ConvBn>,
+    },
+    Bottleneck {
+        c1: ConvBn,
+        c2: ConvBn,
+        c3: ConvBn,
+        down: Option<ConvBn>,
+    },
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (y, down) = match self {
+            Block::Basic { c1, c2, down } => (c2.forward(&c1.forward(x)?.relu()?)?, down),
+            Block::Bottleneck { c1, c2, c3, down } => (
+                c3.forward(&c2.forward(&c1.forward(x)?.relu()?)?.relu()?)?,
+                down,
+            ),
+        };
+        let skip = match down {
+            Some(d) => d.forward(x)?,
+            None => x.clone(),
+        };
+        (y + skip)?.relu()
+    }
+}
+
+/// torchvision ResNet trunk up to `layer4` (the `feature_map` ACT uses).
+struct ResNet {
+    stem: ConvBn,
+    layers: Vec<Block>,
+    out_channels: usize,
+}
+
+impl ResNet {
+    fn load(vb: VarBuilder, name: &str, dilate_last: bool) -> Result<Self, PolicyError> {
+        let (bottleneck, counts): (bool, [usize; 4]) = match name {
+            "resnet18" => (false, [2, 2, 2, 2]),
+            "resnet34" => (false, [3, 4, 6, 3]),
+            "resnet50" => (true, [3, 4, 6, 3]),
+            "resnet101" => (true, [3, 4, 23, 3]),
+            "resnet152" => (true, [3, 8, 36, 3]),
+            other => {
+                return Err(PolicyError::Unsupported(format!(
+                    "vision backbone `{other}`"
+                )))
+            }
+        };
+        if dilate_last && !bottleneck {
+            return Err(PolicyError::Unsupported(
+                "dilation in layer4 of a BasicBlock ResNet (torchvision refuses it too)".into(),
+            ));
+        }
+        let stem = ConvBn::load(vb.pp("conv1"), vb.pp("bn1"), 3, 64, 7, 2, 3, 1)?;
+        let expansion = if bottleneck { 4 } else { 1 };
+        let mut layers = Vec::new();
+        let mut cin = 64;
+        let mut dilation = 1;
+        for (li, &n) in counts.iter().enumerate() {
+            let width = 64 << li;
+            let mut stride = if li == 0 { 1 } else { 2 };
+            let prev_dilation = dilation;
+            if li == 3 && dilate_last {
+                dilation *= stride;
+                stride = 1;
+            }
+            let lvb = vb.pp(format!("layer{}", li + 1));
+            for bi in 0..n {
+                let b = lvb.pp(bi.to_string());
+                let s = if bi == 0 { stride } else { 1 };
+                let d = if bi == 0 { prev_dilation } else { dilation };
+                let cout = width * expansion;
+                let down = if bi == 0 && (stride != 1 || cin != cout) {
+                    Some(ConvBn::load(
+                        b.pp("downsample.0"),
+                        b.pp("downsample.1"),
+                        cin,
+                        cout,
+                        1,
+                        stride,
+                        0,
+                        1,
+                    )?)
+                } else {
+                    None
+                };
+                let block = if bottleneck {
+                    Block::Bottleneck {
+                        c1: ConvBn::load(b.pp("conv1"), b.pp("bn1"), cin, width, 1, 1, 0, 1)?,
+                        c2: ConvBn::load(b.pp("conv2"), b.pp("bn2"), width, width, 3, s, d, d)?,
+                        c3: ConvBn::load(b.pp("conv3"), b.pp("bn3"), width, cout, 1, 1, 0, 1)?,
+                        down,
+                    }
+                } else {
+                    Block::Basic {
+                        c1: ConvBn::load(b.pp("conv1"), b.pp("bn1"), cin, width, 3, s, 1, 1)?,
+                        c2: ConvBn::load(b.pp("conv2"), b.pp("bn2"), width, width, 3, 1, 1, 1)?,
+                        down,
+                    }
+                };
+                layers.push(block);
+                cin = cout;
+            }
+        }
+        Ok(Self {
+            stem,
+            layers,
+            out_channels: cin,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = self.stem.forward(x)?.relu()?;
+        // max-pool 3×3, stride 2, padding 1; after ReLU every value is ≥ 0, so zero padding
+        // gives the same maxima as torch's −∞ padding
+        let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        for b in &self.layers {
+            x = b.forward(&x)?;
+        }
+        Ok(x)
+    }
+}
+
+/// `nn.MultiheadAttention` with packed input projections (batch-first tensors here).
+struct Attention {
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, d: usize, heads: usize) -> candle_core::Result<Self> {
+        let w = vb.get((3 * d, d), "in_proj_weight")?;
+        let b = vb.get(3 * d, "in_proj_bias")?;
+        let part = |i: usize| -> candle_core::Result<Linear> {
+            Ok(Linear::new(
+                w.narrow(0, i * d, d)?.contiguous()?,
+                Some(b.narrow(0, i * d, d)?.contiguous()?),
+            ))
+        };
+        Ok(Self {
+            wq: part(0)?,
+            wk: part(1)?,
+            wv: part(2)?,
+            out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            heads,
+        })
+    }
+
+    /// q: (B, Sq, D), k and v: (B, Sk, D).
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, sq, d) = q.dims3()?;
+        let sk = k.dim(1)?;
+        let hd = d / self.heads;
+        let split = |x: Tensor, s: usize| -> candle_core::Result<Tensor> {
+            x.reshape((b, s, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split((self.wq.forward(q)? * (1.0 / (hd as f64).sqrt()))?, sq)?;
+        let k = split(self.wk.forward(k)?, sk)?;
+        let v = split(self.wv.forward(v)?, sk)?;
+        let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, sq, d))?;
+        self.out.forward(&y)
+    }
+}
+
+enum Activation {
+    Relu,
+    Gelu,
+}
+
+impl Activation {
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu_erf(),
+        }
+    }
+}
+
+struct EncoderLayer {
+    attn: Attention,
+    l1: Linear,
+    l2: Linear,
+    n1: LayerNorm,
+    n2: LayerNorm,
+}
+
+struct DecoderLayer {
+    self_attn: Attention,
+    cross: Attention,
+    l1: Linear,
+    l2: Linear,
+    n1: LayerNorm,
+    n2: LayerNorm,
+    n3: LayerNorm,
+}
+
+/// The ACT network for inference.
+pub struct Act {
+    cfg: ActConfig,
+    backbone: Option<ResNet>,
+    img_proj_w: Option<Tensor>,
+    img_proj_b: Option<Tensor>,
+    latent_token: Tensor,
+    state_proj: Option<Linear>,
+    env_proj: Option<Linear>,
+    pos_1d: Tensor,
+    encoder: Vec<EncoderLayer>,
+    encoder_norm: Option<LayerNorm>,
+    decoder: Vec<DecoderLayer>,
+    decoder_norm: LayerNorm,
+    decoder_pos: Tensor,
+    head: Linear,
+    act: Activation,
+    device: Device,
+}
+
+fn ln(vb: VarBuilder, d: usize) -> candle_core::Result<LayerNorm> {
+    candle_nn::layer_norm(d, 1e-5, vb)
+}
+
+impl Act {
+    /// Build from a config and a var builder over `model.safetensors` (names prefixed `model.`).
+    pub fn load(cfg: ActConfig, vb: VarBuilder) -> Result<Self, PolicyError> {
+        let vb = vb.pp("model");
+        let d = cfg.dim_model;
+        if cfg.n_heads == 0 || !d.is_multiple_of(cfg.n_heads) {
+            return Err(PolicyError::Format(format!(
+                "dim_model {d} is not a multiple of n_heads {}",
+                cfg.n_heads
+            )));
+        }
+        let act = match cfg.feedforward_activation.as_str() {
+            "relu" => Activation::Relu,
+            "gelu" => Activation::Gelu,
+            other => {
+                return Err(PolicyError::Unsupported(format!(
+                    "feed-forward activation `{other}`"
+                )))
+            }
+        };
+        let images = cfg.image_keys()?;
+        let dilate = matches!(
+            &cfg.replace_final_stride_with_dilation,
+            serde_json::Value::Bool(true)
+        ) || cfg.replace_final_stride_with_dilation.as_i64().unwrap_or(0) != 0;
+        let (backbone, img_proj_w, img_proj_b) = if images.is_empty() {
+            (None, None, None)
+        } else {
+            let r = ResNet::load(vb.pp("backbone"), &cfg.vision_backbone, dilate)?;
+            let p = vb.pp("encoder_img_feat_input_proj");
+            let w = p.get((d, r.out_channels, 1, 1), "weight")?;
+            let b = p.get(d, "bias")?.reshape((1, d, 1, 1))?;
+            (Some(r), Some(w), Some(b))
+        };
+        let state = cfg.state_feature()?;
+        let env = cfg.env_feature()?;
+        let n1d = 1 + state.is_some() as usize + env.is_some() as usize;
+        // the latent is zero at inference: its token is the projection's bias
+        let latent_token = vb.pp("encoder_latent_input_proj").get(d, "bias")?;
+        vb.pp("encoder_latent_input_proj")
+            .get((d, cfg.latent_dim), "weight")?;
+        let state_proj = match &state {
+            Some((_, n)) => Some(candle_nn::linear(
+                *n,
+                d,
+                vb.pp("encoder_robot_state_input_proj"),
+            )?),
+            None => None,
+        };
+        let env_proj = match &env {
+            Some((_, n)) => Some(candle_nn::linear(
+                *n,
+                d,
+                vb.pp("encoder_env_state_input_proj"),
+            )?),
+            None => None,
+        };
+        let pos_1d = Embedding::new(
+            vb.pp("encoder_1d_feature_pos_embed")
+                .get((n1d, d), "weight")?,
+            d,
+        );
+        let mut encoder = Vec::new();
+        for i in 0..cfg.n_encoder_layers {
+            let l = vb.pp(format!("encoder.layers.{i}"));
+            encoder.push(EncoderLayer {
+                attn: Attention::load(l.pp("self_attn"), d, cfg.n_heads)?,
+                l1: candle_nn::linear(d, cfg.dim_feedforward, l.pp("linear1"))?,
+                l2: candle_nn::linear(cfg.dim_feedforward, d, l.pp("linear2"))?,
+                n1: ln(l.pp("norm1"), d)?,
+                n2: ln(l.pp("norm2"), d)?,
+            });
+        }
+        let encoder_norm = if cfg.pre_norm {
+            Some(ln(vb.pp("encoder.norm"), d)?)
+        } else {
+            None
+        };
+        let mut decoder = Vec::new();
+        for i in 0..cfg.n_decoder_layers {
+            let l = vb.pp(format!("decoder.layers.{i}"));
+            decoder.push(DecoderLayer {
+                self_attn: Attention::load(l.pp("self_attn"), d, cfg.n_heads)?,
+                cross: Attention::load(l.pp("multihead_attn"), d, cfg.n_heads)?,
+                l1: candle_nn::linear(d, cfg.dim_feedforward, l.pp("linear1"))?,
+                l2: candle_nn::linear(cfg.dim_feedforward, d, l.pp("linear2"))?,
+                n1: ln(l.pp("norm1"), d)?,
+                n2: ln(l.pp("norm2"), d)?,
+                n3: ln(l.pp("norm3"), d)?,
+            });
+        }
+        let decoder_norm = ln(vb.pp("decoder.norm"), d)?;
+        let decoder_pos = vb
+            .pp("decoder_pos_embed")
+            .get((cfg.chunk_size, d), "weight")?;
+        let head = candle_nn::linear(d, cfg.action_dim()?, vb.pp("action_head"))?;
+        Ok(Self {
+            device: vb.device().clone(),
+            cfg,
+            backbone,
+            img_proj_w,
+            img_proj_b,
+            latent_token,
+            state_proj,
+            env_proj,
+            pos_1d: pos_1d.embeddings().clone(),
+            encoder,
+            encoder_norm,
+            decoder,
+            decoder_norm,
+            decoder_pos,
+            head,
+            act,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ActConfig {
+        &self.cfg
+    }
+
+    /// 2-D sinusoidal position embedding of a (h, w) feature map: (h·w, D), row-major like
+    /// `rearrange(b c h w -> (h w) b c)`. Computed in f32 exactly as LeRobot does.
+    fn pos_2d(&self, h: usize, w: usize) -> candle_core::Result<Tensor> {
+        let half = self.cfg.dim_model / 2;
+        let two_pi = 2.0 * std::f64::consts::PI;
+        let eps = 1e-6f32;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 10000f32.powf((2 * (i / 2)) as f32 / half as f32))
+            .collect();
+        let mut out = vec![0f32; h * w * 2 * half];
+        for y in 0..h {
+            for x in 0..w {
+                let yr = ((y + 1) as f32 / (h as f32 + eps)) * two_pi as f32;
+                let xr = ((x + 1) as f32 / (w as f32 + eps)) * two_pi as f32;
+                let row = &mut out[(y * w + x) * 2 * half..(y * w + x + 1) * 2 * half];
+                for i in 0..half {
+                    let (vy, vx) = (yr / inv[i], xr / inv[i]);
+                    row[i] = if i % 2 == 0 { vy.sin() } else { vy.cos() };
+                    row[half + i] = if i % 2 == 0 { vx.sin() } else { vx.cos() };
+                }
+            }
+        }
+        Tensor::from_vec(out, (h * w, 2 * half), &self.device)
+    }
+
+    /// One forward pass on normalised inputs: `state` (B, S) if the model has a state input,
+    /// `env` (B, E) if it has an environment input, `images` one (B, 3, H, W) per camera in
+    /// checkpoint order. Returns normalised actions (B, chunk, A).
+    pub fn forward(
+        &self,
+        state: Option<&Tensor>,
+        env: Option<&Tensor>,
+        images: &[Tensor],
+    ) -> Result<Tensor, PolicyError> {
+        let d = self.cfg.dim_model;
+        let b = match (images.first(), state, env) {
+            (Some(i), _, _) => i.dim(0)?,
+            (None, Some(s), _) => s.dim(0)?,
+            (None, None, Some(e)) => e.dim(0)?,
+            _ => return Err(PolicyError::Input("no inputs".into())),
+        };
+        let mut tokens = vec![self
+            .latent_token
+            .reshape((1, 1, d))?
+            .broadcast_as((b, 1, d))?
+            .contiguous()?];
+        let mut pos = vec![self.pos_1d.clone()];
+        match (&self.state_proj, state) {
+            (Some(p), Some(s)) => tokens.push(p.forward(s)?.unsqueeze(1)?),
+            (Some(_), None) => {
+                return Err(PolicyError::Input(
+                    "the policy needs `observation.state`".into(),
+                ))
+            }
+            _ => {}
+        }
+        match (&self.env_proj, env) {
+            (Some(p), Some(e)) => tokens.push(p.forward(e)?.unsqueeze(1)?),
+            (Some(_), None) => {
+                return Err(PolicyError::Input(
+                    "the policy needs the environment state".into(),
+                ))
+            }
+            _ => {}
+        }
+        if let (Some(bb), Some(w), Some(bias)) =
+            (&self.backbone, &self.img_proj_w, &self.img_proj_b)
+        {
+            for img in images {
+                let f = bb.forward(img)?;
+                let f = f.conv2d(w, 0, 1, 1, 1)?.broadcast_add(bias)?;
+                let (_, _, h, wd) = f.dims4()?;
+                // (B, D, h, w) → (B, h·w, D)
+                tokens.push(f.flatten_from(2)?.transpose(1, 2)?.contiguous()?);
+                pos.push(self.pos_2d(h, wd)?);
+            }
+        }
+        let x = Tensor::cat(&tokens, 1)?;
+        let pos = Tensor::cat(&pos, 0)?.unsqueeze(0)?; // (1, S, D)
+        let mut x = x;
+        for l in &self.encoder {
+            x = self.encoder_layer(l, &x, &pos)?;
+        }
+        if let Some(n) = &self.encoder_norm {
+            x = n.forward(&x)?;
+        }
+        let enc = x;
+        let dpos = self.decoder_pos.unsqueeze(0)?;
+        let mut y = Tensor::zeros((b, self.cfg.chunk_size, d), DType::F32, &self.device)?
+            .to_dtype(enc.dtype())?;
+        for l in &self.decoder {
+            y = self.decoder_layer(l, &y, &enc, &dpos, &pos)?;
+        }
+        let y = self.decoder_norm.forward(&y)?;
+        Ok(self.head.forward(&y)?)
+    }
+
+    fn encoder_layer(
+        &self,
+        l: &EncoderLayer,
+        x: &Tensor,
+        pos: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let pre = self.cfg.pre_norm;
+        let skip = x.clone();
+        let h = if pre { l.n1.forward(x)? } else { x.clone() };
+        let qk = h.broadcast_add(pos)?;
+        let h = l.attn.forward(&qk, &qk, &h)?;
+        let mut x = (skip + h)?;
+        let skip;
+        if pre {
+            skip = x.clone();
+            x = l.n2.forward(&x)?;
+        } else {
+            x = l.n1.forward(&x)?;
+            skip = x.clone();
+        }
+        let h = l.l2.forward(&self.act.apply(&l.l1.forward(&x)?)?)?;
+        let x = (skip + h)?;
+        if pre {
+            Ok(x)
+        } else {
+            l.n2.forward(&x)
+        }
+    }
+
+    fn decoder_layer(
+        &self,
+        l: &DecoderLayer,
+        x: &Tensor,
+        enc: &Tensor,
+        dpos: &Tensor,
+        epos: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let pre = self.cfg.pre_norm;
+        let skip = x.clone();
+        let h = if pre { l.n1.forward(x)? } else { x.clone() };
+        let qk = h.broadcast_add(dpos)?;
+        let h = l.self_attn.forward(&qk, &qk, &h)?;
+        let mut x = (skip + h)?;
+        let mut skip;
+        if pre {
+            skip = x.clone();
+            x = l.n2.forward(&x)?;
+        } else {
+            x = l.n1.forward(&x)?;
+            skip = x.clone();
+        }
+        let h = l
+            .cross
+            .forward(&x.broadcast_add(dpos)?, &enc.broadcast_add(epos)?, enc)?;
+        x = (skip + h)?;
+        if pre {
+            skip = x.clone();
+            x = l.n3.forward(&x)?;
+        } else {
+            x = l.n2.forward(&x)?;
+            skip = x.clone();
+        }
+        let h = l.l2.forward(&self.act.apply(&l.l1.forward(&x)?)?)?;
+        let x = (skip + h)?;
+        if pre {
+            Ok(x)
+        } else {
+            l.n3.forward(&x)
+        }
+    }
+}

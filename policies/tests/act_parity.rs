@@ -1,0 +1,88 @@
+//! Numerical parity with LeRobot's PyTorch ACT: lerobot itself builds a checkpoint with random
+//! weights (ResNet-18 backbone with random frozen batch-norm statistics, two cameras, state,
+//! random dataset statistics) for each normalisation mode, runs its pre-processor →
+//! `predict_action_chunk` → post-processor, and this crate must agree to 1e-4 on the
+//! un-normalised action chunk.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use candle_core::{DType, Device};
+use reachy_policies::ActPolicy;
+
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("REACHY_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| PathBuf::from("python3"))
+}
+
+#[test]
+fn act_chunk_matches_lerobot() {
+    let Some(py) = python() else {
+        eprintln!("SKIPPED: no Python interpreter; install Python 3 and lerobot to run the ACT parity test");
+        return;
+    };
+    let has_lerobot = Command::new(&py)
+        .args(["-c", "import lerobot"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        has_lerobot,
+        "{} cannot import lerobot: run `.ci/run` or `pip install lerobot` (or set REACHY_PYTHON)",
+        py.display()
+    );
+    let dir = std::env::temp_dir().join(format!("reachy-act-{}", std::process::id()));
+    let modes = ["MEAN_STD", "MIN_MAX", "QUANTILES"];
+    let status = Command::new(&py)
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_act_fixture.py"))
+        .arg(&dir)
+        .args(["--norm", &modes.join(",")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "fixture generation failed");
+    for mode in modes {
+        let d = dir.join(mode);
+        let policy = ActPolicy::load(&d.join("checkpoint"), &Device::Cpu, DType::F32).unwrap();
+        let obs: HashMap<String, candle_core::Tensor> =
+            candle_core::safetensors::load(d.join("obs.safetensors"), &Device::Cpu).unwrap();
+        let expected = candle_core::safetensors::load(d.join("expected.safetensors"), &Device::Cpu)
+            .unwrap()["action"]
+            .clone();
+        let got = policy.predict_chunk(&obs).unwrap();
+        assert_eq!(got.dims(), expected.dims());
+        let diff = (got - &expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let scale = expected
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        eprintln!("{mode}: max |candle - lerobot| = {diff:.3e} (max |action| {scale:.3})");
+        assert!(diff <= 1e-4, "{mode}: max abs difference {diff}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
