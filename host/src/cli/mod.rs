@@ -8,9 +8,10 @@ use clap::{Parser, Subcommand};
 pub mod bus;
 pub mod firmware;
 pub mod kin;
+pub mod policy;
 pub mod sim;
 
-/// Reachy control stack: kinematics, servo bus tools, firmware and simulated servos.
+/// Reachy control stack: kinematics, servo bus tools, firmware, simulated servos, policies.
 ///
 /// Examples:
 ///   reachy kin chains
@@ -42,6 +43,9 @@ pub enum Command {
     /// The firmware core as a host process (link on a pty, servo buses on serial ports).
     #[command(subcommand)]
     Firmware(firmware::FirmwareCommand),
+    /// Learned policies: LeRobot ACT checkpoints on candle (predict a chunk, benchmark).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Run a parsed command line; the exit code is non-zero when any input failed.
@@ -64,5 +68,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bus(cmd) => bus::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Sim(cmd) => sim::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Policy(cmd) => policy::run(cmd).map(|_| ExitCode::SUCCESS),
     }
 }
