@@ -1,7 +1,7 @@
 //! `reachy policy …`: learned policies (LeRobot ACT checkpoints) on candle.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
@@ -78,8 +78,8 @@ fn parse_dtype(s: &str) -> anyhow::Result<DType> {
 }
 
 fn load(
-    checkpoint: &PathBuf,
-    observation: &PathBuf,
+    checkpoint: &Path,
+    observation: &Path,
     device: &str,
     dtype: &str,
 ) -> anyhow::Result<(ActPolicy, HashMap<String, Tensor>)> {
