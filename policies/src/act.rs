@@ -117,28 +117,32 @@ impl ActConfig {
     }
 }
 
-/// A convolution with frozen batch-norm folded in: `y = conv(x, w·s) + (b − m·s)`.
+/// A convolution with frozen batch-norm folded in: `y = conv(x, w·s) + (b − m·s)`, with an
+/// optional fused ReLU. On the CPU in f32 it runs [`crate::conv`]'s im2col + gemm kernel.
 struct ConvBn {
     w: Tensor,
     b: Tensor,
     stride: usize,
     padding: usize,
     dilation: usize,
+    relu: bool,
+    fast: Option<crate::conv::ConvOp>,
 }
 
+/// Convolution geometry: kernel, stride, padding, dilation.
+#[derive(Clone, Copy)]
+struct Geom(usize, usize, usize, usize);
+
 impl ConvBn {
-    // mirrors nn.Conv2d's arguments
-    #[allow(clippy::too_many_arguments)]
     fn load(
         conv: VarBuilder,
         bn: VarBuilder,
         cin: usize,
         cout: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        dilation: usize,
+        g: Geom,
+        relu: bool,
     ) -> candle_core::Result<Self> {
+        let Geom(k, stride, padding, dilation) = g;
         let w = conv.get((cout, cin, k, k), "weight")?;
         let gamma = bn.get(cout, "weight")?;
         let beta = bn.get(cout, "bias")?;
@@ -148,17 +152,45 @@ impl ConvBn {
         let scale = (gamma * (var + 1e-5)?.recip()?.sqrt()?)?;
         let b = (beta - (mean * &scale)?)?;
         let w = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+        let fast = if w.device().is_cpu() && w.dtype() == DType::F32 {
+            Some(crate::conv::ConvOp {
+                w: w.flatten_all()?.to_vec1::<f32>()?,
+                b: b.to_vec1::<f32>()?,
+                cin,
+                cout,
+                k,
+                stride,
+                pad: padding,
+                dil: dilation,
+                relu,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             w,
             b: b.reshape((1, cout, 1, 1))?,
             stride,
             padding,
             dilation,
+            relu,
+            fast,
         })
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv2d(&self.w, self.padding, self.stride, self.dilation, 1)?
-            .broadcast_add(&self.b)
+        if let Some(op) = &self.fast {
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                return crate::conv::conv(x, op);
+            }
+        }
+        let y = x
+            .conv2d(&self.w, self.padding, self.stride, self.dilation, 1)?
+            .broadcast_add(&self.b)?;
+        if self.relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
     }
 }
 
@@ -179,7 +211,7 @@ enum Block {
 impl Block {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (y, down) = match self {
-            Block::Basic { c1, c2, down } => (c2.forward(&c1.forward(x)?.relu()?)?, down),
+            Block::Basic { c1, c2, down } => (c2.forward(&c1.forward(x)?)?, down),
             Block::Bottleneck { c1, c2, c3, down } => (
                 c3.forward(&c2.forward(&c1.forward(x)?.relu()?)?.relu()?)?,
                 down,
@@ -219,7 +251,7 @@ impl ResNet {
                 "dilation in layer4 of a BasicBlock ResNet (torchvision refuses it too)".into(),
             ));
         }
-        let stem = ConvBn::load(vb.pp("conv1"), vb.pp("bn1"), 3, 64, 7, 2, 3, 1)?;
+        let stem = ConvBn::load(vb.pp("conv1"), vb.pp("bn1"), 3, 64, Geom(7, 2, 3, 1), true)?;
         let expansion = if bottleneck { 4 } else { 1 };
         let mut layers = Vec::new();
         let mut cin = 64;
@@ -244,25 +276,58 @@ impl ResNet {
                         b.pp("downsample.1"),
                         cin,
                         cout,
-                        1,
-                        stride,
-                        0,
-                        1,
+                        Geom(1, stride, 0, 1),
+                        false,
                     )?)
                 } else {
                     None
                 };
                 let block = if bottleneck {
                     Block::Bottleneck {
-                        c1: ConvBn::load(b.pp("conv1"), b.pp("bn1"), cin, width, 1, 1, 0, 1)?,
-                        c2: ConvBn::load(b.pp("conv2"), b.pp("bn2"), width, width, 3, s, d, d)?,
-                        c3: ConvBn::load(b.pp("conv3"), b.pp("bn3"), width, cout, 1, 1, 0, 1)?,
+                        c1: ConvBn::load(
+                            b.pp("conv1"),
+                            b.pp("bn1"),
+                            cin,
+                            width,
+                            Geom(1, 1, 0, 1),
+                            true,
+                        )?,
+                        c2: ConvBn::load(
+                            b.pp("conv2"),
+                            b.pp("bn2"),
+                            width,
+                            width,
+                            Geom(3, s, d, d),
+                            true,
+                        )?,
+                        c3: ConvBn::load(
+                            b.pp("conv3"),
+                            b.pp("bn3"),
+                            width,
+                            cout,
+                            Geom(1, 1, 0, 1),
+                            false,
+                        )?,
                         down,
                     }
                 } else {
                     Block::Basic {
-                        c1: ConvBn::load(b.pp("conv1"), b.pp("bn1"), cin, width, 3, s, 1, 1)?,
-                        c2: ConvBn::load(b.pp("conv2"), b.pp("bn2"), width, width, 3, 1, 1, 1)?,
+                        c1: ConvBn::load(
+                            b.pp("conv1"),
+                            b.pp("bn1"),
+                            cin,
+                            width,
+                            Geom(3, s, 1, 1),
+                            true,
+                        )?,
+                        c2: ConvBn::load(
+                            b.pp("conv2"),
+                            b.pp("bn2"),
+                            width,
+                            width,
+                            Geom(3, 1, 1, 1),
+                            false,
+                        )?,
                         down,
                     }
                 };
@@ -278,11 +343,16 @@ impl ResNet {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = self.stem.forward(x)?.relu()?;
+        let x = self.stem.forward(x)?;
         // max-pool 3×3, stride 2, padding 1; after ReLU every value is ≥ 0, so zero padding
         // gives the same maxima as torch's −∞ padding
-        let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        let mut x = if x.device().is_cpu() && x.dtype() == DType::F32 {
+            x.contiguous()?.apply_op1_no_bwd(&crate::conv::MaxPool3s2)?
+        } else {
+            x.pad_with_zeros(2, 1, 1)?
+                .pad_with_zeros(3, 1, 1)?
+                .max_pool2d_with_stride(3, 2)?
+        };
         for b in &self.layers {
             x = b.forward(&x)?;
         }

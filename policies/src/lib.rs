@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod act;
+mod conv;
 pub mod ensemble;
 pub mod normalize;
 

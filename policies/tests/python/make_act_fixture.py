@@ -39,6 +39,7 @@ p.add_argument("--state-dim", type=int, default=14)
 p.add_argument("--action-dim", type=int, default=14)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--time", type=int, default=0)
+p.add_argument("--threads", type=int, default=1)
 a = p.parse_args()
 
 def make(out, mode_name):
@@ -119,14 +120,14 @@ def make(out, mode_name):
     save_file({"action": action.contiguous()}, str(out / "expected.safetensors"))
 
     if a.time:
-        torch.set_num_threads(1)
+        torch.set_num_threads(a.threads)
         with torch.no_grad():
             policy.predict_action_chunk(pre({k: v.clone() for k, v in obs.items()}))
             t0 = time.perf_counter()
             for _ in range(a.time):
                 post(policy.predict_action_chunk(pre({k: v.clone() for k, v in obs.items()})))
             dt = (time.perf_counter() - t0) / a.time
-        print(json.dumps({"lerobot_ms": dt * 1e3, "torch": torch.__version__, "threads": 1}))
+        print(json.dumps({"lerobot_ms": dt * 1e3, "torch": torch.__version__, "threads": a.threads}))
 
 
 for m in a.norm.split(','):

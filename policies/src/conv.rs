@@ -1,0 +1,231 @@
+//! A faster CPU convolution for the ResNet backbone: NCHW, f32, bias (folded batch-norm) and an
+//! optional fused ReLU, as one `gemm` call per image — `out[Cout, OH·OW] = W[Cout, C·k·k] ×
+//! cols[C·k·k, OH·OW]`. The im2col matrix is laid out so that every row is a run of contiguous
+//! input pixels and the product lands directly in NCHW (no transposes); 1×1 stride-1
+//! convolutions skip im2col entirely. Other devices and dtypes use candle's own `conv2d`.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+/// Convolution geometry and parameters.
+pub(crate) struct ConvOp {
+    pub w: Vec<f32>, // (cout, cin, k, k) row-major
+    pub b: Vec<f32>, // (cout)
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub dil: usize,
+    pub relu: bool,
+}
+
+impl ConvOp {
+    fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        let span = self.dil * (self.k - 1) + 1;
+        (
+            (h + 2 * self.pad - span) / self.stride + 1,
+            (w + 2 * self.pad - span) / self.stride + 1,
+        )
+    }
+
+    /// im2col of output rows `rows` into `cols` ([C·k·k, rows·OW], row-major).
+    fn im2col(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        rows: std::ops::Range<usize>,
+        cols: &mut [f32],
+    ) {
+        let (_, ow) = self.out_hw(h, w);
+        let (k, s, p, d) = (self.k, self.stride, self.pad as isize, self.dil);
+        let n = rows.len() * ow;
+        for c in 0..self.cin {
+            let plane = &x[c * h * w..(c + 1) * h * w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &mut cols[((c * k + ky) * k + kx) * n..][..n];
+                    for (r, oy) in rows.clone().enumerate() {
+                        let iy = (oy * s + ky * d) as isize - p;
+                        let dst = &mut row[r * ow..(r + 1) * ow];
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        let x0 = (kx * d) as isize - p;
+                        if s == 1 {
+                            // contiguous run with zero borders
+                            let lo = (-x0).clamp(0, ow as isize) as usize;
+                            let hi = ((w as isize - x0).clamp(0, ow as isize)) as usize;
+                            dst[..lo].fill(0.0);
+                            if hi > lo {
+                                let a = (lo as isize + x0) as usize;
+                                dst[lo..hi].copy_from_slice(&src[a..a + (hi - lo)]);
+                            }
+                            dst[hi.max(lo)..].fill(0.0);
+                        } else {
+                            for (ox, o) in dst.iter_mut().enumerate() {
+                                let ix = (ox * s) as isize + x0;
+                                *o = if ix >= 0 && ix < w as isize {
+                                    src[ix as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl CustomOp1 for ConvOp {
+    fn name(&self) -> &'static str {
+        "reachy-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("reachy-conv2d: f32 only")
+        };
+        let (b, c, h, w) = layout.shape().dims4()?;
+        if c != self.cin {
+            candle_core::bail!("reachy-conv2d: {c} input channels, expected {}", self.cin)
+        }
+        let x = match layout.contiguous_offsets() {
+            Some((o1, o2)) => &data[o1..o2],
+            None => candle_core::bail!("reachy-conv2d: input must be contiguous"),
+        };
+        let (oh, ow) = self.out_hw(h, w);
+        let n = oh * ow;
+        let kk = self.cin * self.k * self.k;
+        let direct = self.k == 1 && self.stride == 1 && self.pad == 0;
+        // tile the output rows so the im2col block stays in cache (~256 K floats)
+        let rows_per_tile = if direct {
+            oh
+        } else {
+            (256 * 1024 / (kk * ow)).clamp(1, oh)
+        };
+        let mut out = vec![0f32; b * self.cout * n];
+        let threads = candle_core::utils::get_num_threads();
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        SCRATCH.with(|scratch| {
+            let mut cols = scratch.borrow_mut();
+            if !direct && cols.len() < kk * rows_per_tile * ow {
+                cols.resize(kk * rows_per_tile * ow, 0.0);
+            }
+            for bi in 0..b {
+                let xi = &x[bi * c * h * w..(bi + 1) * c * h * w];
+                let dst = &mut out[bi * self.cout * n..(bi + 1) * self.cout * n];
+                for (co, row) in dst.chunks_mut(n).enumerate() {
+                    row.fill(self.b[co]);
+                }
+                let mut r0 = 0;
+                while r0 < oh {
+                    let r1 = (r0 + rows_per_tile).min(oh);
+                    let tn = (r1 - r0) * ow;
+                    let rhs: &[f32] = if direct {
+                        xi
+                    } else {
+                        self.im2col(xi, h, w, r0..r1, &mut cols[..kk * tn]);
+                        &cols[..kk * tn]
+                    };
+                    // SAFETY: the pointers cover the row-major extents given by (m, n, k) and
+                    // the strides: dst is [cout, n] (columns r0·ow.. of each row), lhs
+                    // [cout, kk], rhs [kk, tn].
+                    unsafe {
+                        gemm::gemm(
+                            self.cout,
+                            tn,
+                            kk,
+                            dst.as_mut_ptr().add(r0 * ow),
+                            1,
+                            n as isize,
+                            true,
+                            self.w.as_ptr(),
+                            1,
+                            kk as isize,
+                            rhs.as_ptr(),
+                            1,
+                            tn as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            par,
+                        );
+                    }
+                    r0 = r1;
+                }
+                if self.relu {
+                    for v in dst.iter_mut() {
+                        *v = v.max(0.0);
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, self.cout, oh, ow))))
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Max-pool 3×3, stride 2, padding 1 (torchvision's ResNet stem), NCHW f32 on the CPU.
+pub(crate) struct MaxPool3s2;
+
+impl CustomOp1 for MaxPool3s2 {
+    fn name(&self) -> &'static str {
+        "reachy-maxpool3s2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("reachy-maxpool: f32 only")
+        };
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let Some((o1, o2)) = layout.contiguous_offsets() else {
+            candle_core::bail!("reachy-maxpool: input must be contiguous")
+        };
+        let x = &data[o1..o2];
+        let (oh, ow) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
+        let mut out = vec![0f32; b * c * oh * ow];
+        for (plane, o) in x.chunks(h * w).zip(out.chunks_mut(oh * ow)) {
+            for oy in 0..oh {
+                let ys = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
+                for ox in 0..ow {
+                    let xs = (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w);
+                    let mut m = f32::NEG_INFINITY;
+                    for iy in ys.clone() {
+                        for v in &plane[iy * w + xs.start..iy * w + xs.end] {
+                            m = m.max(*v);
+                        }
+                    }
+                    o[oy * ow + ox] = m;
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
+}
+
+/// Run `op` on `x` (contiguous NCHW f32 on the CPU).
+pub(crate) fn conv(x: &Tensor, op: &ConvOp) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(op)
+}
