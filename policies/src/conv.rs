@@ -114,41 +114,39 @@ impl CustomOp1 for ConvOp {
         };
         let mut out = vec![0f32; b * self.cout * n];
         let threads = candle_core::utils::get_num_threads();
-        let par = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        SCRATCH.with(|scratch| {
-            let mut cols = scratch.borrow_mut();
-            if !direct && cols.len() < kk * rows_per_tile * ow {
-                cols.resize(kk * rows_per_tile * ow, 0.0);
+        let tiles: Vec<(usize, usize)> = (0..oh)
+            .step_by(rows_per_tile)
+            .map(|r0| (r0, (r0 + rows_per_tile).min(oh)))
+            .collect();
+        for bi in 0..b {
+            let xi = &x[bi * c * h * w..(bi + 1) * c * h * w];
+            let dst = &mut out[bi * self.cout * n..(bi + 1) * self.cout * n];
+            for (co, row) in dst.chunks_mut(n).enumerate() {
+                row.fill(self.b[co]);
             }
-            for bi in 0..b {
-                let xi = &x[bi * c * h * w..(bi + 1) * c * h * w];
-                let dst = &mut out[bi * self.cout * n..(bi + 1) * self.cout * n];
-                for (co, row) in dst.chunks_mut(n).enumerate() {
-                    row.fill(self.b[co]);
-                }
-                let mut r0 = 0;
-                while r0 < oh {
-                    let r1 = (r0 + rows_per_tile).min(oh);
-                    let tn = (r1 - r0) * ow;
+            let dst_ptr = SendPtr(dst.as_mut_ptr());
+            let tile = |&(r0, r1): &(usize, usize), par: gemm::Parallelism| {
+                let tn = (r1 - r0) * ow;
+                SCRATCH.with(|scratch| {
+                    let mut cols = scratch.borrow_mut();
                     let rhs: &[f32] = if direct {
                         xi
                     } else {
+                        if cols.len() < kk * tn {
+                            cols.resize(kk * tn, 0.0);
+                        }
                         self.im2col(xi, h, w, r0..r1, &mut cols[..kk * tn]);
                         &cols[..kk * tn]
                     };
-                    // SAFETY: the pointers cover the row-major extents given by (m, n, k) and
-                    // the strides: dst is [cout, n] (columns r0·ow.. of each row), lhs
-                    // [cout, kk], rhs [kk, tn].
+                    // SAFETY: dst is [cout, n]; this tile writes only columns r0·ow..r1·ow of
+                    // each row, disjoint from every other tile; lhs is [cout, kk] and rhs
+                    // [kk, tn], both row-major and in bounds.
                     unsafe {
                         gemm::gemm(
                             self.cout,
                             tn,
                             kk,
-                            dst.as_mut_ptr().add(r0 * ow),
+                            dst_ptr.get().add(r0 * ow),
                             1,
                             n as isize,
                             true,
@@ -166,16 +164,41 @@ impl CustomOp1 for ConvOp {
                             par,
                         );
                     }
-                    r0 = r1;
-                }
-                if self.relu {
-                    for v in dst.iter_mut() {
-                        *v = v.max(0.0);
-                    }
+                });
+            };
+            if threads > 1 && tiles.len() >= threads {
+                // one tile per task: im2col and gemm of a tile stay on one core
+                use rayon::prelude::*;
+                tiles
+                    .par_iter()
+                    .for_each(|t| tile(t, gemm::Parallelism::None));
+            } else {
+                let par = if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                };
+                tiles.iter().for_each(|t| tile(t, par));
+            }
+            if self.relu {
+                for v in dst.iter_mut() {
+                    *v = v.max(0.0);
                 }
             }
-        });
+        }
         Ok((CpuStorage::F32(out), Shape::from((b, self.cout, oh, ow))))
+    }
+}
+
+/// A raw output pointer shared by tiles that write disjoint regions.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used for tiles that write disjoint parts of one buffer (see `cpu_fwd`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
