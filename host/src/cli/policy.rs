@@ -50,8 +50,15 @@ pub enum PolicyCommand {
         /// f32, f16, bf16.
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// Also time lerobot's PyTorch ACT on the same checkpoint and observation, with the same
+        /// number of threads, using this Python (which must have lerobot installed).
+        #[arg(long, value_name = "PYTHON")]
+        compare_lerobot: Option<PathBuf>,
     },
 }
+
+/// lerobot timing script, embedded so the binary works from any directory.
+const LEROBOT_TIMER: &str = include_str!("../../../policies/tests/python/time_lerobot_act.py");
 
 fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
     let cuda = match s {
@@ -118,6 +125,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             iters,
             device,
             dtype,
+            compare_lerobot,
         } => {
             let (policy, obs) = load(&checkpoint, &observation, &device, &dtype)?;
             policy.predict_chunk(&obs)?;
@@ -132,16 +140,44 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             let mean = ms.iter().sum::<f64>() / ms.len() as f64;
             ms.sort_by(|a, b| a.total_cmp(b));
             let cfg = policy.config();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "device": device, "dtype": dtype, "iters": ms.len(),
-                    "mean_ms": mean, "p50_ms": ms[ms.len() / 2],
-                    "threads": candle_core::utils::get_num_threads(),
-                    "dim_model": cfg.dim_model, "backbone": cfg.vision_backbone,
-                    "cameras": cfg.image_keys()?.len(), "chunk_size": cfg.chunk_size,
-                })
-            );
+            let threads = candle_core::utils::get_num_threads();
+            let mut report = serde_json::json!({
+                "device": device, "dtype": dtype, "iters": ms.len(),
+                "mean_ms": mean, "p50_ms": ms[ms.len() / 2],
+                "threads": threads,
+                "dim_model": cfg.dim_model, "backbone": cfg.vision_backbone,
+                "cameras": cfg.image_keys()?.len(), "chunk_size": cfg.chunk_size,
+            });
+            if let Some(py) = compare_lerobot {
+                let script = std::env::temp_dir()
+                    .join(format!("reachy-time-lerobot-{}.py", std::process::id()));
+                std::fs::write(&script, LEROBOT_TIMER)?;
+                let out = std::process::Command::new(&py)
+                    .arg(&script)
+                    .arg(&checkpoint)
+                    .arg(&observation)
+                    .arg(iters.max(1).to_string())
+                    .arg(threads.to_string())
+                    .output()
+                    .with_context(|| format!("running {}", py.display()))?;
+                let _ = std::fs::remove_file(&script);
+                if !out.status.success() {
+                    bail!(
+                        "lerobot timing failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                let text = String::from_utf8_lossy(&out.stdout);
+                let line = text.lines().last().unwrap_or_default();
+                let theirs: serde_json::Value = serde_json::from_str(line)
+                    .with_context(|| format!("lerobot timing output `{line}`"))?;
+                let lr = theirs["lerobot_ms"].as_f64().unwrap_or(f64::NAN);
+                report["lerobot_mean_ms"] = theirs["lerobot_ms"].clone();
+                report["lerobot_p50_ms"] = theirs["lerobot_p50_ms"].clone();
+                report["torch"] = theirs["torch"].clone();
+                report["speedup_vs_lerobot"] = serde_json::json!(lr / mean);
+            }
+            println!("{report}");
         }
     }
     Ok(())
