@@ -7,6 +7,7 @@
 //!   `policy_postprocessor*.json/.safetensors`); [`ActPolicy::predict_chunk`] is lerobot's
 //!   pre-processor → `predict_action_chunk` → post-processor.
 //! - [`ensemble`]: ACT's temporal ensembling, as an option of the runner.
+//! - [`schedule`]: time-indexed action queue with async chunk requests, cross-fading and stale-chunk dropping.
 //!
 //! Devices: CPU by default; the `cuda` feature adds candle's CUDA backend (f32, f16, bf16).
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod act;
 mod conv;
 pub mod ensemble;
 pub mod normalize;
+pub mod schedule;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
