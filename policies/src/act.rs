@@ -688,26 +688,12 @@ impl Act {
         pos: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let pre = self.cfg.pre_norm;
-        let skip = x.clone();
         let h = if pre { l.n1.forward(x)? } else { x.clone() };
         let qk = h.broadcast_add(pos)?;
         let h = l.attn.forward(&qk, &qk, &h)?;
-        let mut x = (skip + h)?;
-        let skip;
-        if pre {
-            skip = x.clone();
-            x = l.n2.forward(&x)?;
-        } else {
-            x = l.n1.forward(&x)?;
-            skip = x.clone();
-        }
+        let (x, skip) = add_norm(pre, x.clone(), h, &l.n1, &l.n2)?;
         let h = l.l2.forward(&self.act.apply(&l.l1.forward(&x)?)?)?;
-        let x = (skip + h)?;
-        if pre {
-            Ok(x)
-        } else {
-            l.n2.forward(&x)
-        }
+        finish(pre, skip, h, &l.n2)
     }
 
     fn decoder_layer(
@@ -719,36 +705,44 @@ impl Act {
         epos: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let pre = self.cfg.pre_norm;
-        let skip = x.clone();
         let h = if pre { l.n1.forward(x)? } else { x.clone() };
         let qk = h.broadcast_add(dpos)?;
         let h = l.self_attn.forward(&qk, &qk, &h)?;
-        let mut x = (skip + h)?;
-        let mut skip;
-        if pre {
-            skip = x.clone();
-            x = l.n2.forward(&x)?;
-        } else {
-            x = l.n1.forward(&x)?;
-            skip = x.clone();
-        }
+        let (x, skip) = add_norm(pre, x.clone(), h, &l.n1, &l.n2)?;
         let h = l
             .cross
             .forward(&x.broadcast_add(dpos)?, &enc.broadcast_add(epos)?, enc)?;
-        x = (skip + h)?;
-        if pre {
-            skip = x.clone();
-            x = l.n3.forward(&x)?;
-        } else {
-            x = l.n2.forward(&x)?;
-            skip = x.clone();
-        }
+        let (x, skip) = add_norm(pre, skip, h, &l.n2, &l.n3)?;
         let h = l.l2.forward(&self.act.apply(&l.l1.forward(&x)?)?)?;
-        let x = (skip + h)?;
-        if pre {
-            Ok(x)
-        } else {
-            l.n3.forward(&x)
-        }
+        finish(pre, skip, h, &l.n3)
+    }
+}
+
+/// Residual add between two sub-layers, as LeRobot's ACT layers do it. Post-norm: normalise the
+/// sum with `post`; it is both the next input and the next skip. Pre-norm: the sum is the next
+/// skip and `next_pre` normalises the next sub-layer's input. Returns (input, skip).
+fn add_norm(
+    pre: bool,
+    skip: Tensor,
+    h: Tensor,
+    post: &LayerNorm,
+    next_pre: &LayerNorm,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let x = (skip + h)?;
+    if pre {
+        Ok((next_pre.forward(&x)?, x))
+    } else {
+        let n = post.forward(&x)?;
+        Ok((n.clone(), n))
+    }
+}
+
+/// Last residual add of a layer: post-norm normalises it, pre-norm leaves it.
+fn finish(pre: bool, skip: Tensor, h: Tensor, post: &LayerNorm) -> candle_core::Result<Tensor> {
+    let x = (skip + h)?;
+    if pre {
+        Ok(x)
+    } else {
+        post.forward(&x)
     }
 }

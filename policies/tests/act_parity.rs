@@ -44,15 +44,24 @@ fn act_chunk_matches_lerobot() {
         py.display()
     );
     let dir = std::env::temp_dir().join(format!("reachy-act-{}", std::process::id()));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_act_fixture.py");
     let modes = ["MEAN_STD", "MIN_MAX", "QUANTILES"];
     let status = Command::new(&py)
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_act_fixture.py"))
+        .arg(&script)
         .arg(&dir)
         .args(["--norm", &modes.join(",")])
         .status()
         .unwrap();
     assert!(status.success(), "fixture generation failed");
-    for mode in modes {
+    // pre-norm transformer blocks, one camera
+    let status = Command::new(&py)
+        .arg(&script)
+        .arg(dir.join("PRE_NORM"))
+        .args(["--pre-norm", "--cameras", "1", "--seed", "3"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "fixture generation failed");
+    for mode in modes.iter().chain(&["PRE_NORM"]) {
         let d = dir.join(mode);
         let policy = ActPolicy::load(&d.join("checkpoint"), &Device::Cpu, DType::F32).unwrap();
         let obs: HashMap<String, candle_core::Tensor> =

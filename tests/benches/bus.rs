@@ -214,21 +214,7 @@ fn link_round_trip() {
     let dir = std::env::temp_dir().join(format!("reachy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (bus, linkp) = (dir.join("bus"), dir.join("link"));
-    let _servos = reachy_e2e::ChildGuard(
-        Proc::new(&bin)
-            .args([
-                "sim",
-                "servos",
-                "--pty",
-                bus.to_str().expect("utf8"),
-                "--ids",
-                "1-8",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sim servos"),
-    );
-    reachy_e2e::wait_for(&bus, 20);
+    let _servos = reachy_e2e::spawn_sim_servos(&bus, "1-8");
     let _fw = reachy_e2e::ChildGuard(
         Proc::new(&bin)
             .args([

@@ -139,3 +139,16 @@ pub fn wait_for(path: &std::path::Path, secs: u64) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Start `reachy sim servos` with `ids` on a pty at `link` and wait until it is there.
+pub fn spawn_sim_servos(link: &std::path::Path, ids: &str) -> ChildGuard {
+    let child = std::process::Command::new(reachy_bin())
+        .args(["sim", "servos", "--ids", ids, "--pty"])
+        .arg(link)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning reachy sim servos");
+    let guard = ChildGuard(child);
+    wait_for(link, 20);
+    guard
+}

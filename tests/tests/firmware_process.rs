@@ -4,7 +4,7 @@
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
-use reachy_e2e::{reachy_bin, wait_for, ChildGuard};
+use reachy_e2e::{reachy_bin, spawn_sim_servos, wait_for, ChildGuard};
 use reachy_firmware::link::{
     joint_flags, state_flags, Command, JointState, SafetyConfig, Telemetry,
 };
@@ -32,21 +32,7 @@ fn serial_backend_drives_simulated_servos_through_the_firmware() {
     let dir = std::env::temp_dir().join(format!("reachy-fw-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (bus, linkp) = (dir.join("bus"), dir.join("link"));
-    let _servos = ChildGuard(
-        Proc::new(reachy_bin())
-            .args([
-                "sim",
-                "servos",
-                "--pty",
-                bus.to_str().unwrap(),
-                "--ids",
-                "1-3",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&bus, 20);
+    let _servos = spawn_sim_servos(&bus, "1-3");
     let _fw = ChildGuard(
         Proc::new(reachy_bin())
             .args([

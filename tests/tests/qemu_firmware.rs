@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
-use reachy_e2e::{reachy_bin, wait_for, ChildGuard};
+use reachy_e2e::{spawn_sim_servos, ChildGuard};
 use reachy_firmware::link::{joint_flags, Command, Telemetry};
 use reachy_host::firmware_link::FirmwareLink;
 
@@ -45,21 +45,7 @@ fn firmware_image_in_qemu_drives_simulated_servos() {
     let dir = std::env::temp_dir().join(format!("reachy-qemu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bus = dir.join("bus");
-    let _servos = ChildGuard(
-        Proc::new(reachy_bin())
-            .args([
-                "sim",
-                "servos",
-                "--pty",
-                bus.to_str().unwrap(),
-                "--ids",
-                "1-8",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&bus, 20);
+    let _servos = spawn_sim_servos(&bus, "1-8");
     let mut qemu = Proc::new("qemu-system-arm")
         .args([
             "-cpu",

@@ -40,6 +40,7 @@ p.add_argument("--action-dim", type=int, default=14)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--time", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--pre-norm", action="store_true")
 a = p.parse_args()
 
 def make(out, mode_name):
@@ -64,6 +65,7 @@ def make(out, mode_name):
         dim_feedforward=a.ff,
         n_encoder_layers=a.layers,
         n_decoder_layers=1,
+        pre_norm=a.pre_norm,
         pretrained_backbone_weights=None,
         normalization_mapping={"VISUAL": NormalizationMode.MEAN_STD, "STATE": mode, "ACTION": mode},
     )
