@@ -428,3 +428,52 @@ mod tests {
         assert!(!s.ok && s.angle_err > 0.5);
     }
 }
+
+#[cfg(test)]
+mod other_robots {
+    use super::*;
+
+    /// A SCARA-like arm with a skewed revolute axis, a continuous joint and a prismatic joint:
+    /// kinematics is not specific to Reachy.
+    const URDF: &str = r#"<robot name="other">
+      <link name="base"/><link name="l1"/><link name="l2"/><link name="l3"/><link name="l4"/><link name="tool"/>
+      <joint name="j1" type="revolute"><parent link="base"/><child link="l1"/>
+        <origin xyz="0 0 0.3" rpy="0 0 0"/><axis xyz="0 0 1"/><limit lower="-2.5" upper="2.5" effort="1" velocity="1"/></joint>
+      <joint name="j2" type="continuous"><parent link="l1"/><child link="l2"/>
+        <origin xyz="0.4 0 0" rpy="0 0 0"/><axis xyz="0 0 1"/></joint>
+      <joint name="j3" type="prismatic"><parent link="l2"/><child link="l3"/>
+        <origin xyz="0.3 0 0" rpy="0 0 0"/><axis xyz="0 0 -1"/><limit lower="0" upper="0.25" effort="1" velocity="1"/></joint>
+      <joint name="j4" type="revolute"><parent link="l3"/><child link="l4"/>
+        <origin xyz="0 0 0" rpy="0.3 0 0"/><axis xyz="0.6 0 0.8"/><limit lower="-3" upper="3" effort="1" velocity="1"/></joint>
+      <joint name="tool_fixed" type="fixed"><parent link="l4"/><child link="tool"/><origin xyz="0 0 -0.05" rpy="0 0 0"/></joint>
+    </robot>"#;
+
+    #[test]
+    fn fk_and_ik_on_a_scara_with_prismatic_and_continuous_joints() {
+        let urdf = urdf_rs::read_from_string(URDF).unwrap();
+        let c = Chain::from_urdf(&urdf, "scara", "base", "tool").unwrap();
+        assert_eq!(c.dof(), 4);
+        assert!(c.lower()[1].is_infinite(), "continuous joint is unbounded");
+        // FK at zero: 0.3 up, 0.7 out, tool 0.05 further along the tilted axis's frame
+        let f = c.fk(&[0.0; MAX_DOF]);
+        assert!(
+            (f.t.x - 0.7).abs() < 1e-12 && (f.t.z - 0.3 - (-0.05 * 0.3f64.cos())).abs() < 1e-12
+        );
+        // prismatic joint moves the tool straight down
+        let mut q = [0.0; MAX_DOF];
+        q[2] = 0.1;
+        assert!((c.fk(&q).t.z - f.t.z + 0.1).abs() < 1e-12);
+        // position IK to FK'd targets
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+        for _ in 0..50 {
+            let goal = c.fk(&random_config(&c, &mut rng)).t;
+            let s = solve(
+                &c,
+                &IkTarget::Position(goal),
+                &c.mid_range(),
+                &IkOptions::default(),
+            );
+            assert!(s.ok, "{goal:?}: {}", s.pos_err);
+        }
+    }
+}
