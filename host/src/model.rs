@@ -152,6 +152,72 @@ impl RobotModel {
     pub fn joint_index(&self, name: &str) -> Option<usize> {
         self.joints.iter().position(|j| j.name == name)
     }
+
+    /// Where every actuated joint's servo sits, derived from the URDF alone: one servo bus per
+    /// chain (a limb), holding the chain's joints and every other actuated joint mounted beyond
+    /// the chain's first joint (the gripper on the arm, the antennas on the head); servo IDs
+    /// count from 1 in URDF order on each bus. Joints on no chain get a last bus of their own.
+    pub fn servo_map(&self) -> Vec<ServoAssignment> {
+        // links that sit beyond each chain's first moving joint
+        let beyond: Vec<std::collections::HashSet<String>> = self
+            .chains
+            .iter()
+            .map(|c| {
+                let first = c.joint_names().first().cloned().unwrap_or_default();
+                let mut set = std::collections::HashSet::new();
+                let mut link = c.tip_link().to_string();
+                while let Some(j) = self.urdf.joints.iter().find(|j| j.child.link == link) {
+                    set.insert(link.clone());
+                    if j.name == first {
+                        break;
+                    }
+                    link = j.parent.link.clone();
+                }
+                set
+            })
+            .collect();
+        let mut next_id = vec![1u8; self.chains.len() + 1];
+        self.joints
+            .iter()
+            .map(|j| {
+                let parent = self
+                    .urdf
+                    .joints
+                    .iter()
+                    .find(|u| u.name == j.name)
+                    .map(|u| u.parent.link.clone())
+                    .unwrap_or_default();
+                let bus = self
+                    .chains
+                    .iter()
+                    .position(|c| c.joint_names().contains(&j.name))
+                    .or_else(|| beyond.iter().position(|set| set.contains(&parent)))
+                    .unwrap_or(self.chains.len());
+                let id = next_id[bus];
+                next_id[bus] = id.saturating_add(1);
+                ServoAssignment {
+                    joint: j.name.clone(),
+                    bus: self
+                        .chains
+                        .get(bus)
+                        .map(|c| c.name().to_string())
+                        .unwrap_or_else(|| "other".into()),
+                    id,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One joint's servo: bus name (the chain's) and Dynamixel ID on that bus.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServoAssignment {
+    /// Joint name.
+    pub joint: String,
+    /// Bus (chain) name.
+    pub bus: String,
+    /// Servo ID on the bus.
+    pub id: u8,
 }
 
 fn root_link(urdf: &urdf_rs::Robot) -> Result<String, ModelError> {
@@ -222,6 +288,45 @@ mod tests {
         assert!((r.lower()[1] + std::f64::consts::PI).abs() < 1e-9 && r.upper()[1] == 0.0);
         assert!(l.lower()[1] == 0.0 && (l.upper()[1] - std::f64::consts::PI).abs() < 1e-9);
         assert!(m.chain("torso").is_err());
+    }
+
+    #[test]
+    fn servo_map_follows_the_urdf() {
+        let m = RobotModel::reachy().unwrap();
+        let map = m.servo_map();
+        assert_eq!(map.len(), m.joints.len());
+        let get = |n: &str| map.iter().find(|a| a.joint == n).unwrap().clone();
+        assert_eq!(
+            (
+                get("r_shoulder_pitch").bus.as_str(),
+                get("r_shoulder_pitch").id
+            ),
+            ("r_arm", 1)
+        );
+        assert_eq!(
+            (get("r_wrist_yaw").bus.as_str(), get("r_wrist_yaw").id),
+            ("r_arm", 7)
+        );
+        assert_eq!(
+            (get("r_gripper").bus.as_str(), get("r_gripper").id),
+            ("r_arm", 8)
+        );
+        assert_eq!(
+            (get("l_gripper").bus.as_str(), get("l_gripper").id),
+            ("l_arm", 8)
+        );
+        assert_eq!(
+            (get("neck_roll").bus.as_str(), get("neck_roll").id),
+            ("head", 3)
+        );
+        assert_eq!(get("l_antenna").bus, "head");
+        assert_eq!(get("r_antenna").bus, "head");
+        let head: Vec<u8> = map
+            .iter()
+            .filter(|a| a.bus == "head")
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(head, [1, 2, 3, 4, 5]);
     }
 
     #[test]

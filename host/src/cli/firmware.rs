@@ -21,7 +21,9 @@ pub enum FirmwareCommand {
         /// Create the host link as a pty with a symlink at this path.
         #[arg(long)]
         link: PathBuf,
-        /// A servo bus and its IDs: `PATH:IDS`, e.g. `/tmp/r_arm:1-8`; repeat per limb (≤ 3).
+        /// A servo bus: `CHAIN=PATH` takes the chain's servos from the URDF's servo map (see
+        /// `reachy kin joints`), e.g. `r_arm=/dev/ttyUSB0`; `PATH:IDS` gives IDs by hand, e.g.
+        /// `/tmp/bus:1-8`. Repeat per limb (≤ 3); firmware joint indices follow this order.
         #[arg(long, required = true)]
         bus: Vec<String>,
         /// Bus baud rate.
@@ -54,15 +56,43 @@ pub fn run(cmd: FirmwareCommand) -> anyhow::Result<()> {
     let model = Model::from_name(&model).ok_or_else(|| anyhow!("unknown model `{model}`"))?;
     let mut ports = Vec::new();
     let mut joints = Vec::new();
+    let robot = crate::model::RobotModel::reachy()?;
+    let map = robot.servo_map();
+    let mut names = Vec::new();
     for (b, spec) in bus.iter().enumerate() {
-        let (path, ids) = spec
-            .rsplit_once(':')
-            .ok_or_else(|| anyhow!("--bus `{spec}`: expected PATH:IDS, e.g. /tmp/bus:1-8"))?;
-        for id in super::bus::parse_ids(ids)? {
-            joints.push(JointMap { bus: b as u8, id });
-        }
+        let path = match spec.split_once('=') {
+            Some((chain, path)) => {
+                let on_bus: Vec<_> = map.iter().filter(|a| a.bus == chain).collect();
+                if on_bus.is_empty() {
+                    let chains: Vec<&str> = robot.chains.iter().map(|c| c.name()).collect();
+                    bail!(
+                        "--bus `{spec}`: no chain `{chain}` (known: {})",
+                        chains.join(", ")
+                    );
+                }
+                for a in on_bus {
+                    joints.push(JointMap {
+                        bus: b as u8,
+                        id: a.id,
+                    });
+                    names.push(a.joint.clone());
+                }
+                path
+            }
+            None => {
+                let (path, ids) = spec.rsplit_once(':').ok_or_else(|| {
+                    anyhow!("--bus `{spec}`: expected CHAIN=PATH (e.g. r_arm=/dev/ttyUSB0) or PATH:IDS (e.g. /tmp/bus:1-8)")
+                })?;
+                for id in super::bus::parse_ids(ids)? {
+                    joints.push(JointMap { bus: b as u8, id });
+                    names.push(format!("{path}#{id}"));
+                }
+                path
+            }
+        };
         ports.push(SerialIo::open(path, baud).with_context(|| format!("opening bus {path}"))?);
     }
+    tracing::info!(joints = ?names, "firmware joint indices");
     let (master, _slave) =
         reachy_sim::servo_pty::pty_pair(&link).context("creating the link pty")?;
     let link_port = SerialIo::new(Box::new(master));

@@ -18,6 +18,9 @@ use crate::model::RobotModel;
 pub enum KinCommand {
     /// Print every chain as one JSON array: name, joints (base to tip), lower, upper, base_link, tip_link.
     Chains,
+    /// Print every actuated joint as one JSON array: name, type, limits, velocity and effort
+    /// limits, and its servo (bus = chain, Dynamixel ID), all derived from the URDF.
+    Joints,
     /// Forward kinematics. Reads lines {"chain":"r_arm","q":[…]}; writes
     /// {"t":[x,y,z],"quat_xyzw":[x,y,z,w]}, the tip pose in the base link frame.
     Fk,
@@ -121,6 +124,25 @@ pub fn run<R: BufRead, W: Write>(
         writeln!(out, "{}", serde_json::Value::Array(chains))?;
         return Ok(false);
     }
+    if let KinCommand::Joints = cmd {
+        let map = model.servo_map();
+        let joints: Vec<_> = model
+            .joints
+            .iter()
+            .zip(&map)
+            .map(|(j, s)| {
+                json!({
+                    "name": j.name, "type": j.kind,
+                    "lower": j.lower.is_finite().then_some(j.lower),
+                    "upper": j.upper.is_finite().then_some(j.upper),
+                    "velocity": j.velocity, "effort": j.effort,
+                    "bus": s.bus, "servo_id": s.id,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(joints))?;
+        return Ok(false);
+    }
     let mut failed = false;
     for (i, line) in input.lines().enumerate() {
         let line = match line {
@@ -153,7 +175,7 @@ pub fn run<R: BufRead, W: Write>(
                 ik_line(model, &line, &opts)
             }
             KinCommand::LookAt => look_at_line(model, &line),
-            KinCommand::Chains => unreachable!("handled above"),
+            KinCommand::Chains | KinCommand::Joints => unreachable!("handled above"),
         };
         match result {
             Ok(v) => writeln!(out, "{v}")?,
