@@ -74,6 +74,9 @@ impl RobotPhysics {
         let mut world = PhysicsWorld::new();
         world.gravity = Vector::new(0.0, 0.0, -9.81);
         world.integration_parameters.dt = dt;
+        // one solver iteration per 1 ms step: the motors are implicit and the arms touch nothing
+        // but the scene, so more iterations only re-run the 23-DoF multibody's dynamics
+        world.integration_parameters.num_solver_iterations = 1;
         let joint_meta: Vec<(usize, Option<usize>)> = robot
             .joints
             .iter()

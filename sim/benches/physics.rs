@@ -1,0 +1,92 @@
+//! Physics benchmark: `cargo bench -p reachy-sim --bench physics`.
+//!
+//! `physics/step_1khz_moving`: one 1 ms step of the whole robot (21 actuated joints, multibody,
+//! gravity, motors, both shoulders moving) on one thread; real-time factor = 1 ms ÷ this time. With
+//! `MUJOCO_PYTHON=/path/to/python` (a Python with `mujoco`), MuJoCo's step on the same URDF is
+//! timed in the same run and printed.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use reachy_sim::physics::RobotPhysics;
+
+const URDF: &str = include_str!("../../urdf/reachy.urdf");
+
+fn home(names: &[&str]) -> Vec<f32> {
+    names
+        .iter()
+        .map(|n| match *n {
+            "r_shoulder_roll" => -1.309,
+            "l_shoulder_roll" => 1.309,
+            "r_elbow_pitch" | "l_elbow_pitch" => -0.5,
+            _ => 0.0,
+        })
+        .collect()
+}
+
+fn mujoco() {
+    let Ok(py) = std::env::var("MUJOCO_PYTHON") else {
+        eprintln!("MuJoCo comparison: set MUJOCO_PYTHON to a Python with `pip install mujoco`");
+        return;
+    };
+    let script = r#"
+import sys, time, mujoco
+m = mujoco.MjModel.from_xml_path(sys.argv[1])
+m.opt.timestep = 0.001
+d = mujoco.MjData(m)
+for _ in range(1000): mujoco.mj_step(m, d)
+n = 20000
+t0 = time.perf_counter()
+for _ in range(n): mujoco.mj_step(m, d)
+dt = (time.perf_counter() - t0) / n
+print(f"mujoco {mujoco.__version__}: {dt*1e6:.2f} us/step, real-time factor {1e-3/dt:.0f}x ({m.nq} dofs, {m.nbody} bodies)")
+"#;
+    let urdf = concat!(env!("CARGO_MANIFEST_DIR"), "/../urdf/reachy.urdf");
+    match std::process::Command::new(py)
+        .args(["-c", script, urdf])
+        .output()
+    {
+        Ok(o) if o.status.success() => eprint!("{}", String::from_utf8_lossy(&o.stdout)),
+        Ok(o) => eprintln!(
+            "MuJoCo comparison failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("MuJoCo comparison failed: {e}"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut p = RobotPhysics::from_urdf_str(URDF, 0.001).expect("URDF");
+    let q = home(&p.joint_names());
+    p.set_targets(&q).expect("targets");
+    for _ in 0..2000 {
+        p.step();
+    }
+    let t0 = Instant::now();
+    for _ in 0..5000 {
+        p.step();
+    }
+    let dt = t0.elapsed().as_secs_f64() / 5000.0;
+    eprintln!(
+        "rapier: {:.2} us/step, real-time factor {:.0}x",
+        dt * 1e6,
+        1e-3 / dt
+    );
+    mujoco();
+    // keep the robot moving (a resting multibody gets much cheaper steps)
+    let mut q = q;
+    let mut k = 0u64;
+    c.bench_function("physics/step_1khz_moving", |b| {
+        b.iter(|| {
+            k += 1;
+            q[0] = 0.5 * (k as f32 * 0.002).sin();
+            q[8] = -q[0];
+            p.set_targets(&q).expect("targets");
+            black_box(&mut p).step()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
