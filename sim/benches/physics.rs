@@ -59,28 +59,35 @@ print(f"mujoco {mujoco.__version__}: {dt*1e6:.2f} us/step, real-time factor {1e-
 fn bench(c: &mut Criterion) {
     let mut p = RobotPhysics::from_urdf_str(URDF, 0.001).expect("URDF");
     let q = home(&p.joint_names());
-    p.set_targets(&q).expect("targets");
-    for _ in 0..2000 {
-        p.step();
-    }
-    let t0 = Instant::now();
-    for _ in 0..5000 {
-        p.step();
-    }
-    let dt = t0.elapsed().as_secs_f64() / 5000.0;
-    eprintln!(
-        "rapier: {:.2} us/step, real-time factor {:.0}x",
-        dt * 1e6,
-        1e-3 / dt
-    );
+    let mut timed = |label: &str, p: &mut RobotPhysics, f: &dyn Fn(usize, &mut Vec<f32>)| {
+        let mut q = q.clone();
+        let t0 = Instant::now();
+        for k in 0..4000 {
+            f(k, &mut q);
+            p.set_targets(&q).expect("targets");
+            p.step();
+        }
+        let dt = t0.elapsed().as_secs_f64() / 4000.0;
+        eprintln!(
+            "rapier, {label}: {:.2} us/step, real-time factor {:.0}x",
+            dt * 1e6,
+            1e-3 / dt
+        );
+    };
+    timed("swinging from zero to the home pose", &mut p, &|_, _| {});
+    timed("holding the home pose", &mut p, &|_, _| {});
+    timed("both shoulders +-1 rad at 1 Hz", &mut p, &|k, q| {
+        q[0] = (k as f32 * 0.001 * std::f32::consts::TAU).sin();
+        q[8] = -q[0];
+    });
     mujoco();
-    // keep the robot moving (a resting multibody gets much cheaper steps)
+    // keep the robot moving (a resting multibody gets cheaper steps)
     let mut q = q;
     let mut k = 0u64;
     c.bench_function("physics/step_1khz_moving", |b| {
         b.iter(|| {
             k += 1;
-            q[0] = 0.5 * (k as f32 * 0.002).sin();
+            q[0] = (k as f32 * 0.001 * std::f32::consts::TAU).sin();
             q[8] = -q[0];
             p.set_targets(&q).expect("targets");
             black_box(&mut p).step()
