@@ -59,7 +59,7 @@ print(f"mujoco {mujoco.__version__}: {dt*1e6:.2f} us/step, real-time factor {1e-
 fn bench(c: &mut Criterion) {
     let mut p = RobotPhysics::from_urdf_str(URDF, 0.001).expect("URDF");
     let q = home(&p.joint_names());
-    let mut timed = |label: &str, p: &mut RobotPhysics, f: &dyn Fn(usize, &mut Vec<f32>)| {
+    let timed = |label: &str, p: &mut RobotPhysics, f: &dyn Fn(usize, &mut Vec<f32>)| {
         let mut q = q.clone();
         let t0 = Instant::now();
         for k in 0..4000 {
