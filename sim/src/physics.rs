@@ -52,8 +52,60 @@ struct SimJoint {
     mimic: Option<(usize, f32, f32)>,
 }
 
+/// The manipulation scene: a table in front of the robot and cubes placed from a seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SceneConfig {
+    /// Centre of the table top's box (m, robot base frame).
+    pub table_center: [f32; 3],
+    /// Half extents of the table top's box (m).
+    pub table_half: [f32; 3],
+    /// Cubes: (name, half edge in m, RGB colour).
+    pub cubes: Vec<(String, f32, [f32; 3])>,
+    /// Region of the table where cubes are placed: x range, y range (m).
+    pub area: ([f32; 2], [f32; 2]),
+    /// Seed of the placement.
+    pub seed: u64,
+}
+
+impl Default for SceneConfig {
+    fn default() -> Self {
+        Self {
+            table_center: [0.55, 0.0, 0.70],
+            table_half: [0.30, 0.50, 0.02],
+            cubes: vec![
+                ("red_cube".into(), 0.020, [0.85, 0.15, 0.15]),
+                ("green_cube".into(), 0.025, [0.15, 0.75, 0.25]),
+                ("blue_cube".into(), 0.030, [0.15, 0.30, 0.85]),
+            ],
+            area: ([0.35, 0.60], [-0.35, 0.35]),
+            seed: 0,
+        }
+    }
+}
+
+/// A cube of the scene.
+#[derive(Debug, Clone)]
+pub struct SceneObject {
+    /// Name, e.g. `red_cube`.
+    pub name: String,
+    /// Half edge (m).
+    pub half: f32,
+    /// RGB colour in [0, 1].
+    pub color: [f32; 3],
+    body: RigidBodyHandle,
+}
+
+fn splitmix(state: &mut u64) -> f32 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+}
+
 /// The robot in a rapier world.
 pub struct RobotPhysics {
+    objects: Vec<SceneObject>,
     world: PhysicsWorld,
     joints: Vec<SimJoint>,
     actuated: Vec<usize>,
@@ -138,6 +190,7 @@ impl RobotPhysics {
             .collect();
         let n = actuated.len();
         let mut s = Self {
+            objects: Vec::new(),
             world,
             joints,
             actuated,
@@ -148,6 +201,70 @@ impl RobotPhysics {
         s.apply_motors();
         s.last_q = s.positions();
         Ok(s)
+    }
+
+    /// Add the table and the cubes, placed on the table from `cfg.seed` at least 12 cm apart.
+    pub fn add_scene(&mut self, cfg: &SceneConfig) {
+        let [cx, cy, cz] = cfg.table_center;
+        let [hx, hy, hz] = cfg.table_half;
+        let table = ColliderBuilder::cuboid(hx, hy, hz)
+            .translation(Vector::new(cx, cy, cz))
+            .friction(0.8)
+            .build();
+        self.world.colliders.insert(table);
+        let top = cz + hz;
+        let mut rng = cfg.seed ^ 0x5EED_5EED;
+        let mut placed: Vec<(f32, f32)> = Vec::new();
+        for (name, half, color) in &cfg.cubes {
+            let (mut x, mut y) = (0.0, 0.0);
+            for _ in 0..100 {
+                x = cfg.area.0[0] + splitmix(&mut rng) * (cfg.area.0[1] - cfg.area.0[0]);
+                y = cfg.area.1[0] + splitmix(&mut rng) * (cfg.area.1[1] - cfg.area.1[0]);
+                if placed.iter().all(|(px, py)| (px - x).hypot(py - y) > 0.12) {
+                    break;
+                }
+            }
+            placed.push((x, y));
+            let yaw = (splitmix(&mut rng) - 0.5) * std::f32::consts::FRAC_PI_2;
+            let body = RigidBodyBuilder::dynamic()
+                .translation(Vector::new(x, y, top + half + 1e-4))
+                .rotation(Vector::new(0.0, 0.0, yaw))
+                .can_sleep(false)
+                .build();
+            let h = self.world.bodies.insert(body);
+            // 2-6 cm wooden-ish cubes: density 600 kg/m³, high friction for grasping
+            let col = ColliderBuilder::cuboid(*half, *half, *half)
+                .density(600.0)
+                .friction(1.0)
+                .build();
+            self.world
+                .colliders
+                .insert_with_parent(col, h, &mut self.world.bodies);
+            self.objects.push(SceneObject {
+                name: name.clone(),
+                half: *half,
+                color: *color,
+                body: h,
+            });
+        }
+    }
+
+    /// The scene's cubes.
+    pub fn objects(&self) -> &[SceneObject] {
+        &self.objects
+    }
+
+    /// Ground-truth pose of each cube: (name, position, quaternion xyzw).
+    pub fn object_poses(&self) -> Vec<(String, [f32; 3], [f32; 4])> {
+        self.objects
+            .iter()
+            .filter_map(|o| {
+                let b = self.world.bodies.get(o.body)?;
+                let t = b.translation();
+                let r = b.rotation();
+                Some((o.name.clone(), [t.x, t.y, t.z], [r.x, r.y, r.z, r.w]))
+            })
+            .collect()
     }
 
     /// Actuated joint names (mimic joints excluded), in URDF order.
@@ -297,6 +414,52 @@ mod tests {
         let mut bad = q.clone();
         bad[3] = f32::NAN;
         assert!(p.set_targets(&bad).is_err());
+    }
+
+    #[test]
+    fn cubes_are_placed_from_the_seed_and_rest_on_the_table() {
+        let cfg = SceneConfig::default();
+        let poses = |seed: u64, steps: usize| {
+            let mut p = RobotPhysics::from_urdf_str(URDF, 0.001).unwrap();
+            p.add_scene(&SceneConfig {
+                seed,
+                ..cfg.clone()
+            });
+            let q = home(&p.joint_names());
+            p.set_targets(&q).unwrap();
+            for _ in 0..steps {
+                p.step();
+            }
+            p.object_poses()
+        };
+        let a = poses(1, 0);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, poses(1, 0), "same seed, same scene");
+        assert_ne!(a, poses(2, 0), "another seed, another scene");
+        let settled = poses(1, 1000);
+        let top = cfg.table_center[2] + cfg.table_half[2];
+        for ((name, t, _), (_, half, _)) in settled.iter().zip(&cfg.cubes) {
+            assert!(
+                (t[2] - (top + half)).abs() < 2e-3,
+                "{name} rests on the table: z {}",
+                t[2]
+            );
+            assert!(
+                t[0] >= cfg.area.0[0] - 0.01 && t[0] <= cfg.area.0[1] + 0.01,
+                "{name} x {}",
+                t[0]
+            );
+        }
+        let bits = |v: &[(String, [f32; 3], [f32; 4])]| {
+            v.iter()
+                .flat_map(|(_, t, q)| t.iter().chain(q).map(|x| x.to_bits()).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            bits(&settled),
+            bits(&poses(1, 1000)),
+            "contacts are deterministic too"
+        );
     }
 
     #[test]
