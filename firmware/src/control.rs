@@ -461,6 +461,7 @@ where
         // torque changes (e-stop first: one broadcast-style sync write for every servo)
         let mut tids = [0u8; MAX_JOINTS];
         let mut tval = [0u8; MAX_JOINTS];
+        let mut tgoal = [0u8; 4 * MAX_JOINTS];
         let mut tn = 0;
         for &i in &idx[..n] {
             let j = &mut self.joints[i];
@@ -478,6 +479,7 @@ where
                 }
                 tids[tn] = j.map.id;
                 tval[tn] = on as u8;
+                tgoal[4 * tn..4 * tn + 4].copy_from_slice(&rad_to_position(j.cmd).to_le_bytes());
                 tn += 1;
                 j.torque_on = on;
                 j.torque_dirty = false;
@@ -485,16 +487,7 @@ where
         }
         if tn > 0 {
             // goal first so torque-on does not jump, then torque
-            let mut goals = [0u8; 4 * MAX_JOINTS];
-            for k in 0..tn {
-                let j = self
-                    .joints
-                    .iter()
-                    .find(|j| j.map.bus as usize == b && j.map.id == tids[k]);
-                let raw = j.map(|j| rad_to_position(j.cmd)).unwrap_or(2048);
-                goals[4 * k..4 * k + 4].copy_from_slice(&raw.to_le_bytes());
-            }
-            let _ = bus.sync_write(regs::GOAL_POSITION.addr, 4, &tids[..tn], &goals[..4 * tn]);
+            let _ = bus.sync_write(regs::GOAL_POSITION.addr, 4, &tids[..tn], &tgoal[..4 * tn]);
             let _ = bus.sync_write(regs::TORQUE_ENABLE.addr, 1, &tids[..tn], &tval[..tn]);
         }
 

@@ -122,6 +122,23 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Position goals `(joint, rad)` without feed-forward; `None` if more than [`MAX_JOINTS`].
+    pub fn position_goals(seq: u32, goals: &[(u8, f32)]) -> Option<Self> {
+        let mut v = Vec::new();
+        for &(joint, position) in goals {
+            v.push(JointGoal {
+                joint,
+                position,
+                velocity: None,
+                current: None,
+            })
+            .ok()?;
+        }
+        Some(Command::Goals { seq, goals: v })
+    }
+}
+
 /// Per-joint health flags in telemetry.
 pub mod joint_flags {
     /// Torque is on.

@@ -67,22 +67,9 @@ impl FirmwareLink {
     /// Send joint goals `(firmware joint index, rad)`; returns the sequence number used.
     pub fn send_goals(&mut self, goals: &[(u8, f32)]) -> Result<u32, FirmwareLinkError> {
         self.seq = self.seq.wrapping_add(1);
-        if goals.len() > MAX_JOINTS {
-            return Err(FirmwareLinkError::TooManyJoints(goals.len()));
-        }
-        let goals = goals
-            .iter()
-            .map(|&(joint, position)| link::JointGoal {
-                joint,
-                position,
-                velocity: None,
-                current: None,
-            })
-            .collect();
-        self.send(&Command::Goals {
-            seq: self.seq,
-            goals,
-        })?;
+        let cmd = Command::position_goals(self.seq, goals)
+            .ok_or(FirmwareLinkError::TooManyJoints(goals.len()))?;
+        self.send(&cmd)?;
         Ok(self.seq)
     }
 

@@ -442,6 +442,8 @@ struct DecoderLayer {
 /// The ACT network for inference.
 pub struct Act {
     cfg: ActConfig,
+    /// Parsed once at load: camera keys (checkpoint order), state and environment inputs.
+    inputs: ActInputs,
     backbone: Option<ResNet>,
     img_proj_w: Option<Tensor>,
     img_proj_b: Option<Tensor>,
@@ -457,6 +459,17 @@ pub struct Act {
     head: Linear,
     act: Activation,
     device: Device,
+}
+
+/// The inputs an ACT checkpoint expects, parsed from its config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActInputs {
+    /// Camera keys, in checkpoint order.
+    pub images: Vec<String>,
+    /// `(key, dim)` of the robot state input.
+    pub state: Option<(String, usize)>,
+    /// `(key, dim)` of the environment state input.
+    pub env: Option<(String, usize)>,
 }
 
 fn ln(vb: VarBuilder, d: usize) -> candle_core::Result<LayerNorm> {
@@ -483,7 +496,12 @@ impl Act {
                 )))
             }
         };
-        let images = cfg.image_keys()?;
+        let inputs = ActInputs {
+            images: cfg.image_keys()?,
+            state: cfg.state_feature()?,
+            env: cfg.env_feature()?,
+        };
+        let images = &inputs.images;
         let dilate = matches!(
             &cfg.replace_final_stride_with_dilation,
             serde_json::Value::Bool(true)
@@ -497,8 +515,7 @@ impl Act {
             let b = p.get(d, "bias")?.reshape((1, d, 1, 1))?;
             (Some(r), Some(w), Some(b))
         };
-        let state = cfg.state_feature()?;
-        let env = cfg.env_feature()?;
+        let (state, env) = (&inputs.state, &inputs.env);
         let n1d = 1 + state.is_some() as usize + env.is_some() as usize;
         // the latent is zero at inference: its token is the projection's bias
         let latent_token = vb.pp("encoder_latent_input_proj").get(d, "bias")?;
@@ -561,6 +578,7 @@ impl Act {
         let head = candle_nn::linear(d, cfg.action_dim()?, vb.pp("action_head"))?;
         Ok(Self {
             device: vb.device().clone(),
+            inputs,
             cfg,
             backbone,
             img_proj_w,
@@ -582,6 +600,11 @@ impl Act {
     /// The configuration.
     pub fn config(&self) -> &ActConfig {
         &self.cfg
+    }
+
+    /// The inputs the model expects.
+    pub fn inputs(&self) -> &ActInputs {
+        &self.inputs
     }
 
     /// 2-D sinusoidal position embedding of a (h, w) feature map: (h·w, D), row-major like
@@ -681,19 +704,40 @@ impl Act {
         Ok(self.head.forward(&y)?)
     }
 
+    /// Self-attention sub-layer with positions added to queries and keys, then the residual.
+    /// Returns (input of the next sub-layer, its skip).
+    fn self_attention(
+        &self,
+        attn: &Attention,
+        n1: &LayerNorm,
+        n2: &LayerNorm,
+        x: &Tensor,
+        pos: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let pre = self.cfg.pre_norm;
+        let h = if pre { n1.forward(x)? } else { x.clone() };
+        let qk = h.broadcast_add(pos)?;
+        let h = attn.forward(&qk, &qk, &h)?;
+        add_norm(pre, x.clone(), h, n1, n2)
+    }
+
+    fn feed_forward(&self, l1: &Linear, l2: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+        l2.forward(&self.act.apply(&l1.forward(x)?)?)
+    }
+
     fn encoder_layer(
         &self,
         l: &EncoderLayer,
         x: &Tensor,
         pos: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let pre = self.cfg.pre_norm;
-        let h = if pre { l.n1.forward(x)? } else { x.clone() };
-        let qk = h.broadcast_add(pos)?;
-        let h = l.attn.forward(&qk, &qk, &h)?;
-        let (x, skip) = add_norm(pre, x.clone(), h, &l.n1, &l.n2)?;
-        let h = l.l2.forward(&self.act.apply(&l.l1.forward(&x)?)?)?;
-        finish(pre, skip, h, &l.n2)
+        let (x, skip) = self.self_attention(&l.attn, &l.n1, &l.n2, x, pos)?;
+        finish(
+            self.cfg.pre_norm,
+            skip,
+            self.feed_forward(&l.l1, &l.l2, &x)?,
+            &l.n2,
+        )
     }
 
     fn decoder_layer(
@@ -705,16 +749,12 @@ impl Act {
         epos: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let pre = self.cfg.pre_norm;
-        let h = if pre { l.n1.forward(x)? } else { x.clone() };
-        let qk = h.broadcast_add(dpos)?;
-        let h = l.self_attn.forward(&qk, &qk, &h)?;
-        let (x, skip) = add_norm(pre, x.clone(), h, &l.n1, &l.n2)?;
+        let (x, skip) = self.self_attention(&l.self_attn, &l.n1, &l.n2, x, dpos)?;
         let h = l
             .cross
             .forward(&x.broadcast_add(dpos)?, &enc.broadcast_add(epos)?, enc)?;
         let (x, skip) = add_norm(pre, skip, h, &l.n2, &l.n3)?;
-        let h = l.l2.forward(&self.act.apply(&l.l1.forward(&x)?)?)?;
-        finish(pre, skip, h, &l.n3)
+        finish(pre, skip, self.feed_forward(&l.l1, &l.l2, &x)?, &l.n3)
     }
 }
 

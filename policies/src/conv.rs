@@ -91,17 +91,10 @@ impl CustomOp1 for ConvOp {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("reachy-conv2d: f32 only")
-        };
-        let (b, c, h, w) = layout.shape().dims4()?;
+        let (x, (b, c, h, w)) = nchw_f32(self.name(), storage, layout)?;
         if c != self.cin {
             candle_core::bail!("reachy-conv2d: {c} input channels, expected {}", self.cin)
         }
-        let x = match layout.contiguous_offsets() {
-            Some((o1, o2)) => &data[o1..o2],
-            None => candle_core::bail!("reachy-conv2d: input must be contiguous"),
-        };
         let (oh, ow) = self.out_hw(h, w);
         let n = oh * ow;
         let kk = self.cin * self.k * self.k;
@@ -190,6 +183,25 @@ impl CustomOp1 for ConvOp {
     }
 }
 
+/// Batch, channels, height, width.
+type Nchw = (usize, usize, usize, usize);
+
+/// The input of a CPU op as a contiguous NCHW f32 slice and its dimensions.
+fn nchw_f32<'a>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<(&'a [f32], Nchw)> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 only")
+    };
+    let dims = layout.shape().dims4()?;
+    let Some((o1, o2)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: input must be contiguous")
+    };
+    Ok((&data[o1..o2], dims))
+}
+
 /// A raw output pointer shared by tiles that write disjoint regions.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -219,14 +231,7 @@ impl CustomOp1 for MaxPool3s2 {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("reachy-maxpool: f32 only")
-        };
-        let (b, c, h, w) = layout.shape().dims4()?;
-        let Some((o1, o2)) = layout.contiguous_offsets() else {
-            candle_core::bail!("reachy-maxpool: input must be contiguous")
-        };
-        let x = &data[o1..o2];
+        let (x, (b, c, h, w)) = nchw_f32(self.name(), storage, layout)?;
         let (oh, ow) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
         let mut out = vec![0f32; b * c * oh * ow];
         for (plane, o) in x.chunks(h * w).zip(out.chunks_mut(oh * ow)) {

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-pub use act::{Act, ActConfig};
+pub use act::{Act, ActConfig, ActInputs};
 pub use normalize::{NormMode, Normalizer};
 
 /// Errors of policy loading and inference.
@@ -137,7 +137,6 @@ impl ActPolicy {
     /// `observation.state` (1, S) and `observation.images.<cam>` (1, 3, H, W) in [0, 1].
     /// Returns un-normalised actions (1, chunk, A) in f32 on the CPU.
     pub fn predict_chunk(&self, obs: &HashMap<String, Tensor>) -> Result<Tensor, PolicyError> {
-        let cfg = self.model.config();
         let get = |k: &str, rank: usize| -> Result<Tensor, PolicyError> {
             let t = obs
                 .get(k)
@@ -157,10 +156,11 @@ impl ActPolicy {
             let n = self.pre.apply(k, &t, false)?;
             Ok(n.to_dtype(self.dtype)?)
         };
-        let state = match cfg.state_feature()? {
+        let inputs = self.model.inputs();
+        let state = match &inputs.state {
             Some((k, n)) => {
-                let s = get(&k, 2)?;
-                if s.dim(1)? != n {
+                let s = get(k, 2)?;
+                if s.dim(1)? != *n {
                     return Err(PolicyError::Input(format!(
                         "`{k}` has {} values; the policy expects {n}",
                         s.dim(1)?
@@ -170,12 +170,12 @@ impl ActPolicy {
             }
             None => None,
         };
-        let env = match cfg.env_feature()? {
-            Some((k, _)) => Some(get(&k, 2)?),
+        let env = match &inputs.env {
+            Some((k, _)) => Some(get(k, 2)?),
             None => None,
         };
-        let images = cfg
-            .image_keys()?
+        let images = inputs
+            .images
             .iter()
             .map(|k| {
                 let t = get(k, 4)?;

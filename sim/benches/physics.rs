@@ -9,21 +9,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use reachy_sim::physics::RobotPhysics;
+use reachy_sim::physics::{home_pose, RobotPhysics};
 
 const URDF: &str = include_str!("../../urdf/reachy.urdf");
-
-fn home(names: &[&str]) -> Vec<f32> {
-    names
-        .iter()
-        .map(|n| match *n {
-            "r_shoulder_roll" => -1.309,
-            "l_shoulder_roll" => 1.309,
-            "r_elbow_pitch" | "l_elbow_pitch" => -0.5,
-            _ => 0.0,
-        })
-        .collect()
-}
 
 fn mujoco() {
     let Ok(py) = std::env::var("MUJOCO_PYTHON") else {
@@ -58,7 +46,7 @@ print(f"mujoco {mujoco.__version__}: {dt*1e6:.2f} us/step, real-time factor {1e-
 
 fn bench(c: &mut Criterion) {
     let mut p = RobotPhysics::from_urdf_str(URDF, 0.001).expect("URDF");
-    let q = home(&p.joint_names());
+    let q = home_pose(&p.joint_names());
     let timed = |label: &str, p: &mut RobotPhysics, f: &dyn Fn(usize, &mut Vec<f32>)| {
         let mut q = q.clone();
         let t0 = Instant::now();

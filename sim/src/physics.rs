@@ -103,6 +103,21 @@ fn splitmix(state: &mut u64) -> f32 {
     ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
 }
 
+/// Reachy's home pose for `names` (e.g. [`RobotPhysics::joint_names`]): upper arms hanging
+/// (`r_shoulder_roll = −75°`, left mirrored — the URDF's shoulder frames make all-zeros point
+/// the arms across the chest), elbows bent by 0.5 rad, everything else at zero.
+pub fn home_pose(names: &[&str]) -> Vec<f32> {
+    names
+        .iter()
+        .map(|n| match *n {
+            "r_shoulder_roll" => -1.309,
+            "l_shoulder_roll" => 1.309,
+            "r_elbow_pitch" | "l_elbow_pitch" => -0.5,
+            _ => 0.0,
+        })
+        .collect()
+}
+
 /// The robot in a rapier world.
 pub struct RobotPhysics {
     objects: Vec<SceneObject>,
@@ -369,25 +384,13 @@ mod tests {
 
     const URDF: &str = include_str!("../../urdf/reachy.urdf");
 
-    fn home(names: &[&str]) -> Vec<f32> {
-        names
-            .iter()
-            .map(|n| match *n {
-                "r_shoulder_roll" => -1.309,
-                "l_shoulder_roll" => 1.309,
-                "r_elbow_pitch" | "l_elbow_pitch" => -0.5,
-                _ => 0.0,
-            })
-            .collect()
-    }
-
     #[test]
     fn holds_and_tracks_under_gravity() {
         let mut p = RobotPhysics::from_urdf_str(URDF, 0.001).unwrap();
         let names: Vec<String> = p.joint_names().iter().map(|s| s.to_string()).collect();
         let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         assert_eq!(names.len(), 21, "{names:?}");
-        let mut q = home(&names);
+        let mut q = home_pose(&names);
         p.set_targets(&q).unwrap();
         for _ in 0..4000 {
             p.step();
@@ -425,7 +428,7 @@ mod tests {
                 seed,
                 ..cfg.clone()
             });
-            let q = home(&p.joint_names());
+            let q = home_pose(&p.joint_names());
             p.set_targets(&q).unwrap();
             for _ in 0..steps {
                 p.step();
@@ -466,7 +469,7 @@ mod tests {
     fn deterministic_bit_for_bit() {
         let run = || {
             let mut p = RobotPhysics::from_urdf_str(URDF, 0.001).unwrap();
-            let mut q = home(&p.joint_names());
+            let mut q = home_pose(&p.joint_names());
             let mut out = Vec::new();
             for k in 0..600 {
                 q[0] = 0.3 * (k as f32 * 0.01).sin();

@@ -418,6 +418,17 @@ impl SimBus {
         }
     }
 
+    /// Answer a read of `len` bytes at `addr` from servo `i`: the data, or the error code.
+    fn reply_read(&mut self, i: usize, inst: Instruction, addr: u16, len: u16, out: &mut Vec<u8>) {
+        match self.servos[i].read_bytes(addr, len) {
+            Ok(d) => {
+                let d = d.to_vec();
+                self.reply(i, inst, 0, &d, out)
+            }
+            Err(e) => self.reply(i, inst, e, &[], out),
+        }
+    }
+
     fn handle(&mut self, id: u8, inst: Instruction, p: &[u8], out: &mut Vec<u8>) {
         let le16 = |i: usize| u16::from_le_bytes([p[i], p[i + 1]]);
         let targets: Vec<usize> = (0..self.servos.len())
@@ -440,13 +451,7 @@ impl SimBus {
                         self.reply(i, inst, status_error::DATA_LENGTH, &[], out);
                         continue;
                     }
-                    match self.servos[i].read_bytes(le16(0), le16(2)) {
-                        Ok(d) => {
-                            let d: Vec<u8> = d.to_vec();
-                            self.reply(i, inst, 0, &d, out)
-                        }
-                        Err(e) => self.reply(i, inst, e, &[], out),
-                    }
+                    self.reply_read(i, inst, le16(0), le16(2), out);
                 }
             }
             Instruction::Write | Instruction::RegWrite => {
@@ -506,13 +511,7 @@ impl SimBus {
                 if inst == Instruction::SyncRead {
                     for &sid in &p[4..] {
                         if let Some(i) = self.servos.iter().position(|s| s.id() == sid) {
-                            match self.servos[i].read_bytes(addr, len) {
-                                Ok(d) => {
-                                    let d = d.to_vec();
-                                    self.reply(i, inst, 0, &d, out)
-                                }
-                                Err(e) => self.reply(i, inst, e, &[], out),
-                            }
+                            self.reply_read(i, inst, addr, len, out);
                         }
                     }
                 } else {
@@ -538,13 +537,7 @@ impl SimBus {
                 while k + 5 <= p.len() {
                     let (sid, addr, len) = (p[k], le16(k + 1), le16(k + 3));
                     if let Some(i) = self.servos.iter().position(|s| s.id() == sid) {
-                        match self.servos[i].read_bytes(addr, len) {
-                            Ok(d) => {
-                                let d = d.to_vec();
-                                self.reply(i, inst, 0, &d, out)
-                            }
-                            Err(e) => self.reply(i, inst, e, &[], out),
-                        }
+                        self.reply_read(i, inst, addr, len, out);
                     }
                     k += 5;
                 }

@@ -138,19 +138,7 @@ impl Rig {
     }
     fn goals(&mut self, g: &[(u8, f32)]) {
         self.seq += 1;
-        let goals = g
-            .iter()
-            .map(|&(joint, position)| JointGoal {
-                joint,
-                position,
-                velocity: None,
-                current: None,
-            })
-            .collect();
-        self.send(&Command::Goals {
-            seq: self.seq,
-            goals,
-        });
+        self.send(&Command::position_goals(self.seq, g).unwrap());
     }
     /// Run `ms` control cycles at 1 kHz, servos stepping in lock-step; returns all telemetry.
     fn run(&mut self, ms: u32) -> Vec<Telemetry> {

@@ -326,16 +326,23 @@ where
         self.send(BROADCAST_ID, Instruction::SyncWrite, total)
     }
 
-    fn sync_read_request(
+    /// Check the output slices, send a (fast) sync read request, return the reply deadline.
+    fn start_sync_read(
         &mut self,
         inst: Instruction,
         addr: u16,
         len: u16,
         ids: &[u8],
-    ) -> Result<(), BusError<P::Error>> {
-        if 4 + ids.len() > self.scratch.len() {
+        out: &[u8],
+        ok: &mut [bool],
+    ) -> Result<u64, BusError<P::Error>> {
+        if out.len() < ids.len() * len as usize
+            || ok.len() < ids.len()
+            || 4 + ids.len() > self.scratch.len()
+        {
             return Err(BusError::TooLarge);
         }
+        ok[..ids.len()].fill(false);
         self.scratch[..4].copy_from_slice(&[
             addr as u8,
             (addr >> 8) as u8,
@@ -343,7 +350,8 @@ where
             (len >> 8) as u8,
         ]);
         self.scratch[4..4 + ids.len()].copy_from_slice(ids);
-        self.send(BROADCAST_ID, inst, 4 + ids.len())
+        self.send(BROADCAST_ID, inst, 4 + ids.len())?;
+        Ok(self.clock.now_us() + self.timeout_us as u64 * ids.len().max(1) as u64)
     }
 
     /// Sync read `len` bytes at `addr` from `ids`. `out` gets one block of `len` bytes per ID;
@@ -358,13 +366,7 @@ where
         ok: &mut [bool],
     ) -> Result<usize, BusError<P::Error>> {
         let l = len as usize;
-        if out.len() < ids.len() * l || ok.len() < ids.len() {
-            return Err(BusError::TooLarge);
-        }
-        ok[..ids.len()].fill(false);
-        self.sync_read_request(Instruction::SyncRead, addr, len, ids)?;
-        let start = self.clock.now_us();
-        let deadline = start + self.timeout_us as u64 * ids.len().max(1) as u64;
+        let deadline = self.start_sync_read(Instruction::SyncRead, addr, len, ids, out, ok)?;
         let mut got = 0;
         while got < ids.len() && self.recv(deadline)? {
             let Some(i) = ids.iter().position(|&x| x == self.rx_id) else {
@@ -395,12 +397,7 @@ where
         ok: &mut [bool],
     ) -> Result<usize, BusError<P::Error>> {
         let l = len as usize;
-        if out.len() < ids.len() * l || ok.len() < ids.len() {
-            return Err(BusError::TooLarge);
-        }
-        ok[..ids.len()].fill(false);
-        self.sync_read_request(Instruction::FastSyncRead, addr, len, ids)?;
-        let deadline = self.clock.now_us() + self.timeout_us as u64 * ids.len().max(1) as u64;
+        let deadline = self.start_sync_read(Instruction::FastSyncRead, addr, len, ids, out, ok)?;
         loop {
             if !self.recv(deadline)? {
                 self.stats.timeouts += ids.len() as u32;
