@@ -2,7 +2,8 @@
 //! host FirmwareLink → QEMU UART0 pty → firmware → UART1 pty ⇄ socat ⇄ `reachy sim servos`.
 //!
 //! Needs `qemu-system-arm`, `socat` and the board image (`.ci/run` builds and installs all
-//! three); skips with a message when one is missing.
+//! three, and exports the image path as `REACHY_FW_IMAGE`); skips with a message when one is
+//! missing.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -24,8 +25,14 @@ fn have(tool: &str) -> bool {
 
 #[test]
 fn firmware_image_in_qemu_drives_simulated_servos() {
-    let image = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../firmware/boards/mps2-an386/target/thumbv7em-none-eabihf/release/reachy-fw-mps2");
+    // `.ci/run` exports where it built the image; the default is the board crate's own target dir
+    let image = std::env::var_os("REACHY_FW_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
+                "../firmware/boards/mps2-an386/target/thumbv7em-none-eabihf/release/reachy-fw-mps2",
+            )
+        });
     for (ok, what) in [
         (
             have("qemu-system-arm"),
