@@ -5,6 +5,10 @@
 //! - [`kinematics`]: FK, Jacobian, IK and `look_at` on any chain.
 //! - [`firmware_link`]: the host end of the firmware link (serial backend transport).
 //! - [`serial`]: serial ports as `embedded-io` for the firmware crate's code.
+//! - [`schema`]: zenoh key expressions and CBOR messages, the one schema every process uses.
+//! - [`net`]: zenoh session options (`--listen`, `--connect`, no multicast, loopback default).
+//! - [`pick_place`]: a scripted pick-and-place with the IK and the gripper.
+//! - [`sim_bridge`]: the simulator on zenoh.
 //! - [`cli`]: the subcommands of `reachy`.
 #![warn(missing_docs)]
 
@@ -12,4 +16,8 @@ pub mod cli;
 pub mod firmware_link;
 pub mod kinematics;
 pub mod model;
+pub mod net;
+pub mod pick_place;
+pub mod schema;
 pub mod serial;
+pub mod sim_bridge;

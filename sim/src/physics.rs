@@ -105,7 +105,8 @@ fn splitmix(state: &mut u64) -> f32 {
 
 /// Reachy's home pose for `names` (e.g. [`RobotPhysics::joint_names`]): upper arms hanging
 /// (`r_shoulder_roll = −75°`, left mirrored — the URDF's shoulder frames make all-zeros point
-/// the arms across the chest), elbows bent by 0.5 rad, everything else at zero.
+/// the arms across the chest), elbows bent by 0.5 rad, the head pitched down 0.3 rad towards
+/// the table, everything else at zero.
 pub fn home_pose(names: &[&str]) -> Vec<f32> {
     names
         .iter()
@@ -113,14 +114,66 @@ pub fn home_pose(names: &[&str]) -> Vec<f32> {
             "r_shoulder_roll" => -1.309,
             "l_shoulder_roll" => 1.309,
             "r_elbow_pitch" | "l_elbow_pitch" => -0.5,
+            // the head looks down at the table
+            "neck_pitch" => 0.3,
             _ => 0.0,
         })
         .collect()
 }
 
+/// Shape of a visual primitive, in its own frame (centred on the origin; cylinders along z).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shape {
+    /// Box with these half extents (m).
+    Box([f32; 3]),
+    /// Cylinder along z: radius, half length (m).
+    Cylinder(f32, f32),
+    /// Sphere: radius (m).
+    Sphere(f32),
+}
+
+/// A coloured shape placed in the world, for renderers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Primitive {
+    /// The shape.
+    pub shape: Shape,
+    /// World-from-shape pose.
+    pub pose: Pose,
+    /// Linear RGB in [0, 1].
+    pub color: [f32; 3],
+}
+
+/// A URDF `<visual>` fixed to a link.
+#[derive(Debug, Clone)]
+struct LinkVisual {
+    link: usize,
+    origin: Pose,
+    shape: Shape,
+    color: [f32; 3],
+}
+
+/// Pose of a URDF origin (xyz, fixed-axis roll-pitch-yaw).
+pub fn urdf_pose(xyz: [f64; 3], rpy: [f64; 3]) -> Pose {
+    let r = Rotation::from_rotation_z(rpy[2] as f32)
+        * Rotation::from_rotation_y(rpy[1] as f32)
+        * Rotation::from_rotation_x(rpy[0] as f32);
+    Pose::from_parts(
+        Vector::new(xyz[0] as f32, xyz[1] as f32, xyz[2] as f32),
+        r,
+    )
+}
+
 /// The robot in a rapier world.
 pub struct RobotPhysics {
     objects: Vec<SceneObject>,
+    /// Names of the URDF links, in URDF order.
+    link_names: Vec<String>,
+    /// Rigid body of each URDF link (`None` for empty frames squeezed by the loader).
+    link_bodies: Vec<Option<RigidBodyHandle>>,
+    /// Parent link and joint origin of each URDF link (None for the root).
+    link_parent: Vec<Option<(usize, Pose)>>,
+    visuals: Vec<LinkVisual>,
+    table: Option<([f32; 3], [f32; 3])>,
     world: PhysicsWorld,
     joints: Vec<SimJoint>,
     actuated: Vec<usize>,
@@ -138,6 +191,58 @@ impl RobotPhysics {
         };
         let (robot, desc) = UrdfRobot::from_str(urdf, options, Path::new("."))
             .map_err(|e| PhysicsError::Urdf(e.to_string()))?;
+        let link_names: Vec<String> = desc.links.iter().map(|l| l.name.clone()).collect();
+        let mut link_bodies = vec![None; desc.links.len()];
+        let link_index = |name: &str| link_names.iter().position(|n| n == name);
+        let link_parent: Vec<Option<(usize, Pose)>> = link_names
+            .iter()
+            .map(|n| {
+                let j = desc.joints.iter().find(|j| &j.child.link == n)?;
+                Some((
+                    link_index(&j.parent.link)?,
+                    urdf_pose(j.origin.xyz.0, j.origin.rpy.0),
+                ))
+            })
+            .collect();
+        let material_color = |m: &Option<urdf_rs::Material>| -> [f32; 3] {
+            let named = m.as_ref().and_then(|m| {
+                m.color.clone().or_else(|| {
+                    desc.materials
+                        .iter()
+                        .find(|g| g.name == m.name)
+                        .and_then(|g| g.color.clone())
+                })
+            });
+            match named {
+                Some(c) => [c.rgba.0[0] as f32, c.rgba.0[1] as f32, c.rgba.0[2] as f32],
+                None => [0.7, 0.7, 0.7],
+            }
+        };
+        let mut visuals = Vec::new();
+        for (li, l) in desc.links.iter().enumerate() {
+            for v in &l.visual {
+                let shape = match &v.geometry {
+                    urdf_rs::Geometry::Box { size } => Shape::Box([
+                        size.0[0] as f32 / 2.0,
+                        size.0[1] as f32 / 2.0,
+                        size.0[2] as f32 / 2.0,
+                    ]),
+                    urdf_rs::Geometry::Cylinder { radius, length } => {
+                        Shape::Cylinder(*radius as f32, *length as f32 / 2.0)
+                    }
+                    urdf_rs::Geometry::Sphere { radius } => Shape::Sphere(*radius as f32),
+                    // meshes and capsules are not drawn (the shipped URDF has none)
+                    _ => continue,
+                };
+                visuals.push(LinkVisual {
+                    link: li,
+                    origin: urdf_pose(v.origin.xyz.0, v.origin.rpy.0),
+                    shape,
+                    color: material_color(&v.material),
+                });
+            }
+        }
+        let urdf_of_link: Vec<usize> = robot.links.iter().map(|l| l.urdf_link_index).collect();
         let mut world = PhysicsWorld::new();
         world.gravity = Vector::new(0.0, 0.0, -9.81);
         world.integration_parameters.dt = dt;
@@ -155,6 +260,11 @@ impl RobotPhysics {
             &mut world.multibody_joints,
             UrdfMultibodyOptions::DISABLE_SELF_CONTACTS,
         );
+        for (k, lh) in handles.links.iter().enumerate() {
+            if let Some(&u) = urdf_of_link.get(k) {
+                link_bodies[u] = Some(lh.body);
+            }
+        }
         let mut joints = Vec::new();
         for ((urdf_index, _), h) in joint_meta.iter().zip(&handles.joints) {
             let j = &desc.joints[*urdf_index];
@@ -206,6 +316,11 @@ impl RobotPhysics {
         let n = actuated.len();
         let mut s = Self {
             objects: Vec::new(),
+            link_names,
+            link_bodies,
+            link_parent,
+            visuals,
+            table: None,
             world,
             joints,
             actuated,
@@ -227,6 +342,7 @@ impl RobotPhysics {
             .friction(0.8)
             .build();
         self.world.colliders.insert(table);
+        self.table = Some((cfg.table_center, cfg.table_half));
         let top = cz + hz;
         let mut rng = cfg.seed ^ 0x5EED_5EED;
         let mut placed: Vec<(f32, f32)> = Vec::new();
@@ -375,6 +491,171 @@ impl RobotPhysics {
     /// Joint velocities (finite difference over the last step).
     pub fn velocities(&self) -> &[f32] {
         &self.velocity
+    }
+
+    /// Teleport the actuated joints (and their mimics) to `q` at rest, e.g. to start at home
+    /// instead of swinging there. Lengths or values that do not fit are ignored.
+    pub fn set_positions(&mut self, q: &[f32]) {
+        if q.len() != self.actuated.len() || q.iter().any(|x| !x.is_finite()) {
+            return;
+        }
+        let mut want = vec![f32::NAN; self.joints.len()];
+        for (i, &k) in self.actuated.iter().enumerate() {
+            let j = &self.joints[k];
+            want[k] = q[i].clamp(j.lower, j.upper);
+        }
+        for k in 0..self.joints.len() {
+            if let Some((leader, mult, off)) = self.joints[k].mimic {
+                want[k] = want[leader] * mult + off;
+            }
+        }
+        let Some(first) = self.joints.first().map(|j| j.handle) else {
+            return;
+        };
+        let mut disp: Option<Vec<f32>> = None;
+        for (k, j) in self.joints.iter().enumerate() {
+            let Some((mb, link)) = self.world.multibody_joints.get(j.handle) else {
+                continue;
+            };
+            let Some(l) = mb.link(link) else { continue };
+            let d = disp.get_or_insert_with(|| vec![0.0; mb.ndofs()]);
+            let idx = match j.axis {
+                JointAxis::LinX => 0,
+                _ => 3,
+            };
+            let now = l.joint().coords()[idx];
+            if let Some(x) = d.get_mut(l.assembly_id()) {
+                *x = want[k] - now;
+            }
+        }
+        if let (Some(d), Some((mb, _))) = (disp, self.world.multibody_joints.get_mut(first)) {
+            mb.apply_displacements(&d);
+            mb.generalized_velocity_mut().fill(0.0);
+            mb.forward_kinematics(&self.world.bodies, false);
+            mb.update_rigid_bodies(&mut self.world.bodies, true);
+        }
+        self.last_q = self.positions();
+        self.velocity.iter_mut().for_each(|v| *v = 0.0);
+    }
+
+    /// Lower and upper limits of the actuated joints.
+    pub fn limits(&self) -> (Vec<f32>, Vec<f32>) {
+        self.actuated
+            .iter()
+            .map(|&k| (self.joints[k].lower, self.joints[k].upper))
+            .unzip()
+    }
+
+    /// Current position targets of the actuated joints (after clamping).
+    pub fn targets(&self) -> Vec<f32> {
+        self.actuated.iter().map(|&k| self.joints[k].target).collect()
+    }
+
+    /// Joint efforts (N·m or N) of the actuated joints: the motor law's acceleration times the
+    /// joint's apparent inertia at the current configuration, saturated at the URDF effort limit.
+    pub fn efforts(&mut self) -> Vec<f32> {
+        let q = self.positions();
+        let mut out = vec![0.0; self.actuated.len()];
+        // the whole robot is one multibody: one mass-matrix factorisation serves every joint
+        let Some(first) = self.actuated.first().map(|&k| self.joints[k].handle) else {
+            return out;
+        };
+        let dofs: Vec<Option<usize>> = self
+            .actuated
+            .iter()
+            .map(|&k| {
+                let (mb, link) = self.world.multibody_joints.get(self.joints[k].handle)?;
+                mb.link(link).map(|l| l.assembly_id())
+            })
+            .collect();
+        let Some((mb, _)) = self.world.multibody_joints.get_mut(first) else {
+            return out;
+        };
+        let inv = mb.dof_inverse_inertia(&self.world.bodies);
+        for (i, &k) in self.actuated.iter().enumerate() {
+            let j = &self.joints[k];
+            let Some(w) = dofs[i].and_then(|d| inv.get(d).copied()) else {
+                continue;
+            };
+            let accel = j.gains.stiffness * (j.target - q[i]) - j.gains.damping * self.velocity[i];
+            let tau = if w > 0.0 { accel / w } else { 0.0 };
+            out[i] = tau.clamp(-j.effort, j.effort);
+        }
+        out
+    }
+
+    /// Names of the URDF links, in URDF order.
+    pub fn link_names(&self) -> &[String] {
+        &self.link_names
+    }
+
+    /// World pose of a URDF link (frames without a body, like cameras and TCPs, from their
+    /// parent's pose and the fixed joint's origin).
+    pub fn link_pose(&self, name: &str) -> Option<Pose> {
+        let i = self.link_names.iter().position(|n| n == name)?;
+        self.link_pose_index(i)
+    }
+
+    fn link_pose_index(&self, i: usize) -> Option<Pose> {
+        if let Some(b) = self.link_bodies[i].and_then(|h| self.world.bodies.get(h)) {
+            return Some(*b.position());
+        }
+        match self.link_parent[i] {
+            Some((p, origin)) => Some(self.link_pose_index(p)? * origin),
+            None => Some(Pose::IDENTITY),
+        }
+    }
+
+    /// Everything to draw, in world coordinates: the robot's URDF visuals, a floor, the table
+    /// and the cubes.
+    pub fn primitives(&self) -> Vec<Primitive> {
+        let mut out = vec![Primitive {
+            shape: Shape::Box([3.0, 3.0, 0.005]),
+            pose: Pose::translation(0.0, 0.0, -0.005),
+            color: [0.55, 0.52, 0.48],
+        }];
+        let poses: Vec<Option<Pose>> = (0..self.link_names.len())
+            .map(|i| self.link_pose_index(i))
+            .collect();
+        for v in &self.visuals {
+            if let Some(p) = poses[v.link] {
+                out.push(Primitive {
+                    shape: v.shape,
+                    pose: p * v.origin,
+                    color: v.color,
+                });
+            }
+        }
+        if let Some((c, h)) = self.table {
+            out.push(Primitive {
+                shape: Shape::Box(h),
+                pose: Pose::translation(c[0], c[1], c[2]),
+                color: [0.62, 0.45, 0.28],
+            });
+            // four legs down to the floor
+            let leg = (c[2] - h[2]) / 2.0;
+            for (sx, sy) in [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)] {
+                out.push(Primitive {
+                    shape: Shape::Box([0.02, 0.02, leg]),
+                    pose: Pose::translation(
+                        c[0] + sx * (h[0] - 0.03),
+                        c[1] + sy * (h[1] - 0.03),
+                        leg,
+                    ),
+                    color: [0.45, 0.32, 0.2],
+                });
+            }
+        }
+        for o in &self.objects {
+            if let Some(b) = self.world.bodies.get(o.body) {
+                out.push(Primitive {
+                    shape: Shape::Box([o.half; 3]),
+                    pose: *b.position(),
+                    color: o.color,
+                });
+            }
+        }
+        out
     }
 }
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 pub mod bus;
@@ -37,9 +38,9 @@ pub enum Command {
     /// Dynamixel 2.0 bus tools through a serial adapter: scan, read and write registers.
     #[command(subcommand)]
     Bus(bus::BusCommand),
-    /// Simulation services (simulated servos on a pseudo-terminal).
-    #[command(subcommand)]
-    Sim(sim::SimCommand),
+    /// The simulated robot on zenoh (physics, cameras, lock-step or real time), and simulated
+    /// servos on a pseudo-terminal (`reachy sim servos`).
+    Sim(sim::SimArgs),
     /// The firmware core as a host process (link on a pty, servo buses on serial ports).
     #[command(subcommand)]
     Firmware(firmware::FirmwareCommand),
@@ -66,7 +67,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Bus(cmd) => bus::run(cmd).map(|_| ExitCode::SUCCESS),
-        Command::Sim(cmd) => sim::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Sim(args) => {
+            let urdf = match &cli.urdf {
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?,
+                None => crate::model::REACHY_URDF.to_string(),
+            };
+            sim::run(&urdf, args).map(|_| ExitCode::SUCCESS)
+        }
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Policy(cmd) => policy::run(cmd).map(|_| ExitCode::SUCCESS),
     }

@@ -9,8 +9,145 @@ use clap::Subcommand;
 use reachy_firmware::dynamixel::Model;
 use reachy_sim::servo_pty::{self, PtyEndpoint};
 use reachy_sim::SimBus;
+use zenoh::Wait;
 
-/// `reachy sim …`
+/// `reachy sim [OPTIONS]` runs the simulated robot on zenoh; `reachy sim servos` serves
+/// simulated servos on a pty.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SimArgs {
+    /// Other simulation services.
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
+    /// Options of the simulated robot.
+    #[command(flatten)]
+    pub run: SimRunArgs,
+}
+
+/// Options of `reachy sim` (the simulated robot on zenoh, headless).
+#[derive(Debug, clap::Args)]
+pub struct SimRunArgs {
+    /// Robot name: keys are `reachy/<robot>/sim/…`.
+    #[arg(long, default_value = "reachy")]
+    pub robot: String,
+    /// Lock-step: time advances only on `step` queries (for tests and data generation).
+    #[arg(long)]
+    pub lockstep: bool,
+    /// Seed of the scene (object placement).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Control and state publication rate (Hz), up to 1000.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Physics steps per second (the physics step is its inverse).
+    #[arg(long, default_value_t = 1000.0)]
+    pub physics_hz: f64,
+    /// Render and publish the cameras (head, both wrists).
+    #[arg(long)]
+    pub cameras: bool,
+    /// Camera image size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x480")]
+    pub camera_size: String,
+    /// Camera frames per second (simulated time).
+    #[arg(long, default_value_t = 30.0)]
+    pub camera_fps: f64,
+    /// No table and cubes: the robot alone.
+    #[arg(long)]
+    pub no_scene: bool,
+    /// Zenoh endpoints.
+    #[command(flatten)]
+    pub zenoh: crate::net::ZenohArgs,
+}
+
+/// Parse `WIDTHxHEIGHT`.
+pub fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| anyhow!("size `{s}` is not WIDTHxHEIGHT"))?;
+    let w: u32 = w.trim().parse().map_err(|_| anyhow!("bad width in `{s}`"))?;
+    let h: u32 = h.trim().parse().map_err(|_| anyhow!("bad height in `{s}`"))?;
+    if !(16..=4096).contains(&w) || !(16..=4096).contains(&h) {
+        return Err(anyhow!("size `{s}`: width and height must be within 16..=4096"));
+    }
+    Ok((w, h))
+}
+
+/// The world of `reachy sim` options.
+pub fn world_config(urdf: &str, a: &SimRunArgs) -> anyhow::Result<reachy_sim::world::WorldConfig> {
+    if !(a.physics_hz >= 100.0 && a.physics_hz <= 10_000.0) {
+        return Err(anyhow!("--physics-hz must be within 100..=10000"));
+    }
+    if !(a.rate >= 1.0 && a.rate <= 1000.0) {
+        return Err(anyhow!("--rate must be within 1..=1000 Hz"));
+    }
+    if a.rate > a.physics_hz {
+        return Err(anyhow!("--rate cannot exceed --physics-hz"));
+    }
+    let mut cfg = reachy_sim::world::WorldConfig::new(urdf);
+    cfg.physics_dt = (1.0 / a.physics_hz) as f32;
+    if a.no_scene {
+        cfg.scene = None;
+    } else if let Some(s) = &mut cfg.scene {
+        s.seed = a.seed;
+    }
+    if a.cameras {
+        let (w, h) = parse_size(&a.camera_size)?;
+        cfg.cameras = reachy_sim::camera::CameraSpec::reachy(w, h);
+    }
+    Ok(cfg)
+}
+
+/// Run `reachy sim` until Ctrl-C.
+pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
+    let cfg = world_config(urdf, &a)?;
+    if !(a.camera_fps > 0.0 && a.camera_fps <= 1000.0) {
+        return Err(anyhow!("--camera-fps must be within 0..=1000"));
+    }
+    let world = reachy_sim::world::World::new(cfg).context("building the simulated world")?;
+    if let Some(info) = world.renderer_info() {
+        tracing::info!("cameras rendered on {info}");
+    }
+    let session = a.zenoh.open()?;
+    let bridge = crate::sim_bridge::SimBridge::spawn(
+        session.clone(),
+        world,
+        crate::sim_bridge::BridgeConfig {
+            robot: a.robot.clone(),
+            rate_hz: a.rate,
+            lockstep: a.lockstep,
+            camera_fps: a.camera_fps,
+        },
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    // one line on stdout when the keys are declared: scripts wait for it
+    println!(
+        "sim ready: {}/sim/** ({}, {} Hz)",
+        crate::schema::keys::robot(&a.robot),
+        if a.lockstep { "lock-step" } else { "real time" },
+        a.rate
+    );
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && !bridge.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stats = bridge.stats.clone();
+    bridge.stop()?;
+    tracing::info!(
+        ticks = stats.ticks.load(std::sync::atomic::Ordering::Relaxed),
+        accepted = stats.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        rejected = stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
+        overruns = stats.overruns.load(std::sync::atomic::Ordering::Relaxed),
+        "sim stopped"
+    );
+    let _ = session.close().wait();
+    Ok(())
+}
+
+/// `reachy sim …` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Simulated Dynamixel servos on a pseudo-terminal: creates a symlink at --pty that any
@@ -35,8 +172,11 @@ pub enum SimCommand {
     },
 }
 
-/// Run a `sim` subcommand.
-pub fn run(cmd: SimCommand) -> anyhow::Result<()> {
+/// Run `reachy sim`.
+pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
+    let Some(cmd) = args.command else {
+        return run_sim(urdf, args.run);
+    };
     match cmd {
         SimCommand::Servos {
             pty,

@@ -1,0 +1,407 @@
+//! The one schema of the zenoh API: key expressions and message types, shared by the sim bridge,
+//! the daemon and every client. Messages are CBOR maps with named fields (serde + ciborium), so a
+//! stock Python `cbor2` client decodes them into dicts. Every message carries `v`, the schema
+//! version of its family; a decoder rejects another version instead of misreading it.
+//!
+//! Keys live under `reachy/<robot>/…`, so two robots on one network never see each other's
+//! traffic. The full list, with every field, is in `docs/zenoh-api.md`.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Version of the sim message family (`reachy/<robot>/sim/**`).
+pub const SIM_SCHEMA_VERSION: u32 = 1;
+
+/// Key expressions.
+pub mod keys {
+    /// Prefix of every key of a robot: `reachy/<robot>`.
+    pub fn robot(robot: &str) -> String {
+        format!("reachy/{robot}")
+    }
+    /// Sim: joint states, published at the control rate ([`super::JointState`]).
+    pub fn sim_joint_state(robot: &str) -> String {
+        format!("reachy/{robot}/sim/joint_state")
+    }
+    /// Sim: joint position targets, subscribed ([`super::JointCommand`]).
+    pub fn sim_joint_command(robot: &str) -> String {
+        format!("reachy/{robot}/sim/joint_command")
+    }
+    /// Sim: ground-truth object poses ([`super::ObjectPoses`]).
+    pub fn sim_objects(robot: &str) -> String {
+        format!("reachy/{robot}/sim/objects")
+    }
+    /// Sim: camera frames, one key per camera ([`super::CameraFrame`]).
+    pub fn sim_camera(robot: &str, camera: &str) -> String {
+        format!("reachy/{robot}/sim/camera/{camera}")
+    }
+    /// Sim queryables: `reset`, `step`, `pause`, `resume`, `info`.
+    pub fn sim_query(robot: &str, name: &str) -> String {
+        format!("reachy/{robot}/sim/{name}")
+    }
+}
+
+/// Errors decoding a message.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// Not CBOR of the expected shape.
+    #[error("malformed CBOR: {0}")]
+    Cbor(String),
+    /// Schema version not understood.
+    #[error("schema version {got}, expected {expected}")]
+    Version {
+        /// What the message says.
+        got: u32,
+        /// What this build speaks.
+        expected: u32,
+    },
+    /// Decoded, but the values are not acceptable.
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+/// Encode a message as CBOR.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    ciborium::into_writer(msg, &mut out).expect("CBOR encoding into a Vec cannot fail");
+    out
+}
+
+/// Decode a CBOR message (any bytes: errors, never panics).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SchemaError> {
+    ciborium::from_reader(bytes).map_err(|e| SchemaError::Cbor(e.to_string()))
+}
+
+/// Decode a sim-family message and check its version.
+pub fn decode_sim<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, SchemaError> {
+    let m: T = decode(bytes)?;
+    if m.version() != SIM_SCHEMA_VERSION {
+        return Err(SchemaError::Version {
+            got: m.version(),
+            expected: SIM_SCHEMA_VERSION,
+        });
+    }
+    Ok(m)
+}
+
+/// A message that carries its schema version.
+pub trait Versioned {
+    /// The `v` field.
+    fn version(&self) -> u32;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn version(&self) -> u32 {
+                self.v
+            }
+        }
+    )*};
+}
+
+/// Joint states of the whole robot at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointState {
+    /// Schema version.
+    pub v: u32,
+    /// Sequence number, +1 per message since start or reset.
+    pub seq: u64,
+    /// Simulated time (s) since start or reset.
+    pub t: f64,
+    /// Joint names, from the URDF (actuated joints, mimic joints excluded).
+    pub names: Vec<String>,
+    /// Positions (rad, or m for prismatic joints).
+    pub position: Vec<f32>,
+    /// Velocities (rad/s or m/s).
+    pub velocity: Vec<f32>,
+    /// Efforts (N·m or N).
+    pub effort: Vec<f32>,
+}
+
+/// Position targets for some or all joints; joints not named keep their target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointCommand {
+    /// Schema version.
+    pub v: u32,
+    /// Joint names.
+    pub names: Vec<String>,
+    /// Targets, same length and order as `names`.
+    pub position: Vec<f32>,
+}
+
+impl JointCommand {
+    /// Check lengths, finiteness and names against `known` joints; returns each target's index
+    /// in `known`.
+    pub fn validate(&self, known: &[String]) -> Result<Vec<usize>, SchemaError> {
+        if self.names.len() != self.position.len() {
+            return Err(SchemaError::Invalid(format!(
+                "{} names but {} positions",
+                self.names.len(),
+                self.position.len()
+            )));
+        }
+        let mut idx = Vec::with_capacity(self.names.len());
+        for (n, p) in self.names.iter().zip(&self.position) {
+            if !p.is_finite() {
+                return Err(SchemaError::Invalid(format!("{n}: target {p} is not finite")));
+            }
+            let i = known
+                .iter()
+                .position(|k| k == n)
+                .ok_or_else(|| SchemaError::Invalid(format!("unknown joint `{n}`")))?;
+            idx.push(i);
+        }
+        Ok(idx)
+    }
+}
+
+/// Pose of a frame: position (m) and orientation quaternion (x, y, z, w).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PoseMsg {
+    /// Position (m).
+    pub position: [f32; 3],
+    /// Orientation quaternion x, y, z, w.
+    pub orientation: [f32; 4],
+}
+
+/// Ground-truth pose of a scene object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectPose {
+    /// Object name, e.g. `red_cube`.
+    pub name: String,
+    /// Its pose in the robot's base frame.
+    pub pose: PoseMsg,
+    /// Half edge of the cube (m).
+    pub half_size: f32,
+}
+
+/// Ground-truth poses of every scene object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectPoses {
+    /// Schema version.
+    pub v: u32,
+    /// Sequence number (same as the joint state published with it).
+    pub seq: u64,
+    /// Simulated time (s).
+    pub t: f64,
+    /// The objects.
+    pub objects: Vec<ObjectPose>,
+}
+
+/// Pinhole intrinsics (pixels), no distortion.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Intrinsics {
+    /// Focal length x.
+    pub fx: f32,
+    /// Focal length y.
+    pub fy: f32,
+    /// Principal point x.
+    pub cx: f32,
+    /// Principal point y.
+    pub cy: f32,
+}
+
+/// One camera image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraFrame {
+    /// Schema version.
+    pub v: u32,
+    /// Camera name (its URDF link), e.g. `head_camera`.
+    pub camera: String,
+    /// Frame counter of this camera.
+    pub seq: u64,
+    /// Simulated time (s) of the exposure.
+    pub t: f64,
+    /// Width (pixels).
+    pub width: u32,
+    /// Height (pixels).
+    pub height: u32,
+    /// Pixel encoding: `rgb8` (row-major, 3 bytes per pixel, no padding).
+    pub encoding: String,
+    /// Pixels.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    /// Intrinsics.
+    pub intrinsics: Intrinsics,
+    /// Pose of the optical frame (+z forward, +x right, +y down) in the robot's base frame.
+    pub pose: PoseMsg,
+}
+
+/// Request of the `reset` queryable: rebuild the scene (objects placed from `seed`; the current
+/// seed when absent) with the robot at home.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResetRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Scene seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// Request of the `step` queryable (lock-step mode): advance `n` control periods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Control periods to advance (each `1 / rate` s, several physics steps).
+    pub n: u32,
+}
+
+/// Reply of `reset`, `step`, `pause` and `resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimReply {
+    /// Schema version.
+    pub v: u32,
+    /// Simulated time (s) after the request.
+    pub t: f64,
+    /// Whether the sim is paused now.
+    pub paused: bool,
+    /// The joint state after the request.
+    pub state: JointState,
+}
+
+/// One joint as the sim reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointInfo {
+    /// URDF name.
+    pub name: String,
+    /// Lower limit.
+    pub lower: f32,
+    /// Upper limit.
+    pub upper: f32,
+}
+
+/// One camera as the sim reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraInfo {
+    /// Name (URDF link), also the last segment of its key.
+    pub name: String,
+    /// Width (pixels).
+    pub width: u32,
+    /// Height (pixels).
+    pub height: u32,
+    /// Frames per second (simulated time).
+    pub fps: f32,
+    /// Intrinsics.
+    pub intrinsics: Intrinsics,
+}
+
+/// Reply of `info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimInfo {
+    /// Schema version.
+    pub v: u32,
+    /// Robot name (the `<robot>` key segment).
+    pub robot: String,
+    /// Actuated joints.
+    pub joints: Vec<JointInfo>,
+    /// Cameras (empty without `--cameras`).
+    pub cameras: Vec<CameraInfo>,
+    /// Scene objects.
+    pub objects: Vec<String>,
+    /// Physics step (s).
+    pub physics_dt: f64,
+    /// Control / publication rate (Hz).
+    pub rate_hz: f64,
+    /// Lock-step mode: time advances only on `step`.
+    pub lockstep: bool,
+    /// Paused (real-time mode).
+    pub paused: bool,
+    /// Current scene seed.
+    pub seed: u64,
+    /// Simulated time (s).
+    pub t: f64,
+    /// Joint commands applied.
+    pub commands_accepted: u64,
+    /// Joint commands and queries rejected as malformed (bad CBOR, wrong version, unknown
+    /// joint, length mismatch, non-finite value).
+    pub commands_rejected: u64,
+}
+
+/// Error reply of any queryable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Schema version.
+    pub v: u32,
+    /// What was wrong.
+    pub error: String,
+}
+
+versioned!(
+    JointState,
+    JointCommand,
+    ObjectPoses,
+    CameraFrame,
+    ResetRequest,
+    StepRequest,
+    SimReply,
+    SimInfo,
+    ErrorReply
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state() -> JointState {
+        JointState {
+            v: SIM_SCHEMA_VERSION,
+            seq: 7,
+            t: 0.07,
+            names: vec!["a".into(), "b".into()],
+            position: vec![0.1, -0.2],
+            velocity: vec![0.0, 1.0],
+            effort: vec![0.5, 0.0],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_version_check() {
+        let s = state();
+        let back: JointState = decode_sim(&encode(&s)).unwrap();
+        assert_eq!(back, s);
+        let mut old = s.clone();
+        old.v = 99;
+        assert!(matches!(
+            decode_sim::<JointState>(&encode(&old)),
+            Err(SchemaError::Version { got: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn command_validation() {
+        let known = vec!["a".to_string(), "b".to_string()];
+        let c = |names: &[&str], pos: &[f32]| JointCommand {
+            v: 1,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            position: pos.to_vec(),
+        };
+        assert_eq!(c(&["b"], &[0.3]).validate(&known).unwrap(), vec![1]);
+        assert!(c(&["b", "a"], &[0.3]).validate(&known).is_err());
+        assert!(c(&["z"], &[0.3]).validate(&known).is_err());
+        assert!(c(&["a"], &[f32::NAN]).validate(&known).is_err());
+        assert!(c(&["a"], &[f32::INFINITY]).validate(&known).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic_on_foreign_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_sim::<JointCommand>(&bytes);
+            let _ = decode_sim::<JointState>(&bytes);
+            let _ = decode_sim::<StepRequest>(&bytes);
+            let _ = decode_sim::<ResetRequest>(&bytes);
+        }
+
+        #[test]
+        fn decoders_never_panic_on_mutated_messages(flips in proptest::collection::vec((0usize..400, any::<u8>()), 1..8)) {
+            let mut b = encode(&state());
+            for (i, x) in flips {
+                let n = b.len();
+                b[i % n] ^= x;
+            }
+            let _ = decode_sim::<JointState>(&b);
+            let _ = decode_sim::<JointCommand>(&b);
+        }
+    }
+}

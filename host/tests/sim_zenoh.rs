@@ -1,0 +1,110 @@
+//! `reachy sim` on zenoh, seen from outside: a stock Python zenoh + cbor2 client decodes the
+//! state stream, steps the sim in lock-step, commands a joint; malformed commands are rejected,
+//! counted, and leave the sim undisturbed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn python_zenoh_client_drives_the_lockstep_sim() {
+    let Some(py) = common::python_with("zenoh", "eclipse-zenoh==1.10.2") else {
+        return;
+    };
+    common::python_with("cbor2", "cbor2");
+    let port = free_port();
+    let endpoint = format!("tcp/127.0.0.1:{port}");
+    let mut child = Kill(
+        Command::new(env!("CARGO_BIN_EXE_reachy"))
+            .args(["sim", "--lockstep", "--robot", "testbot", "--listen", &endpoint])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("sim ready"), "{line:?}");
+    let out = Command::new(&py)
+        .arg(common::repo_root().join("host/tests/python/sim_client.py"))
+        .args([&endpoint, "testbot"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    eprintln!("{r}");
+    assert_eq!(r["joints"], 21);
+    assert_eq!(r["state_names_match"], true);
+    assert_eq!(
+        r["fields"],
+        serde_json::json!(["effort", "names", "position", "seq", "t", "v", "velocity"])
+    );
+    assert!(r["n_states"].as_u64().unwrap() >= 20, "{r}");
+    assert_eq!(r["seqs_increasing"], true);
+    // 20 control periods at 100 Hz
+    let t20 = r["t_of_seq_20"].as_f64().unwrap();
+    assert!((t20 - 0.2).abs() < 1e-6, "{t20}");
+    assert_eq!(r["lockstep"], true);
+    assert_eq!(r["rate_hz"], 100.0);
+    assert_eq!(r["objects"].as_array().unwrap().len(), 3);
+    let elbow = r["elbow"].as_f64().unwrap();
+    assert!((elbow + 1.2).abs() < 0.03, "the commanded elbow tracks: {elbow}");
+    let after = r["elbow_after_malformed"].as_f64().unwrap();
+    assert!((after + 1.2).abs() < 0.03, "malformed commands moved nothing: {after}");
+    assert_eq!(r["accepted"], 1);
+    // 5 malformed commands + 1 malformed step request
+    assert_eq!(r["rejected"], 6, "{r}");
+    assert_eq!(r["bad_step_rejected"], true);
+}
+
+#[test]
+fn refuses_to_listen_beyond_loopback_without_auth() {
+    let out = Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args(["sim", "--lockstep", "--listen", "tcp/0.0.0.0:7447"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen"), "{err}");
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    for args in [
+        vec!["sim", "--rate", "5000"],
+        vec!["sim", "--camera-size", "big", "--cameras"],
+        vec!["sim", "--physics-hz", "10"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_reachy"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error"), "{args:?}: {err}");
+    }
+}
