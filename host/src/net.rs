@@ -62,13 +62,21 @@ impl ZenohArgs {
             }
         }
         if !self.listen.is_empty() {
-            set(&mut c, "listen/endpoints", &serde_json::to_string(&self.listen)?)?;
+            set(
+                &mut c,
+                "listen/endpoints",
+                &serde_json::to_string(&self.listen)?,
+            )?;
         } else if self.zenoh_config.is_none() {
             // no listener at all: the session talks in-process and to what it connects to
             set(&mut c, "listen/endpoints", "[]")?;
         }
         if !self.connect.is_empty() {
-            set(&mut c, "connect/endpoints", &serde_json::to_string(&self.connect)?)?;
+            set(
+                &mut c,
+                "connect/endpoints",
+                &serde_json::to_string(&self.connect)?,
+            )?;
         }
         Ok(c)
     }

@@ -131,12 +131,20 @@ impl<R: RobotIo> Ctx<'_, R> {
 
     /// Move the TCP in a straight line to `to` in `secs` (min-jerk), orientation fixed.
     fn line(&mut self, to: Vector3<f64>, secs: f64) -> anyhow::Result<()> {
+        self.line_with(to, secs, false)
+    }
+
+    /// Move the TCP in a straight line to `to` in `secs` (min-jerk); with `free`, the
+    /// orientation follows wherever the IK keeps it.
+    fn line_with(&mut self, to: Vector3<f64>, secs: f64, free: bool) -> anyhow::Result<()> {
         let from = self.tcp;
         let n = (secs / self.period).ceil().max(1.0) as usize;
+        // no random restarts: each tick stays on the branch of the previous one
         let opts = IkOptions {
             pos_tol: 1e-4,
             rot_tol: 1e-3,
-            max_iters: 400,
+            iters_per_attempt: 100,
+            max_iters: 100,
             ..IkOptions::default()
         };
         for k in 1..=n {
@@ -147,7 +155,12 @@ impl<R: RobotIo> Ctx<'_, R> {
                 r: *self.rot.matrix(),
                 t: p,
             };
-            let sol = ik::solve(self.chain, &IkTarget::Pose(target), &self.q, &opts);
+            let target = if free {
+                IkTarget::Position(p)
+            } else {
+                IkTarget::Pose(target)
+            };
+            let sol = ik::solve(self.chain, &target, &self.q, &opts);
             if !sol.ok && (sol.pos_err > 0.01 || sol.rot_err > 0.1) {
                 anyhow::bail!(
                     "IK failed on the way to [{:.3}, {:.3}, {:.3}]: position error {:.3} m, \
@@ -180,6 +193,23 @@ impl<R: RobotIo> Ctx<'_, R> {
             self.elapsed += self.period;
         }
         Ok(())
+    }
+
+    /// TCP position from the measured joints, and its distance to the commanded one.
+    fn tracking(&mut self) -> anyhow::Result<String> {
+        let pos = self.io.positions()?;
+        let mut q = self.q;
+        for (k, &i) in self.arm_idx.iter().enumerate() {
+            q[k] = pos[i] as f64;
+        }
+        let t = self.chain.fk(&q).t;
+        Ok(format!(
+            "TCP at [{:.3}, {:.3}, {:.3}], {:.1} mm from its target",
+            t.x,
+            t.y,
+            t.z,
+            (t - self.tcp).norm() * 1000.0
+        ))
     }
 
     fn say(&mut self, s: &str) {
@@ -227,20 +257,114 @@ pub fn run<R: RobotIo>(
     }
     let here = chain.fk(&q);
 
-    // top-down grasp: the hand's −z (towards the fingers) points down, the fingers close along
-    // the hand's y, across two faces of the cube: yaw = cube yaw modulo 90°, nearest to the arm's
-    // natural yaw
+    // side grasp: the hand horizontal, its −z (towards the fingertips) along the approach
+    // direction, the fingers closing along its y across two faces of the cube. The wrist cannot
+    // point the hand down at table height, and a horizontal approach reaches the whole table.
+    // Approach yaw: the cube's yaw modulo 90°, nearest to the direction from the shoulder.
+    let shoulder_y = if arm == "r_arm" { -0.2 } else { 0.2 };
+    let natural = (start[1] as f64 - shoulder_y).atan2(start[0] as f64);
     let cube_yaw = yaw_of(quat);
-    let natural = here.r.column(0).y.atan2(here.r.column(0).x);
-    let mut best = cube_yaw;
-    for k in -4..=4 {
-        let c = cube_yaw + k as f64 * std::f64::consts::FRAC_PI_2;
-        let wrap = |a: f64| (a + std::f64::consts::PI).rem_euclid(std::f64::consts::TAU) - std::f64::consts::PI;
-        if wrap(c - natural).abs() < wrap(best - natural).abs() {
-            best = c;
+    let h = half as f64;
+    let top = task.table_top as f64;
+    let (sx, sy) = (start[0] as f64, start[1] as f64);
+    let (px, py) = (task.place_xy[0] as f64, task.place_xy[1] as f64);
+    let lift = 0.10;
+    // the cube's centre between the finger pads, 9 cm from the hand along the fingers: the TCP
+    // (10 cm) 1 cm beyond it; at least 2 cm above the table so the hand's body clears it
+    let grasp_z = (top + h).max(top + 0.02);
+    // candidate grasps: approach yaw ψ ≡ cube yaw (mod 90°) within 60° of the direction from
+    // the shoulder, the hand tilted down by 25° (else 15°, 35°, 0°) so the forearm stays above
+    // the table; the first whose every waypoint the IK reaches wins
+    let mut candidates = Vec::new();
+    for tilt in [25.0f64, 15.0, 35.0, 0.0] {
+        let mut yaws: Vec<f64> = (-3..=3)
+            .map(|k| cube_yaw + k as f64 * std::f64::consts::FRAC_PI_2)
+            .filter(|y| (y - natural).abs() <= 60f64.to_radians())
+            .collect();
+        yaws.sort_by(|a, b| (a - natural).abs().total_cmp(&(b - natural).abs()));
+        for psi in yaws {
+            candidates.push((psi, tilt.to_radians()));
         }
     }
-    let rot = Rotation3::from_axis_angle(&Vector3::z_axis(), best);
+    let grasp_frame = |psi: f64, tilt: f64| {
+        let d = Vector3::new(tilt.cos() * psi.cos(), tilt.cos() * psi.sin(), -tilt.sin());
+        let hand_z = -d;
+        let hand_y = Vector3::new(-psi.sin(), psi.cos(), 0.0);
+        let hand_x = hand_y.cross(&hand_z);
+        (
+            d,
+            Rotation3::from_matrix_unchecked(nalgebra::Matrix3::from_columns(&[
+                hand_x, hand_y, hand_z,
+            ])),
+        )
+    };
+    let waypoints = |d: Vector3<f64>| {
+        let g = |x: f64, y: f64| Vector3::new(x, y, grasp_z) + d * 0.01;
+        let up = Vector3::new(0.0, 0.0, lift);
+        [
+            g(sx, sy) - d * 0.12 + Vector3::new(0.0, 0.0, 0.04),
+            g(sx, sy) - d * 0.12,
+            g(sx, sy),
+            g(sx, sy) + up,
+            g(px, py) + up,
+            g(px, py) + Vector3::new(0.0, 0.0, 0.004),
+            g(px, py) - d * 0.12 + Vector3::new(0.0, 0.0, 0.02),
+        ]
+    };
+    // the forearm must stay above the table: its start (the elbow) checked on a sub-chain
+    let elbow_chain = Chain::from_urdf(
+        &model.urdf,
+        "elbow",
+        chain.base_link(),
+        &format!("{}_forearm", &arm[..1]),
+    )?;
+    let clear = |q: &JointVec| elbow_chain.fk(q).t.z > top + 0.07;
+    // from the home pose the hand hangs below the table top, behind its edge: it rises straight
+    // up first, to here
+    let raise_pt = Vector3::new(0.2, shoulder_y * 1.6, top + 0.12);
+    let q_raise = ik::solve(
+        chain,
+        &IkTarget::Position(raise_pt),
+        &q,
+        &IkOptions::default(),
+    )
+    .q;
+    let feasible = |psi: f64, tilt: f64| -> Option<JointVec> {
+        let (d, rot) = grasp_frame(psi, tilt);
+        let mut seed = q_raise;
+        let mut first = None;
+        for p in waypoints(d) {
+            let target = IkTarget::Pose(Frame {
+                r: *rot.matrix(),
+                t: p,
+            });
+            // the elbow's swivel is free: try the previous solution, then other seeds
+            let sol = (0..1u64).find_map(|k| {
+                let opts = IkOptions {
+                    rng_seed: 0x5eed + k,
+                    ..IkOptions::default()
+                };
+                let s = if k == 0 {
+                    seed
+                } else {
+                    let mut s = chain.mid_range();
+                    s[2] = -1.5 + 0.6 * k as f64;
+                    s
+                };
+                let sol = ik::solve(chain, &target, &s, &opts);
+                (sol.ok && clear(&sol.q)).then_some(sol)
+            })?;
+            seed = sol.q;
+            first.get_or_insert(sol.q);
+        }
+        first
+    };
+    let (psi, tilt, q_pre) = candidates
+        .iter()
+        .find_map(|&(p, t)| feasible(p, t).map(|q| (p, t, q)))
+        .ok_or_else(|| anyhow::anyhow!("no reachable grasp of {} for {arm}", task.object))?;
+    let (d, rot) = grasp_frame(psi, tilt);
+    let [pre, approach, grasp_at, lifted_pt, carry, place_at, retreat] = waypoints(d);
 
     let mut ctx = Ctx {
         io,
@@ -254,43 +378,29 @@ pub fn run<R: RobotIo>(
         elapsed: 0.0,
         progress,
     };
-    let h = half as f64;
-    let top = task.table_top as f64;
-    // grasp height: the finger pads (2-3 cm above the TCP) around the cube's upper half, the
-    // finger tips clear of the table
-    let grasp_z = (start[2] as f64 - 0.3 * h).max(top + 0.008);
-    let above = |x: f64, y: f64| Vector3::new(x, y, top + 2.0 * h + 0.12);
-    let (sx, sy) = (start[0] as f64, start[1] as f64);
-    let (px, py) = (task.place_xy[0] as f64, task.place_xy[1] as f64);
-
     ctx.say(&format!(
-        "{}: {} at [{:.3}, {:.3}, {:.3}], yaw {:.0}°; place at [{:.3}, {:.3}]",
+        "{}: {} at [{:.3}, {:.3}, {:.3}], yaw {:.0}°; approach yaw {:.0}°, tilt {:.0}°; place at [{:.3}, {:.3}]",
         arm,
         task.object,
         start[0],
         start[1],
         start[2],
         cube_yaw.to_degrees(),
+        psi.to_degrees(),
+        tilt.to_degrees(),
         px,
         py
     ));
     // the orientation changes from wherever the arm is: solve the first waypoint from the
-    // current configuration and move there in joint space first
-    ctx.say("opening the gripper, moving above the object");
+    // current configuration and move there in joint space
+    ctx.say("raising the hand above the table");
+    ctx.line_with(raise_pt, 1.5, true)?;
+    let tr = ctx.tracking()?;
+    ctx.say(&format!(
+        "opening the gripper, moving behind the object; {tr}"
+    ));
     ctx.io.command(&[gripper_idx], &[GRIPPER_OPEN])?;
-    let pre = above(sx, sy);
-    let target = Frame {
-        r: *rot.matrix(),
-        t: pre,
-    };
-    let sol = ik::solve(chain, &IkTarget::Pose(target), &ctx.q, &IkOptions::default());
-    anyhow::ensure!(
-        sol.ok,
-        "no top-down pose above the object: position error {:.3} m, orientation error {:.3} rad",
-        sol.pos_err,
-        sol.rot_err
-    );
-    let (q0, q1) = (ctx.q, sol.q);
+    let (q0, q1) = (ctx.q, q_pre);
     let n = (2.0 / ctx.period).ceil() as usize;
     for k in 1..=n {
         let s = k as f64 / n as f64;
@@ -304,13 +414,18 @@ pub fn run<R: RobotIo>(
     }
     ctx.tcp = pre;
     ctx.wait(0.3)?;
-    ctx.say("descending");
-    ctx.line(Vector3::new(sx, sy, grasp_z), 1.5)?;
-    ctx.wait(0.3)?;
-    ctx.say("closing the gripper");
+    let tr = ctx.tracking()?;
+    ctx.say(&format!("approaching; {tr}"));
+    ctx.line(approach, 0.6)?;
+    let tr = ctx.tracking()?;
+    ctx.say(&format!("at the approach point; {tr}"));
+    ctx.line(grasp_at, 1.2)?;
+    ctx.wait(0.2)?;
+    let tr = ctx.tracking()?;
+    ctx.say(&format!("closing the gripper; {tr}"));
     ctx.gripper(GRIPPER_CLOSED, 0.8)?;
     ctx.say("lifting");
-    ctx.line(above(sx, sy), 1.5)?;
+    ctx.line(lifted_pt, 1.2)?;
     let (lifted_at, _, _) = ctx.io.object(&task.object)?;
     let lifted = lifted_at[2] > start[2] + 0.05;
     ctx.say(&format!(
@@ -319,15 +434,14 @@ pub fn run<R: RobotIo>(
         if lifted { "lifted" } else { "not lifted" }
     ));
     ctx.say("carrying");
-    ctx.line(above(px, py), 2.0)?;
+    ctx.line(carry, 1.8)?;
     ctx.say("putting down");
-    let place_z = top + h - 0.3 * h + 0.003;
-    ctx.line(Vector3::new(px, py, place_z.max(top + 0.008)), 1.5)?;
+    ctx.line(place_at, 1.2)?;
     ctx.wait(0.2)?;
     ctx.say("releasing");
     ctx.gripper(GRIPPER_OPEN, 0.6)?;
     ctx.say("retreating");
-    ctx.line(above(px, py), 1.2)?;
+    ctx.line(retreat, 1.0)?;
     ctx.wait(0.5)?;
     let (end, _, _) = ctx.io.object(&task.object)?;
     let error_xy = (end[0] - task.place_xy[0]).hypot(end[1] - task.place_xy[1]);
@@ -340,7 +454,11 @@ pub fn run<R: RobotIo>(
         end[1],
         end[2],
         error_xy * 1000.0,
-        if resting { "on the table" } else { "not resting on the table" },
+        if resting {
+            "on the table"
+        } else {
+            "not resting on the table"
+        },
         if success { "success" } else { "FAILED" }
     ));
     Ok(PickPlaceReport {

@@ -143,7 +143,9 @@ impl JointCommand {
         let mut idx = Vec::with_capacity(self.names.len());
         for (n, p) in self.names.iter().zip(&self.position) {
             if !p.is_finite() {
-                return Err(SchemaError::Invalid(format!("{n}: target {p} is not finite")));
+                return Err(SchemaError::Invalid(format!(
+                    "{n}: target {p} is not finite"
+                )));
             }
             let i = known
                 .iter()

@@ -210,7 +210,7 @@ impl Drop for SimBridge {
 fn reject(stats: &BridgeStats, why: &str) {
     let n = stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
     // log the first ones and then every 1000th: a flood must not flood the log too
-    if n <= 10 || n % 1000 == 0 {
+    if n <= 10 || n.is_multiple_of(1000) {
         tracing::warn!("rejected malformed message #{n}: {why}");
     }
 }
@@ -491,5 +491,7 @@ fn camera_frame(world: &World, img: CameraImage, seq: u64, t: f64) -> schema::Ca
 }
 
 fn put(p: &zenoh::pubsub::Publisher<'static>, bytes: Vec<u8>) -> anyhow::Result<()> {
-    p.put(bytes).wait().map_err(|e| anyhow::anyhow!("zenoh put: {e}"))
+    p.put(bytes)
+        .wait()
+        .map_err(|e| anyhow::anyhow!("zenoh put: {e}"))
 }

@@ -33,7 +33,14 @@ fn python_zenoh_client_drives_the_lockstep_sim() {
     let endpoint = format!("tcp/127.0.0.1:{port}");
     let mut child = Kill(
         Command::new(env!("CARGO_BIN_EXE_reachy"))
-            .args(["sim", "--lockstep", "--robot", "testbot", "--listen", &endpoint])
+            .args([
+                "sim",
+                "--lockstep",
+                "--robot",
+                "testbot",
+                "--listen",
+                &endpoint,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -71,10 +78,16 @@ fn python_zenoh_client_drives_the_lockstep_sim() {
     assert_eq!(r["lockstep"], true);
     assert_eq!(r["rate_hz"], 100.0);
     assert_eq!(r["objects"].as_array().unwrap().len(), 3);
-    let elbow = r["elbow"].as_f64().unwrap();
-    assert!((elbow + 1.2).abs() < 0.03, "the commanded elbow tracks: {elbow}");
-    let after = r["elbow_after_malformed"].as_f64().unwrap();
-    assert!((after + 1.2).abs() < 0.03, "malformed commands moved nothing: {after}");
+    let yaw = r["neck_yaw"].as_f64().unwrap();
+    assert!(
+        (yaw - 0.5).abs() < 0.02,
+        "the commanded neck yaw tracks: {yaw}"
+    );
+    let after = r["neck_yaw_after_malformed"].as_f64().unwrap();
+    assert!(
+        (after - 0.5).abs() < 0.02,
+        "malformed commands moved nothing: {after}"
+    );
     assert_eq!(r["accepted"], 1);
     // 5 malformed commands + 1 malformed step request
     assert_eq!(r["rejected"], 6, "{r}");

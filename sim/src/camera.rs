@@ -72,7 +72,8 @@ impl CameraSpec {
     /// Project a world point seen from a camera at `pose` (world from optical frame) to pixel
     /// coordinates; `None` behind the camera.
     pub fn project(&self, pose: &Pose, world: [f32; 3]) -> Option<[f32; 2]> {
-        let p = pose.inverse_transform_point(rapier3d::math::Vector::new(world[0], world[1], world[2]));
+        let p =
+            pose.inverse_transform_point(rapier3d::math::Vector::new(world[0], world[1], world[2]));
         if p.z <= 1e-6 {
             return None;
         }
@@ -161,8 +162,17 @@ fn cube_vertices() -> Vec<f32> {
                 std::mem::swap(&mut u, &mut w);
             }
             // the unit box spans [-1, 1]: scaled by the half extents
-            let p = |a: f32, b: f32| -> [f32; 3] { std::array::from_fn(|i| n[i] + a * u[i] + b * w[i]) };
-            for (a, b) in [(-1., -1.), (1., -1.), (1., 1.), (-1., -1.), (1., 1.), (-1., 1.)] {
+            let p = |a: f32, b: f32| -> [f32; 3] {
+                std::array::from_fn(|i| n[i] + a * u[i] + b * w[i])
+            };
+            for (a, b) in [
+                (-1., -1.),
+                (1., -1.),
+                (1., 1.),
+                (-1., -1.),
+                (1., 1.),
+                (-1., 1.),
+            ] {
                 out.extend_from_slice(&p(a, b));
                 out.extend_from_slice(&n);
             }
@@ -182,7 +192,14 @@ fn cylinder_vertices(seg: usize) -> Vec<f32> {
         let (c0, s0) = pt(k);
         let (c1, s1) = pt(k + 1);
         // side: two triangles, smooth normals
-        for (x, y, z) in [(c0, s0, -1.0), (c1, s1, -1.0), (c1, s1, 1.0), (c0, s0, -1.0), (c1, s1, 1.0), (c0, s0, 1.0)] {
+        for (x, y, z) in [
+            (c0, s0, -1.0),
+            (c1, s1, -1.0),
+            (c1, s1, 1.0),
+            (c0, s0, -1.0),
+            (c1, s1, 1.0),
+            (c0, s0, 1.0),
+        ] {
             out.extend_from_slice(&[x, y, z, x, y, 0.0]);
         }
         // caps
@@ -250,10 +267,13 @@ impl Renderer {
             .ok_or_else(|| RenderError::Setup("no camera".into()))?;
         let (w, h) = (first.width, first.height);
         if w == 0 || h == 0 || specs.iter().any(|s| (s.width, s.height) != (w, h)) {
-            return Err(RenderError::Setup("cameras must share one non-zero size".into()));
+            return Err(RenderError::Setup(
+                "cameras must share one non-zero size".into(),
+            ));
         }
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::VULKAN | wgpu::Backends::GL),
+            backends: wgpu::Backends::from_env()
+                .unwrap_or(wgpu::Backends::VULKAN | wgpu::Backends::GL),
             flags: wgpu::InstanceFlags::empty(),
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
@@ -268,7 +288,8 @@ impl Renderer {
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("reachy-sim cameras"),
             required_features: wgpu::Features::empty(),
-            required_limits: wgpu::Limits::downlevel_webgl2_defaults().using_resolution(adapter.limits()),
+            required_limits:
+                wgpu::Limits::downlevel_webgl2_defaults().using_resolution(adapter.limits()),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
@@ -316,7 +337,8 @@ impl Renderer {
             bind_group_layouts: &[Some(&bgl)],
             immediate_size: 0,
         });
-        const VERT: [wgpu::VertexAttribute; 2] = wgpu::vertex_attr_array![0 => Float32x3, 1 => Float32x3];
+        const VERT: [wgpu::VertexAttribute; 2] =
+            wgpu::vertex_attr_array![0 => Float32x3, 1 => Float32x3];
         const INST: [wgpu::VertexAttribute; 6] = wgpu::vertex_attr_array![
             2 => Float32x4, 3 => Float32x4, 4 => Float32x4, 5 => Float32x4, 6 => Float32x4, 7 => Float32x4
         ];
@@ -363,7 +385,8 @@ impl Renderer {
             multiview_mask: None,
             cache: None,
         });
-        let padded_row = (w * 4).div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT) * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
+        let padded_row = (w * 4).div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT)
+            * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
         let size = wgpu::Extent3d {
             width: w,
             height: h,
@@ -444,7 +467,11 @@ impl Renderer {
 
     /// Render `prims` from every camera; `poses[i]` is camera i's world-from-optical pose.
     /// Returns one RGB8 image per camera.
-    pub fn render(&mut self, prims: &[Primitive], poses: &[Pose]) -> Result<Vec<Vec<u8>>, RenderError> {
+    pub fn render(
+        &mut self,
+        prims: &[Primitive],
+        poses: &[Pose],
+    ) -> Result<Vec<Vec<u8>>, RenderError> {
         if poses.len() != self.specs.len() {
             return Err(RenderError::Setup(format!(
                 "{} poses for {} cameras",
@@ -475,12 +502,19 @@ impl Renderer {
         self.queue.write_buffer(&self.instances, 0, bytes(&data));
         let mut enc = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("cameras") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("cameras"),
+            });
         for ((t, spec), pose) in self.targets.iter().zip(&self.specs).zip(poses) {
             let [fx, fy, cx, cy] = spec.intrinsics();
             let (w, h) = (spec.width as f32, spec.height as f32);
             let mut u: Vec<f32> = pose.inverse().to_mat4().to_cols_array().to_vec();
-            u.extend_from_slice(&[2.0 * fx / w, -2.0 * fy / h, 2.0 * cx / w - 1.0, 1.0 - 2.0 * cy / h]);
+            u.extend_from_slice(&[
+                2.0 * fx / w,
+                -2.0 * fy / h,
+                2.0 * cx / w - 1.0,
+                1.0 - 2.0 * cy / h,
+            ]);
             u.extend_from_slice(&[NEAR, FAR, 0.0, 0.0]);
             self.queue.write_buffer(&t.camera, 0, bytes(&u));
             {
@@ -588,7 +622,12 @@ impl Renderer {
 }
 
 /// Write an RGB8 image as binary PPM (P6), a format every image tool reads.
-pub fn write_ppm(path: &std::path::Path, width: u32, height: u32, rgb: &[u8]) -> std::io::Result<()> {
+pub fn write_ppm(
+    path: &std::path::Path,
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+) -> std::io::Result<()> {
     let mut data = format!("P6\n{width} {height}\n255\n").into_bytes();
     data.extend_from_slice(rgb);
     std::fs::write(path, data)

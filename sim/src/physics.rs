@@ -70,14 +70,14 @@ pub struct SceneConfig {
 impl Default for SceneConfig {
     fn default() -> Self {
         Self {
-            table_center: [0.55, 0.0, 0.70],
+            table_center: [0.55, 0.0, 0.62],
             table_half: [0.30, 0.50, 0.02],
             cubes: vec![
                 ("red_cube".into(), 0.020, [0.85, 0.15, 0.15]),
                 ("green_cube".into(), 0.025, [0.15, 0.75, 0.25]),
                 ("blue_cube".into(), 0.030, [0.15, 0.30, 0.85]),
             ],
-            area: ([0.35, 0.60], [-0.35, 0.35]),
+            area: ([0.36, 0.52], [-0.35, 0.35]),
             seed: 0,
         }
     }
@@ -105,7 +105,7 @@ fn splitmix(state: &mut u64) -> f32 {
 
 /// Reachy's home pose for `names` (e.g. [`RobotPhysics::joint_names`]): upper arms hanging
 /// (`r_shoulder_roll = −75°`, left mirrored — the URDF's shoulder frames make all-zeros point
-/// the arms across the chest), elbows bent by 0.5 rad, the head pitched down 0.3 rad towards
+/// the arms across the chest), elbows bent by 0.5 rad, the head pitched down 0.35 rad towards
 /// the table, everything else at zero.
 pub fn home_pose(names: &[&str]) -> Vec<f32> {
     names
@@ -115,7 +115,7 @@ pub fn home_pose(names: &[&str]) -> Vec<f32> {
             "l_shoulder_roll" => 1.309,
             "r_elbow_pitch" | "l_elbow_pitch" => -0.5,
             // the head looks down at the table
-            "neck_pitch" => 0.3,
+            "neck_pitch" => 0.35,
             _ => 0.0,
         })
         .collect()
@@ -157,10 +157,7 @@ pub fn urdf_pose(xyz: [f64; 3], rpy: [f64; 3]) -> Pose {
     let r = Rotation::from_rotation_z(rpy[2] as f32)
         * Rotation::from_rotation_y(rpy[1] as f32)
         * Rotation::from_rotation_x(rpy[0] as f32);
-    Pose::from_parts(
-        Vector::new(xyz[0] as f32, xyz[1] as f32, xyz[2] as f32),
-        r,
-    )
+    Pose::from_parts(Vector::new(xyz[0] as f32, xyz[1] as f32, xyz[2] as f32), r)
 }
 
 /// The robot in a rapier world.
@@ -264,6 +261,10 @@ impl RobotPhysics {
             if let Some(&u) = urdf_of_link.get(k) {
                 link_bodies[u] = Some(lh.body);
             }
+            // a robot holding still must still answer new targets: its links never sleep
+            if let Some(b) = world.bodies.get_mut(lh.body) {
+                *b.activation_mut() = RigidBodyActivation::cannot_sleep();
+            }
         }
         let mut joints = Vec::new();
         for ((urdf_index, _), h) in joint_meta.iter().zip(&handles.joints) {
@@ -308,6 +309,17 @@ impl RobotPhysics {
                 let mult = m.multiplier.unwrap_or(1.0) as f32;
                 let off = m.offset.unwrap_or(0.0) as f32;
                 joints[k].mimic = Some((leader, mult, off));
+            }
+        }
+        // grippers squeeze gently: soft gains and a 0.5 N·m cap (≈ 10 N at the finger pads), so
+        // a grasp holds a cube by friction instead of crushing it out of the contact solver
+        for j in joints.iter_mut() {
+            if j.name.ends_with("gripper") || j.name.ends_with("gripper_mimic") {
+                j.gains = Gains {
+                    stiffness: 2_500.0,
+                    damping: 100.0,
+                };
+                j.effort = j.effort.min(0.5);
             }
         }
         let actuated: Vec<usize> = (0..joints.len())
@@ -361,6 +373,7 @@ impl RobotPhysics {
                 .translation(Vector::new(x, y, top + half + 1e-4))
                 .rotation(Vector::new(0.0, 0.0, yaw))
                 .can_sleep(false)
+                .ccd_enabled(true)
                 .build();
             let h = self.world.bodies.insert(body);
             // 2-6 cm wooden-ish cubes: density 600 kg/m³, high friction for grasping
@@ -548,7 +561,10 @@ impl RobotPhysics {
 
     /// Current position targets of the actuated joints (after clamping).
     pub fn targets(&self) -> Vec<f32> {
-        self.actuated.iter().map(|&k| self.joints[k].target).collect()
+        self.actuated
+            .iter()
+            .map(|&k| self.joints[k].target)
+            .collect()
     }
 
     /// Joint efforts (N·m or N) of the actuated joints: the motor law's acceleration times the

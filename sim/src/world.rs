@@ -73,7 +73,11 @@ impl World {
             Some(Renderer::new(&cfg.cameras)?)
         };
         let physics = Self::build(&cfg)?;
-        let names = physics.joint_names().iter().map(|s| s.to_string()).collect();
+        let names = physics
+            .joint_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         Ok(Self {
             cfg,
             physics,

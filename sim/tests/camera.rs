@@ -40,17 +40,30 @@ fn head_camera_sees_the_table_and_the_cubes_where_projected() {
     let spec = &world.cameras()[0];
     let mut seen = 0;
     for (name, p, _) in world.physics().object_poses() {
-        let color = world.physics().objects().iter().find(|o| o.name == name).unwrap().color;
-        let Some([u, v]) = spec.project(&head.pose, p) else { continue };
+        let color = world
+            .physics()
+            .objects()
+            .iter()
+            .find(|o| o.name == name)
+            .unwrap()
+            .color;
+        let Some([u, v]) = spec.project(&head.pose, p) else {
+            continue;
+        };
         if u < 0.0 || v < 0.0 || u >= w as f32 || v >= h as f32 {
             continue;
         }
         let c = px(&head.rgb, w, u, v);
         // the dominant channel of the cube's colour dominates the pixel at its centre
-        let k = (0..3).max_by(|&a, &b| color[a].total_cmp(&color[b])).unwrap();
+        let k = (0..3)
+            .max_by(|&a, &b| color[a].total_cmp(&color[b]))
+            .unwrap();
         for j in 0..3 {
             if j != k {
-                assert!(c[k] as i32 > c[j] as i32 + 30, "{name} at ({u:.0},{v:.0}) is {c:?}");
+                assert!(
+                    c[k] as i32 > c[j] as i32 + 30,
+                    "{name} at ({u:.0},{v:.0}) is {c:?}"
+                );
             }
         }
         seen += 1;
@@ -85,7 +98,11 @@ fn images_are_deterministic_and_match_the_reference() {
     let a = world(w, h).render().unwrap();
     let b = world(w, h).render().unwrap();
     for (x, y) in a.iter().zip(&b) {
-        assert!(x.rgb == y.rgb, "{}: two renders of the same state differ", x.name);
+        assert!(
+            x.rgb == y.rgb,
+            "{}: two renders of the same state differ",
+            x.name
+        );
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/head_160x120.ppm");
     if std::env::var_os("REACHY_BLESS").is_some() {
@@ -94,10 +111,18 @@ fn images_are_deterministic_and_match_the_reference() {
     let (rw, rh, reference) = read_ppm(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!((rw, rh), (w, h));
     // another driver or GPU rasterises edges a little differently: a small tolerance
-    let diffs: Vec<u8> = reference.iter().zip(&a[0].rgb).map(|(p, q)| p.abs_diff(*q)).collect();
+    let diffs: Vec<u8> = reference
+        .iter()
+        .zip(&a[0].rgb)
+        .map(|(p, q)| p.abs_diff(*q))
+        .collect();
     let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
     let far = diffs.iter().filter(|&&d| d > 40).count() as f64 / diffs.len() as f64;
-    assert!(mean < 3.0 && far < 0.02, "mean abs diff {mean:.2}, {:.2}% of values off by > 40", far * 100.0);
+    assert!(
+        mean < 3.0 && far < 0.02,
+        "mean abs diff {mean:.2}, {:.2}% of values off by > 40",
+        far * 100.0
+    );
 }
 
 #[test]
@@ -106,5 +131,8 @@ fn ppm_reader_rejects_broken_files() {
     assert!(read_ppm(b"P6\n2 2\n255\n\x00").is_none());
     assert!(read_ppm(b"P5\n1 1\n255\n\x00").is_none());
     assert!(read_ppm(b"P6\n99999999999 1\n255\n").is_none());
-    assert_eq!(read_ppm(b"P6\n1 1\n255\n\x01\x02\x03").unwrap(), (1, 1, vec![1, 2, 3]));
+    assert_eq!(
+        read_ppm(b"P6\n1 1\n255\n\x01\x02\x03").unwrap(),
+        (1, 1, vec![1, 2, 3])
+    );
 }

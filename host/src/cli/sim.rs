@@ -64,10 +64,18 @@ pub fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .ok_or_else(|| anyhow!("size `{s}` is not WIDTHxHEIGHT"))?;
-    let w: u32 = w.trim().parse().map_err(|_| anyhow!("bad width in `{s}`"))?;
-    let h: u32 = h.trim().parse().map_err(|_| anyhow!("bad height in `{s}`"))?;
+    let w: u32 = w
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("bad width in `{s}`"))?;
+    let h: u32 = h
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("bad height in `{s}`"))?;
     if !(16..=4096).contains(&w) || !(16..=4096).contains(&h) {
-        return Err(anyhow!("size `{s}`: width and height must be within 16..=4096"));
+        return Err(anyhow!(
+            "size `{s}`: width and height must be within 16..=4096"
+        ));
     }
     Ok((w, h))
 }

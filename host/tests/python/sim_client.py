@@ -62,24 +62,24 @@ while time.time() < deadline:
     time.sleep(0.02)
 
 # command the right elbow, step half a second, read where it went
-target = -1.2
-session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 1, "names": ["r_elbow_pitch"], "position": [target]}))
+target = 0.5
+session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 1, "names": ["neck_yaw"], "position": [target]}))
 time.sleep(0.2)
 ok, r = query("step", {"v": 1, "n": 50})
 assert ok, r
-elbow = r["state"]["position"][names.index("r_elbow_pitch")]
+elbow = r["state"]["position"][names.index("neck_yaw")]
 
 # malformed commands: garbage bytes, wrong schema version, unknown joint, NaN, length mismatch
 session.put(f"{prefix}/joint_command", b"\xff\x00garbage")
-session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 99, "names": ["r_elbow_pitch"], "position": [0.0]}))
+session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 99, "names": ["neck_yaw"], "position": [0.0]}))
 session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 1, "names": ["no_such_joint"], "position": [0.0]}))
-session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 1, "names": ["r_elbow_pitch"], "position": [float("nan")]}))
-session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 1, "names": ["r_elbow_pitch", "l_elbow_pitch"], "position": [0.0]}))
+session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 1, "names": ["neck_yaw"], "position": [float("nan")]}))
+session.put(f"{prefix}/joint_command", cbor2.dumps({"v": 1, "names": ["neck_yaw", "l_elbow_pitch"], "position": [0.0]}))
 bad_step_ok, bad_step = query("step", {"v": 1, "n": "many"})
 time.sleep(0.3)
 ok, r = query("step", {"v": 1, "n": 10})
 assert ok, r
-elbow_after = r["state"]["position"][names.index("r_elbow_pitch")]
+elbow_after = r["state"]["position"][names.index("neck_yaw")]
 ok, info2 = query("info")
 
 with lock:
@@ -92,8 +92,8 @@ print(json.dumps({
     "n_states": len(states),
     "seqs_increasing": all(b > a for a, b in zip(seqs, seqs[1:])),
     "t_of_seq_20": next((s["t"] for s in states if s["seq"] == 20), None),
-    "elbow": elbow,
-    "elbow_after_malformed": elbow_after,
+    "neck_yaw": elbow,
+    "neck_yaw_after_malformed": elbow_after,
     "bad_step_rejected": not bad_step_ok,
     "bad_step_error": bad_step.get("error"),
     "accepted": info2["commands_accepted"],
