@@ -2,7 +2,7 @@
 //!
 //! `physics/step_1khz_moving`: one 1 ms step of the whole robot (21 actuated joints, multibody,
 //! gravity, motors, both shoulders moving) on one thread; real-time factor = 1 ms ÷ this time. With
-//! `MUJOCO_PYTHON=/path/to/python` (a Python with `mujoco`), MuJoCo's step on the same URDF is
+//! `MUJOCO_PYTHON=/abs/path/to/python` (a Python with `mujoco`), MuJoCo's step on the same URDF is
 //! timed in the same run and printed.
 
 use std::hint::black_box;

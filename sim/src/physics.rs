@@ -105,7 +105,7 @@ fn splitmix(state: &mut u64) -> f32 {
 
 /// Reachy's home pose for `names` (e.g. [`RobotPhysics::joint_names`]): upper arms hanging
 /// (`r_shoulder_roll = −75°`, left mirrored — the URDF's shoulder frames make all-zeros point
-/// the arms across the chest), elbows bent by 0.5 rad, the head pitched down 0.35 rad towards
+/// the arms across the chest), elbows bent by 0.5 rad, the head pitched down 0.3 rad towards
 /// the table, everything else at zero.
 pub fn home_pose(names: &[&str]) -> Vec<f32> {
     names
@@ -115,7 +115,7 @@ pub fn home_pose(names: &[&str]) -> Vec<f32> {
             "l_shoulder_roll" => 1.309,
             "r_elbow_pitch" | "l_elbow_pitch" => -0.5,
             // the head looks down at the table
-            "neck_pitch" => 0.35,
+            "neck_pitch" => 0.3,
             _ => 0.0,
         })
         .collect()
@@ -260,10 +260,6 @@ impl RobotPhysics {
         for (k, lh) in handles.links.iter().enumerate() {
             if let Some(&u) = urdf_of_link.get(k) {
                 link_bodies[u] = Some(lh.body);
-            }
-            // a robot holding still must still answer new targets: its links never sleep
-            if let Some(b) = world.bodies.get_mut(lh.body) {
-                *b.activation_mut() = RigidBodyActivation::cannot_sleep();
             }
         }
         let mut joints = Vec::new();
@@ -452,6 +448,10 @@ impl RobotPhysics {
     }
 
     fn apply_motors(&mut self) {
+        // a robot holding still falls asleep; new targets must wake it or it ignores them
+        for h in self.link_bodies.iter().flatten() {
+            self.world.wake_up(*h, true);
+        }
         let targets: Vec<f32> = self.joints.iter().map(|j| j.target).collect();
         for j in &self.joints {
             let target = match j.mimic {
