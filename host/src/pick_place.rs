@@ -93,6 +93,8 @@ impl PickPlace {
 pub struct PickPlaceReport {
     /// Arm used (`r_arm` or `l_arm`).
     pub arm: String,
+    /// Tilt of the hand below horizontal at the grasp (degrees).
+    pub tilt_deg: f64,
     /// Object position before (m).
     pub start: [f32; 3],
     /// Object position after (m).
@@ -120,18 +122,29 @@ struct Ctx<'a, R: RobotIo> {
     progress: &'a mut dyn FnMut(&str),
 }
 
-const GRIPPER_OPEN: f32 = 1.0;
-const GRIPPER_CLOSED: f32 = 0.0;
-
 impl<R: RobotIo> Ctx<'_, R> {
     fn send_arm(&mut self) -> anyhow::Result<()> {
         let t: Vec<f32> = (0..self.chain.dof()).map(|i| self.q[i] as f32).collect();
         self.io.command(&self.arm_idx, &t)
     }
 
-    /// Move the TCP in a straight line to `to` in `secs` (min-jerk), orientation fixed.
-    fn line(&mut self, to: Vector3<f64>, secs: f64) -> anyhow::Result<()> {
-        self.line_with(to, secs, false)
+    /// Move the arm to `q` in `secs`, min-jerk in joint space (between waypoints solved
+    /// together, so the path stays on one IK branch).
+    fn joints(&mut self, q: JointVec, secs: f64) -> anyhow::Result<()> {
+        let q0 = self.q;
+        let n = (secs / self.period).ceil().max(1.0) as usize;
+        for k in 1..=n {
+            let s = k as f64 / n as f64;
+            let m = s * s * s * (10.0 - 15.0 * s + 6.0 * s * s);
+            for i in 0..self.chain.dof() {
+                self.q[i] = q0[i] + (q[i] - q0[i]) * m;
+            }
+            self.send_arm()?;
+            self.io.advance(self.period)?;
+            self.elapsed += self.period;
+        }
+        self.tcp = self.chain.fk(&q).t;
+        Ok(())
     }
 
     /// Move the TCP in a straight line to `to` in `secs` (min-jerk); with `free`, the
@@ -170,6 +183,18 @@ impl<R: RobotIo> Ctx<'_, R> {
                     p.z,
                     sol.pos_err,
                     sol.rot_err
+                );
+            }
+            let jump = (0..self.chain.dof())
+                .map(|i| (sol.q[i] - self.q[i]).abs())
+                .fold(0.0, f64::max);
+            if jump > 0.15 {
+                anyhow::bail!(
+                    "the IK jumped {jump:.2} rad in one period on the way to [{:.3}, {:.3}, {:.3}] \
+                     (a singularity or a joint limit on the path)",
+                    p.x,
+                    p.y,
+                    p.z
                 );
             }
             self.q = sol.q;
@@ -249,6 +274,14 @@ pub fn run<R: RobotIo>(
         .iter()
         .position(|m| *m == gripper)
         .ok_or_else(|| anyhow::anyhow!("the robot has no joint `{gripper}`"))?;
+    // open and closed are the gripper joint's limits (closed: the fingertips converge, so a
+    // squeezed object is drawn towards the palm)
+    let gj = model
+        .joints
+        .iter()
+        .find(|j| j.name == gripper)
+        .ok_or_else(|| anyhow::anyhow!("the model has no joint `{gripper}`"))?;
+    let (gripper_closed, gripper_open) = (gj.lower as f32, gj.upper as f32);
 
     let pos = io.positions()?;
     let mut q: JointVec = [0.0; MAX_DOF];
@@ -270,8 +303,13 @@ pub fn run<R: RobotIo>(
     let (px, py) = (task.place_xy[0] as f64, task.place_xy[1] as f64);
     let lift = 0.10;
     // the cube's centre between the finger pads, 9 cm from the hand along the fingers: the TCP
-    // (10 cm) 1 cm beyond it; at least 2 cm above the table so the hand's body clears it
-    let grasp_z = (top + h).max(top + 0.02);
+    // (10 cm) 1 cm beyond it; the TCP high enough that the hand's body (box ±3 cm, wrist sphere
+    // 3 cm, fingers ±1 cm around the TCP's height, all tilted) clears the table by 15 mm (tracking errors of a few degrees included)
+    let grasp_z = |tilt: f64| {
+        let (s, c) = tilt.sin_cos();
+        let body = (0.03 * c - 0.045 * s).max(0.035 - 0.1 * s).max(0.01) + 0.015;
+        top + h.max(body)
+    };
     // candidate grasps: approach yaw ψ ≡ cube yaw (mod 90°) within 60° of the direction from
     // the shoulder, the hand tilted down by 25° (else 15°, 35°, 0°) so the forearm stays above
     // the table; the first whose every waypoint the IK reaches wins
@@ -298,17 +336,26 @@ pub fn run<R: RobotIo>(
             ])),
         )
     };
-    let waypoints = |d: Vector3<f64>| {
-        let g = |x: f64, y: f64| Vector3::new(x, y, grasp_z) + d * 0.01;
+    // the object turns with the hand on the way: at the place, the hand faces away from the
+    // shoulder again, whatever the grasp's yaw was
+    let place_natural = (py - shoulder_y).atan2(px);
+    let waypoints = |psi: f64, tilt: f64, place_psi: f64| {
+        let z = grasp_z(tilt);
+        let (d, rot) = grasp_frame(psi, tilt);
+        let (d2, rot2) = grasp_frame(place_psi, tilt);
+        let g = |x: f64, y: f64, d: Vector3<f64>| Vector3::new(x, y, z) + d * 0.01;
         let up = Vector3::new(0.0, 0.0, lift);
         [
-            g(sx, sy) - d * 0.12 + Vector3::new(0.0, 0.0, 0.04),
-            g(sx, sy) - d * 0.12,
-            g(sx, sy),
-            g(sx, sy) + up,
-            g(px, py) + up,
-            g(px, py) + Vector3::new(0.0, 0.0, 0.004),
-            g(px, py) - d * 0.12 + Vector3::new(0.0, 0.0, 0.02),
+            (g(sx, sy, d) - d * 0.12 + Vector3::new(0.0, 0.0, 0.04), rot),
+            (g(sx, sy, d) - d * 0.12, rot),
+            (g(sx, sy, d), rot),
+            (g(sx, sy, d) + up, rot),
+            (g(px, py, d2) + up, rot2),
+            (g(px, py, d2) + Vector3::new(0.0, 0.0, 0.004), rot2),
+            (
+                g(px, py, d2) - d2 * 0.12 + Vector3::new(0.0, 0.0, 0.02),
+                rot2,
+            ),
         ]
     };
     // the forearm must stay above the table: its start (the elbow) checked on a sub-chain
@@ -318,7 +365,7 @@ pub fn run<R: RobotIo>(
         chain.base_link(),
         &format!("{}_forearm", &arm[..1]),
     )?;
-    let clear = |q: &JointVec| elbow_chain.fk(q).t.z > top + 0.07;
+    let clear = |q: &JointVec| elbow_chain.fk(q).t.z > top + 0.05;
     // from the home pose the hand hangs below the table top, behind its edge: it rises straight
     // up first, to here
     let raise_pt = Vector3::new(0.2, shoulder_y * 1.6, top + 0.12);
@@ -329,11 +376,13 @@ pub fn run<R: RobotIo>(
         &IkOptions::default(),
     )
     .q;
-    let feasible = |psi: f64, tilt: f64| -> Option<JointVec> {
-        let (d, rot) = grasp_frame(psi, tilt);
+    // the wrist cannot tilt a hand that points straight ahead: the place yaw is 30° off the
+    // shoulder's direction, outwards first
+    let outwards = if arm == "r_arm" { -1.0 } else { 1.0 };
+    let feasible = |psi: f64, tilt: f64, place_psi: f64| -> Option<Vec<JointVec>> {
         let mut seed = q_raise;
-        let mut first = None;
-        for p in waypoints(d) {
+        let mut all = Vec::new();
+        for (p, rot) in waypoints(psi, tilt, place_psi) {
             let target = IkTarget::Pose(Frame {
                 r: *rot.matrix(),
                 t: p,
@@ -355,16 +404,22 @@ pub fn run<R: RobotIo>(
                 (sol.ok && clear(&sol.q)).then_some(sol)
             })?;
             seed = sol.q;
-            first.get_or_insert(sol.q);
+            all.push(sol.q);
         }
-        first
+        Some(all)
     };
-    let (psi, tilt, q_pre) = candidates
+    let (psi, tilt, qs) = candidates
         .iter()
-        .find_map(|&(p, t)| feasible(p, t).map(|q| (p, t, q)))
+        .find_map(|&(p, t)| {
+            [30f64, -30.0, 0.0].iter().find_map(|off| {
+                let pp = place_natural + outwards * off.to_radians();
+                feasible(p, t, pp).map(|q| (p, t, q))
+            })
+        })
         .ok_or_else(|| anyhow::anyhow!("no reachable grasp of {} for {arm}", task.object))?;
-    let (d, rot) = grasp_frame(psi, tilt);
-    let [pre, approach, grasp_at, lifted_pt, carry, place_at, retreat] = waypoints(d);
+    let (_, rot) = grasp_frame(psi, tilt);
+    let [q_pre, q_approach, q_grasp, q_lift, q_carry, q_place, q_retreat] =
+        <[JointVec; 7]>::try_from(qs).map_err(|_| anyhow::anyhow!("waypoint count"))?;
 
     let mut ctx = Ctx {
         io,
@@ -399,49 +454,38 @@ pub fn run<R: RobotIo>(
     ctx.say(&format!(
         "opening the gripper, moving behind the object; {tr}"
     ));
-    ctx.io.command(&[gripper_idx], &[GRIPPER_OPEN])?;
-    let (q0, q1) = (ctx.q, q_pre);
-    let n = (2.0 / ctx.period).ceil() as usize;
-    for k in 1..=n {
-        let s = k as f64 / n as f64;
-        let m = s * s * s * (10.0 - 15.0 * s + 6.0 * s * s);
-        for i in 0..chain.dof() {
-            ctx.q[i] = q0[i] + (q1[i] - q0[i]) * m;
-        }
-        ctx.send_arm()?;
-        ctx.io.advance(ctx.period)?;
-        ctx.elapsed += ctx.period;
-    }
-    ctx.tcp = pre;
+    ctx.io.command(&[gripper_idx], &[gripper_open])?;
+    ctx.joints(q_pre, 2.0)?;
     ctx.wait(0.3)?;
     let tr = ctx.tracking()?;
     ctx.say(&format!("approaching; {tr}"));
-    ctx.line(approach, 0.6)?;
+    ctx.joints(q_approach, 0.6)?;
     let tr = ctx.tracking()?;
     ctx.say(&format!("at the approach point; {tr}"));
-    ctx.line(grasp_at, 1.2)?;
+    ctx.joints(q_grasp, 1.2)?;
     ctx.wait(0.2)?;
     let tr = ctx.tracking()?;
     ctx.say(&format!("closing the gripper; {tr}"));
-    ctx.gripper(GRIPPER_CLOSED, 0.8)?;
+    ctx.gripper(gripper_closed, 0.8)?;
     ctx.say("lifting");
-    ctx.line(lifted_pt, 1.2)?;
+    ctx.joints(q_lift, 1.2)?;
     let (lifted_at, _, _) = ctx.io.object(&task.object)?;
     let lifted = lifted_at[2] > start[2] + 0.05;
+    let tr = ctx.tracking()?;
     ctx.say(&format!(
-        "object at z {:.3} ({})",
+        "object at z {:.3} ({}); {tr}",
         lifted_at[2],
         if lifted { "lifted" } else { "not lifted" }
     ));
     ctx.say("carrying");
-    ctx.line(carry, 1.8)?;
+    ctx.joints(q_carry, 3.0)?;
     ctx.say("putting down");
-    ctx.line(place_at, 1.2)?;
+    ctx.joints(q_place, 1.2)?;
     ctx.wait(0.2)?;
     ctx.say("releasing");
-    ctx.gripper(GRIPPER_OPEN, 0.6)?;
+    ctx.gripper(gripper_open, 0.6)?;
     ctx.say("retreating");
-    ctx.line(retreat, 1.0)?;
+    ctx.joints(q_retreat, 1.0)?;
     ctx.wait(0.5)?;
     let (end, _, _) = ctx.io.object(&task.object)?;
     let error_xy = (end[0] - task.place_xy[0]).hypot(end[1] - task.place_xy[1]);
@@ -463,6 +507,7 @@ pub fn run<R: RobotIo>(
     ));
     Ok(PickPlaceReport {
         arm: arm.into(),
+        tilt_deg: tilt.to_degrees(),
         start,
         end,
         error_xy,

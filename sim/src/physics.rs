@@ -73,11 +73,11 @@ impl Default for SceneConfig {
             table_center: [0.55, 0.0, 0.62],
             table_half: [0.30, 0.50, 0.02],
             cubes: vec![
-                ("red_cube".into(), 0.020, [0.85, 0.15, 0.15]),
-                ("green_cube".into(), 0.025, [0.15, 0.75, 0.25]),
-                ("blue_cube".into(), 0.030, [0.15, 0.30, 0.85]),
+                ("red_cube".into(), 0.025, [0.85, 0.15, 0.15]),
+                ("green_cube".into(), 0.030, [0.15, 0.75, 0.25]),
+                ("blue_cube".into(), 0.035, [0.15, 0.30, 0.85]),
             ],
-            area: ([0.36, 0.52], [-0.35, 0.35]),
+            area: ([0.42, 0.54], [-0.35, 0.35]),
             seed: 0,
         }
     }
@@ -184,6 +184,8 @@ impl RobotPhysics {
     pub fn from_urdf_str(urdf: &str, dt: f32) -> Result<Self, PhysicsError> {
         let options = UrdfLoaderOptions {
             make_roots_fixed: true,
+            // rubber-like finger pads and links: grasps hold by friction
+            collider_blueprint: ColliderBuilder::default().density(0.0).friction(1.2),
             ..UrdfLoaderOptions::default()
         };
         let (robot, desc) = UrdfRobot::from_str(urdf, options, Path::new("."))
@@ -307,7 +309,7 @@ impl RobotPhysics {
                 joints[k].mimic = Some((leader, mult, off));
             }
         }
-        // grippers squeeze gently: soft gains and a 0.5 N·m cap (≈ 10 N at the finger pads), so
+        // grippers squeeze gently: soft gains and the URDF cap of 2 N·m (≈ 40 N at the finger pads), so
         // a grasp holds a cube by friction instead of crushing it out of the contact solver
         for j in joints.iter_mut() {
             if j.name.ends_with("gripper") || j.name.ends_with("gripper_mimic") {
@@ -315,7 +317,7 @@ impl RobotPhysics {
                     stiffness: 2_500.0,
                     damping: 100.0,
                 };
-                j.effort = j.effort.min(0.5);
+                j.effort = j.effort.min(2.0);
             }
         }
         let actuated: Vec<usize> = (0..joints.len())
@@ -350,6 +352,16 @@ impl RobotPhysics {
             .friction(0.8)
             .build();
         self.world.colliders.insert(table);
+        // a solid cabinet under the top, down to the floor: a cube squeezed against the top
+        // is pushed back up instead of tunnelling through a thin board
+        let under = (cz - hz) / 2.0;
+        if under > 0.0 {
+            let cabinet = ColliderBuilder::cuboid(hx, hy, under)
+                .translation(Vector::new(cx, cy, under))
+                .friction(0.8)
+                .build();
+            self.world.colliders.insert(cabinet);
+        }
         self.table = Some((cfg.table_center, cfg.table_half));
         let top = cz + hz;
         let mut rng = cfg.seed ^ 0x5EED_5EED;
@@ -441,7 +453,9 @@ impl RobotPhysics {
         }
         for (&k, &v) in self.actuated.iter().zip(q) {
             let j = &mut self.joints[k];
-            j.target = v.clamp(j.lower, j.upper);
+            // a motor driving into a limit fights the limit constraint: aim 5 mrad inside
+            let eps = 0.005f32.min((j.upper - j.lower) / 4.0);
+            j.target = v.clamp(j.lower + eps, j.upper - eps);
         }
         self.apply_motors();
         Ok(())
@@ -600,6 +614,53 @@ impl RobotPhysics {
         out
     }
 
+    /// What touches what now: pairs of names (URDF links, scene objects, `table`) with the
+    /// contact impulse of the last step (N·s).
+    pub fn contacts(&self) -> Vec<(String, String, f32)> {
+        let name = |c: ColliderHandle| -> String {
+            let Some(parent) = self.world.colliders.get(c).and_then(|c| c.parent()) else {
+                return "table".into();
+            };
+            if let Some(i) = self.link_bodies.iter().position(|b| *b == Some(parent)) {
+                return self.link_names[i].clone();
+            }
+            if let Some(o) = self.objects.iter().find(|o| o.body == parent) {
+                return o.name.clone();
+            }
+            "body".into()
+        };
+        self.world
+            .narrow_phase
+            .contact_pairs()
+            .filter(|p| p.has_any_active_contact())
+            .map(|p| {
+                (
+                    name(p.collider1),
+                    name(p.collider2),
+                    p.total_impulse_magnitude(),
+                )
+            })
+            .collect()
+    }
+
+    /// World bounding boxes (min, max) of a link's colliders, for diagnosing contacts.
+    pub fn link_aabbs(&self, name: &str) -> Vec<([f32; 3], [f32; 3])> {
+        let Some(i) = self.link_names.iter().position(|n| n == name) else {
+            return Vec::new();
+        };
+        let Some(body) = self.link_bodies[i].and_then(|h| self.world.bodies.get(h)) else {
+            return Vec::new();
+        };
+        body.colliders()
+            .iter()
+            .filter_map(|c| self.world.colliders.get(*c))
+            .map(|c| {
+                let a = c.compute_aabb();
+                (a.mins.into(), a.maxs.into())
+            })
+            .collect()
+    }
+
     /// Names of the URDF links, in URDF order.
     pub fn link_names(&self) -> &[String] {
         &self.link_names
@@ -648,19 +709,13 @@ impl RobotPhysics {
                 pose: Pose::translation(c[0], c[1], c[2]),
                 color: [0.62, 0.45, 0.28],
             });
-            // four legs down to the floor
-            let leg = (c[2] - h[2]) / 2.0;
-            for (sx, sy) in [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)] {
-                out.push(Primitive {
-                    shape: Shape::Box([0.02, 0.02, leg]),
-                    pose: Pose::translation(
-                        c[0] + sx * (h[0] - 0.03),
-                        c[1] + sy * (h[1] - 0.03),
-                        leg,
-                    ),
-                    color: [0.45, 0.32, 0.2],
-                });
-            }
+            // the cabinet under it, down to the floor
+            let under = (c[2] - h[2]) / 2.0;
+            out.push(Primitive {
+                shape: Shape::Box([h[0] - 0.01, h[1] - 0.01, under]),
+                pose: Pose::translation(c[0], c[1], under),
+                color: [0.45, 0.32, 0.2],
+            });
         }
         for o in &self.objects {
             if let Some(b) = self.world.bodies.get(o.body) {
