@@ -376,8 +376,8 @@ pub fn run<R: RobotIo>(
         &IkOptions::default(),
     )
     .q;
-    // the wrist cannot tilt a hand that points straight ahead: the place yaw is 30° off the
-    // shoulder's direction, outwards first
+    // the wrist cannot tilt a hand that points straight ahead: a place yaw other than the
+    // grasp's is 30° off the shoulder's direction, outwards first
     let outwards = if arm == "r_arm" { -1.0 } else { 1.0 };
     let feasible = |psi: f64, tilt: f64, place_psi: f64| -> Option<Vec<JointVec>> {
         let mut seed = q_raise;
@@ -411,10 +411,14 @@ pub fn run<R: RobotIo>(
     let (psi, tilt, qs) = candidates
         .iter()
         .find_map(|&(p, t)| {
-            [30f64, -30.0, 0.0].iter().find_map(|off| {
-                let pp = place_natural + outwards * off.to_radians();
-                feasible(p, t, pp).map(|q| (p, t, q))
-            })
+            // keep the grasp's yaw if the place allows it (no turn in the hand), else turn
+            std::iter::once(p)
+                .chain(
+                    [30f64, -30.0, 0.0]
+                        .iter()
+                        .map(|off| place_natural + outwards * off.to_radians()),
+                )
+                .find_map(|pp| feasible(p, t, pp).map(|q| (p, t, q)))
         })
         .ok_or_else(|| anyhow::anyhow!("no reachable grasp of {} for {arm}", task.object))?;
     let (_, rot) = grasp_frame(psi, tilt);

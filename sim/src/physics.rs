@@ -1,4 +1,5 @@
-//! Rigid-body physics of the robot: rapier3d **multibody** joints built from the URDF
+//! Rigid-body physics of the robot: rapier3d **multibody** joints built from the URDF (one
+//! multibody per limb on the fixed trunk)
 //! (`rapier3d-urdf`), position-controlled joint motors with per-joint gains and effort limits,
 //! gravity along −z, joint limits, and URDF mimic joints (the second gripper finger) driven from
 //! their leader. Fixed base. Deterministic: the same commands give the same trajectory, bit for bit.
@@ -6,7 +7,7 @@
 use std::path::Path;
 
 use rapier3d::prelude::*;
-use rapier3d_urdf::{UrdfLoaderOptions, UrdfMultibodyOptions, UrdfRobot};
+use rapier3d_urdf::{UrdfLoaderOptions, UrdfRobot};
 
 /// Errors while building the physics model.
 #[derive(Debug, thiserror::Error)]
@@ -253,26 +254,112 @@ impl RobotPhysics {
             .iter()
             .map(|j| (j.source_urdf_joint_index(), None))
             .collect();
-        let handles = robot.insert_using_multibody_joints(
-            &mut world.bodies,
-            &mut world.colliders,
-            &mut world.multibody_joints,
-            UrdfMultibodyOptions::DISABLE_SELF_CONTACTS,
+        // The trunk (the root and what hangs on it by fixed joints) is fixed. Each limb is its own
+        // multibody on a fixed anchor at its trunk link's pose: rapier's multibody cost grows with
+        // links × dofs², so three small trees (9 + 9 + 5 dofs) step several times faster than
+        // one 23-dof tree, with the same dynamics since the trunk does not move.
+        let n_links = robot.links.len();
+        let is_fixed_joint = |j: &rapier3d_urdf::UrdfJoint| {
+            matches!(
+                desc.joints[j.source_urdf_joint_index()].joint_type,
+                urdf_rs::JointType::Fixed
+            )
+        };
+        let mut has_parent = vec![false; n_links];
+        for j in &robot.joints {
+            has_parent[j.link2] = true;
+        }
+        let mut trunk: Vec<bool> = has_parent.iter().map(|p| !p).collect();
+        loop {
+            let mut grew = false;
+            for j in &robot.joints {
+                if trunk[j.link1] && !trunk[j.link2] && is_fixed_joint(j) {
+                    trunk[j.link2] = true;
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        let joint_edges: Vec<(usize, usize, bool)> = robot
+            .joints
+            .iter()
+            .map(|j| (j.link1, j.link2, is_fixed_joint(j)))
+            .collect();
+        let mut link_handles: Vec<(RigidBodyHandle, Vec<ColliderHandle>)> = Vec::new();
+        let mut poses = Vec::new();
+        for (k, link) in robot.links.into_iter().enumerate() {
+            let mut body = link.body;
+            if trunk[k] {
+                body.set_body_type(RigidBodyType::Fixed, false);
+            }
+            poses.push(*body.position());
+            let h = world.bodies.insert(body);
+            let cols = link
+                .colliders
+                .into_iter()
+                .map(|c| {
+                    world
+                        .colliders
+                        .insert_with_parent(c.collider, h, &mut world.bodies)
+                })
+                .collect();
+            link_handles.push((h, cols));
+        }
+        let mut joint_handles: Vec<Option<MultibodyJointHandle>> = Vec::new();
+        for ((l1, l2, _fixed), j) in joint_edges.iter().zip(robot.joints) {
+            if trunk[*l2] {
+                joint_handles.push(None);
+                continue;
+            }
+            let parent = if trunk[*l1] {
+                let anchor = RigidBodyBuilder::fixed().pose(poses[*l1]).build();
+                world.bodies.insert(anchor)
+            } else {
+                link_handles[*l1].0
+            };
+            joint_handles.push(world.multibody_joints.insert(
+                parent,
+                link_handles[*l2].0,
+                j.joint,
+                false,
+            ));
+        }
+        // a limb's multibody starts with its root at the origin: take the anchor's pose
+        for h in joint_handles.iter().flatten() {
+            if let Some((mb, _)) = world.multibody_joints.get_mut(*h) {
+                mb.forward_kinematics(&world.bodies, true);
+                mb.update_rigid_bodies(&mut world.bodies, true);
+            }
+        }
+        // the robot never collides with itself (overlapping neighbour links would only feed the
+        // narrow phase pairs to discard): its colliders share a group that filters itself out
+        let robot_group = InteractionGroups::new(
+            Group::GROUP_1,
+            Group::ALL.difference(Group::GROUP_1),
+            InteractionTestMode::And,
         );
-        for (k, lh) in handles.links.iter().enumerate() {
+        for (k, (body, cols)) in link_handles.iter().enumerate() {
             if let Some(&u) = urdf_of_link.get(k) {
-                link_bodies[u] = Some(lh.body);
+                link_bodies[u] = Some(*body);
+            }
+            for c in cols {
+                if let Some(col) = world.colliders.get_mut(*c) {
+                    col.set_collision_groups(robot_group);
+                    col.set_solver_groups(robot_group);
+                }
             }
         }
         let mut joints = Vec::new();
-        for ((urdf_index, _), h) in joint_meta.iter().zip(&handles.joints) {
+        for ((urdf_index, _), h) in joint_meta.iter().zip(&joint_handles) {
             let j = &desc.joints[*urdf_index];
             let axis = match j.joint_type {
                 urdf_rs::JointType::Revolute | urdf_rs::JointType::Continuous => JointAxis::AngX,
                 urdf_rs::JointType::Prismatic => JointAxis::LinX,
                 _ => continue,
             };
-            let Some(handle) = h.joint else { continue };
+            let Some(handle) = *h else { continue };
             let (lower, upper) = match j.joint_type {
                 urdf_rs::JointType::Continuous => (f32::NEG_INFINITY, f32::INFINITY),
                 _ => (j.limit.lower as f32, j.limit.upper as f32),
@@ -536,30 +623,37 @@ impl RobotPhysics {
                 want[k] = want[leader] * mult + off;
             }
         }
-        let Some(first) = self.joints.first().map(|j| j.handle) else {
-            return;
-        };
-        let mut disp: Option<Vec<f32>> = None;
+        // one displacement vector per multibody (each limb is its own), keyed by its root body
+        let mut disp: Vec<(RigidBodyHandle, MultibodyJointHandle, Vec<f32>)> = Vec::new();
         for (k, j) in self.joints.iter().enumerate() {
             let Some((mb, link)) = self.world.multibody_joints.get(j.handle) else {
                 continue;
             };
             let Some(l) = mb.link(link) else { continue };
-            let d = disp.get_or_insert_with(|| vec![0.0; mb.ndofs()]);
+            let root = mb.root().rigid_body_handle();
+            let slot = match disp.iter().position(|(r, _, _)| *r == root) {
+                Some(i) => i,
+                None => {
+                    disp.push((root, j.handle, vec![0.0; mb.ndofs()]));
+                    disp.len() - 1
+                }
+            };
             let idx = match j.axis {
                 JointAxis::LinX => 0,
                 _ => 3,
             };
             let now = l.joint().coords()[idx];
-            if let Some(x) = d.get_mut(l.assembly_id()) {
+            if let Some(x) = disp[slot].2.get_mut(l.assembly_id()) {
                 *x = want[k] - now;
             }
         }
-        if let (Some(d), Some((mb, _))) = (disp, self.world.multibody_joints.get_mut(first)) {
-            mb.apply_displacements(&d);
-            mb.generalized_velocity_mut().fill(0.0);
-            mb.forward_kinematics(&self.world.bodies, false);
-            mb.update_rigid_bodies(&mut self.world.bodies, true);
+        for (_, handle, d) in disp {
+            if let Some((mb, _)) = self.world.multibody_joints.get_mut(handle) {
+                mb.apply_displacements(&d);
+                mb.generalized_velocity_mut().fill(0.0);
+                mb.forward_kinematics(&self.world.bodies, true);
+                mb.update_rigid_bodies(&mut self.world.bodies, true);
+            }
         }
         self.last_q = self.positions();
         self.velocity.iter_mut().for_each(|v| *v = 0.0);
@@ -586,25 +680,33 @@ impl RobotPhysics {
     pub fn efforts(&mut self) -> Vec<f32> {
         let q = self.positions();
         let mut out = vec![0.0; self.actuated.len()];
-        // the whole robot is one multibody: one mass-matrix factorisation serves every joint
-        let Some(first) = self.actuated.first().map(|&k| self.joints[k].handle) else {
-            return out;
-        };
-        let dofs: Vec<Option<usize>> = self
-            .actuated
-            .iter()
-            .map(|&k| {
-                let (mb, link) = self.world.multibody_joints.get(self.joints[k].handle)?;
-                mb.link(link).map(|l| l.assembly_id())
-            })
-            .collect();
-        let Some((mb, _)) = self.world.multibody_joints.get_mut(first) else {
-            return out;
-        };
-        let inv = mb.dof_inverse_inertia(&self.world.bodies);
+        // one mass-matrix factorisation per multibody (limb) serves its joints
+        let mut inv: Vec<(RigidBodyHandle, Vec<f32>)> = Vec::new();
+        let mut dofs: Vec<Option<(usize, usize)>> = Vec::with_capacity(self.actuated.len());
+        for &k in &self.actuated {
+            let Some((mb, link)) = self.world.multibody_joints.get_mut(self.joints[k].handle)
+            else {
+                dofs.push(None);
+                continue;
+            };
+            let Some(dof) = mb.link(link).map(|l| l.assembly_id()) else {
+                dofs.push(None);
+                continue;
+            };
+            let root = mb.root().rigid_body_handle();
+            let slot = match inv.iter().position(|(r, _)| *r == root) {
+                Some(i) => i,
+                None => {
+                    let v = mb.dof_inverse_inertia(&self.world.bodies);
+                    inv.push((root, v.iter().copied().collect()));
+                    inv.len() - 1
+                }
+            };
+            dofs.push(Some((slot, dof)));
+        }
         for (i, &k) in self.actuated.iter().enumerate() {
             let j = &self.joints[k];
-            let Some(w) = dofs[i].and_then(|d| inv.get(d).copied()) else {
+            let Some(w) = dofs[i].and_then(|(m, d)| inv[m].1.get(d).copied()) else {
                 continue;
             };
             let accel = j.gains.stiffness * (j.target - q[i]) - j.gains.damping * self.velocity[i];
