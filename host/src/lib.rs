@@ -9,10 +9,14 @@
 //! - [`net`]: zenoh session options (`--listen`, `--connect`, no multicast, loopback default).
 //! - [`pick_place`]: a scripted pick-and-place with the IK and the gripper.
 //! - [`sim_bridge`]: the simulator on zenoh.
+//! - [`daemon`]: `reachy daemon`, the robot behind one zenoh API, with its backends.
+//! - [`client`]: a client of the daemon's API (lease, state, targets, goto).
 //! - [`cli`]: the subcommands of `reachy`.
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod client;
+pub mod daemon;
 pub mod firmware_link;
 pub mod kinematics;
 pub mod model;

@@ -88,6 +88,27 @@ impl PickPlace {
     }
 }
 
+/// A free spot for `obj` on its own side of the table, within easy reach, at least 9 cm from
+/// every object (itself included, so that it really moves). `objects`: (name, position).
+pub fn free_spot(objects: &[(String, [f32; 3])], obj: &str) -> Option<[f32; 2]> {
+    let me = objects.iter().find(|p| p.0 == obj)?.1;
+    let side = if me[1] < 0.0 { -1.0 } else { 1.0 };
+    let mut best = ([0.4, side * 0.2], 0.0f32);
+    for ix in 0..5 {
+        for iy in 0..6 {
+            let c = [0.44 + 0.02 * ix as f32, side * (0.10 + 0.04 * iy as f32)];
+            let d = objects
+                .iter()
+                .map(|(_, p)| (p[0] - c[0]).hypot(p[1] - c[1]))
+                .fold(f32::MAX, f32::min);
+            if d > best.1 {
+                best = (c, d);
+            }
+        }
+    }
+    (best.1 > 0.09).then_some(best.0)
+}
+
 /// What happened.
 #[derive(Debug, Clone)]
 pub struct PickPlaceReport {

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Version of the sim message family (`reachy/<robot>/sim/**`).
 pub const SIM_SCHEMA_VERSION: u32 = 1;
 
+/// Version of the daemon message family (`reachy/<robot>/*` outside `sim/`).
+pub const ROBOT_SCHEMA_VERSION: u32 = 1;
+
 /// Key expressions.
 pub mod keys {
     /// Prefix of every key of a robot: `reachy/<robot>`.
@@ -37,6 +40,18 @@ pub mod keys {
     /// Sim queryables: `reset`, `step`, `pause`, `resume`, `info`.
     pub fn sim_query(robot: &str, name: &str) -> String {
         format!("reachy/{robot}/sim/{name}")
+    }
+    /// Daemon: the robot's state at the control rate ([`super::RobotState`]).
+    pub fn state(robot: &str) -> String {
+        format!("reachy/{robot}/state")
+    }
+    /// Daemon: streaming joint targets ([`super::JointTargets`]).
+    pub fn joint_targets(robot: &str) -> String {
+        format!("reachy/{robot}/command/joints")
+    }
+    /// Daemon queryables: `lease`, `goto`, `cancel`, `estop`, `info`.
+    pub fn daemon_query(robot: &str, name: &str) -> String {
+        format!("reachy/{robot}/{name}")
     }
 }
 
@@ -127,6 +142,10 @@ pub struct JointCommand {
     pub names: Vec<String>,
     /// Targets, same length and order as `names`.
     pub position: Vec<f32>,
+    /// Torque: false makes every joint compliant (motors off), true holds again; absent keeps
+    /// the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torque: Option<bool>,
 }
 
 impl JointCommand {
@@ -329,6 +348,172 @@ pub struct ErrorReply {
     pub error: String,
 }
 
+/// Decode a daemon-family message and check its version.
+pub fn decode_robot<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, SchemaError> {
+    let m: T = decode(bytes)?;
+    if m.version() != ROBOT_SCHEMA_VERSION {
+        return Err(SchemaError::Version {
+            got: m.version(),
+            expected: ROBOT_SCHEMA_VERSION,
+        });
+    }
+    Ok(m)
+}
+
+/// A named pose (a TCP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedPose {
+    /// Name, e.g. `r_arm`.
+    pub name: String,
+    /// Pose in the base frame.
+    pub pose: PoseMsg,
+}
+
+/// The robot as the daemon sees it, every control period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobotState {
+    /// Schema version.
+    pub v: u32,
+    /// +1 per control period.
+    pub seq: u64,
+    /// Seconds since the daemon started.
+    pub t: f64,
+    /// Backend: `sim` or `serial`.
+    pub backend: String,
+    /// Actuated joints, URDF order.
+    pub names: Vec<String>,
+    /// Measured positions.
+    pub position: Vec<f32>,
+    /// Measured velocities.
+    pub velocity: Vec<f32>,
+    /// Measured efforts.
+    pub effort: Vec<f32>,
+    /// Targets sent to the backend this period (after the safety limits).
+    pub target: Vec<f32>,
+    /// Tool centre points of the arms (forward kinematics of the measured joints).
+    pub tcp: Vec<NamedPose>,
+    /// Gripper openings in [0, 1] (0 closed), `r_gripper` then `l_gripper`.
+    pub gripper: Vec<f32>,
+    /// Torque on.
+    pub torque: bool,
+    /// E-stop latched.
+    pub estop: bool,
+    /// Client holding the lease, if any.
+    pub lease: Option<String>,
+    /// A goto is running.
+    pub moving: bool,
+    /// Backend state older than 0.2 s (the sim or the firmware stopped answering).
+    pub stale: bool,
+    /// Commands rejected since start (malformed, non-finite, no lease).
+    pub rejected: u64,
+}
+
+/// Streaming joint targets; joints not named keep their target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointTargets {
+    /// Schema version.
+    pub v: u32,
+    /// Lease token from the `lease` queryable.
+    pub lease: u64,
+    /// Joint names.
+    pub names: Vec<String>,
+    /// Targets.
+    pub position: Vec<f32>,
+}
+
+/// Request of the `lease` queryable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Who asks, e.g. `teleop@laptop`.
+    pub client: String,
+    /// `teleop` (pre-empts `policy`) or `policy` (pre-empts `script`) or `script`.
+    pub priority: String,
+    /// Give the lease back instead (the token).
+    #[serde(default)]
+    pub release: Option<u64>,
+}
+
+/// Reply of the `lease` queryable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseReply {
+    /// Schema version.
+    pub v: u32,
+    /// Granted (or released).
+    pub granted: bool,
+    /// The token to put in commands.
+    pub token: u64,
+    /// Who holds the lease now.
+    pub holder: Option<String>,
+    /// Why not, when not granted.
+    pub reason: Option<String>,
+}
+
+/// Request of the `goto` queryable: joint goals reached in `duration` s with a minimum-jerk
+/// profile; the reply comes when the motion ends (or is cancelled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GotoRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Lease token.
+    pub lease: u64,
+    /// Joint names.
+    pub names: Vec<String>,
+    /// Goals.
+    pub position: Vec<f32>,
+    /// Duration (s), 0.05..=60.
+    pub duration: f32,
+}
+
+/// Reply of `goto`, `cancel` and `estop`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandReply {
+    /// Schema version.
+    pub v: u32,
+    /// `ok`, `clamped` (goals moved into the joint limits), `cancelled`, `rejected`.
+    pub status: String,
+    /// Why, when not `ok`.
+    pub reason: Option<String>,
+}
+
+/// Request of the `estop` queryable (no lease needed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EstopRequest {
+    /// Schema version.
+    pub v: u32,
+    /// true: stop (torque off, latched); false: clear (hold where the robot is, torque on).
+    pub engage: bool,
+}
+
+/// Reply of the daemon's `info` queryable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// Schema version.
+    pub v: u32,
+    /// Robot name.
+    pub robot: String,
+    /// Backend.
+    pub backend: String,
+    /// Control rate (Hz).
+    pub rate_hz: f64,
+    /// Joints with limits.
+    pub joints: Vec<JointInfo>,
+    /// Chains: (name, joints).
+    pub chains: Vec<(String, Vec<String>)>,
+}
+
+versioned!(
+    RobotState,
+    JointTargets,
+    LeaseRequest,
+    LeaseReply,
+    GotoRequest,
+    CommandReply,
+    EstopRequest,
+    DaemonInfo
+);
+
 versioned!(
     JointState,
     JointCommand,
@@ -378,6 +563,7 @@ mod tests {
             v: 1,
             names: names.iter().map(|s| s.to_string()).collect(),
             position: pos.to_vec(),
+            torque: None,
         };
         assert_eq!(c(&["b"], &[0.3]).validate(&known).unwrap(), vec![1]);
         assert!(c(&["b", "a"], &[0.3]).validate(&known).is_err());

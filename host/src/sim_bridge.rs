@@ -329,7 +329,11 @@ impl Runner {
     fn handle(&mut self, m: Msg) -> anyhow::Result<()> {
         match m {
             Msg::Command(c) => match c.validate(self.world.joint_names()) {
-                Ok(idx) => match self.world.set_targets_at(&idx, &c.position) {
+                Ok(idx) => match self.world.set_targets_at(&idx, &c.position).map(|_| {
+                    if let Some(on) = c.torque {
+                        self.world.physics_mut().set_compliant(!on);
+                    }
+                }) {
                     Ok(()) => {
                         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     }

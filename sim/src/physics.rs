@@ -172,6 +172,7 @@ pub struct RobotPhysics {
     link_parent: Vec<Option<(usize, Pose)>>,
     visuals: Vec<LinkVisual>,
     table: Option<([f32; 3], [f32; 3])>,
+    compliant: bool,
     world: PhysicsWorld,
     joints: Vec<SimJoint>,
     actuated: Vec<usize>,
@@ -418,6 +419,7 @@ impl RobotPhysics {
             link_parent,
             visuals,
             table: None,
+            compliant: false,
             world,
             joints,
             actuated,
@@ -565,7 +567,7 @@ impl RobotPhysics {
                         .data
                         .set_motor_model(j.axis, MotorModel::AccelerationBased)
                         .set_motor_position(j.axis, target, j.gains.stiffness, j.gains.damping)
-                        .set_motor_max_force(j.axis, j.effort);
+                        .set_motor_max_force(j.axis, if self.compliant { 0.0 } else { j.effort });
                 }
             }
         }
@@ -657,6 +659,19 @@ impl RobotPhysics {
         }
         self.last_q = self.positions();
         self.velocity.iter_mut().for_each(|v| *v = 0.0);
+    }
+
+    /// Compliant (torque off: the motors exert nothing, the robot falls under gravity) or not.
+    pub fn set_compliant(&mut self, compliant: bool) {
+        if self.compliant != compliant {
+            self.compliant = compliant;
+            self.apply_motors();
+        }
+    }
+
+    /// Whether the motors are off.
+    pub fn is_compliant(&self) -> bool {
+        self.compliant
     }
 
     /// Lower and upper limits of the actuated joints.

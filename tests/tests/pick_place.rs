@@ -9,26 +9,14 @@ use reachy_host::model::{RobotModel, REACHY_URDF};
 use reachy_host::pick_place::{self, PickPlace};
 use reachy_sim::world::{World, WorldConfig};
 
-/// A free spot on the same side as `obj`, within easy reach, at least 9 cm from every object
-/// (itself included: the cube must really move).
 fn free_spot(world: &World, obj: &str) -> Option<[f32; 2]> {
-    let poses = world.physics().object_poses();
-    let me = poses.iter().find(|p| p.0 == obj).unwrap().1;
-    let side = if me[1] < 0.0 { -1.0 } else { 1.0 };
-    let mut best = ([0.4, side * 0.2], 0.0f32);
-    for ix in 0..5 {
-        for iy in 0..6 {
-            let c = [0.44 + 0.02 * ix as f32, side * (0.10 + 0.04 * iy as f32)];
-            let d = poses
-                .iter()
-                .map(|(_, p, _)| (p[0] - c[0]).hypot(p[1] - c[1]))
-                .fold(f32::MAX, f32::min);
-            if d > best.1 {
-                best = (c, d);
-            }
-        }
-    }
-    (best.1 > 0.09).then_some(best.0)
+    let objects: Vec<(String, [f32; 3])> = world
+        .physics()
+        .object_poses()
+        .into_iter()
+        .map(|(n, p, _)| (n, p))
+        .collect();
+    pick_place::free_spot(&objects, obj)
 }
 
 /// Prints contacts while the script runs (REACHY_CONTACTS=1), for diagnosing grasps.

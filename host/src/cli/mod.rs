@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 pub mod bus;
+pub mod daemon;
 pub mod firmware;
 pub mod kin;
 pub mod policy;
@@ -41,6 +42,12 @@ pub enum Command {
     /// The simulated robot on zenoh (physics, cameras, lock-step or real time), and simulated
     /// servos on a pseudo-terminal (`reachy sim servos`).
     Sim(sim::SimArgs),
+    /// The robot behind one zenoh API (state, joint targets, goto, leases, e-stop), on the
+    /// simulator backend.
+    Daemon(daemon::DaemonArgs),
+    /// Sim + daemon in this process and a scripted pick-and-place through the API; exit 0 only
+    /// if the cube ends where it was meant to.
+    Demo(daemon::DemoArgs),
     /// The firmware core as a host process (link on a pty, servo buses on serial ports).
     #[command(subcommand)]
     Firmware(firmware::FirmwareCommand),
@@ -74,6 +81,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => crate::model::REACHY_URDF.to_string(),
             };
             sim::run(&urdf, args).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Daemon(args) => {
+            let model = match &cli.urdf {
+                Some(p) => crate::model::RobotModel::from_urdf_file(p)?,
+                None => crate::model::RobotModel::reachy()?,
+            };
+            daemon::run_daemon(model, args).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let (urdf, model) = match &cli.urdf {
+                Some(p) => (
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                    crate::model::RobotModel::from_urdf_file(p)?,
+                ),
+                None => (
+                    crate::model::REACHY_URDF.to_string(),
+                    crate::model::RobotModel::reachy()?,
+                ),
+            };
+            let ok = daemon::run_demo(&urdf, model, args)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Policy(cmd) => policy::run(cmd).map(|_| ExitCode::SUCCESS),

@@ -1,0 +1,769 @@
+//! `reachy daemon`: the robot behind one zenoh API (`reachy/<robot>/…`, see
+//! `docs/zenoh-api.md`), whatever the backend.
+//!
+//! A tokio task ticks at the control rate: it reads the backend, moves the targets towards what
+//! the lease holder asked (streaming joint targets or a minimum-jerk `goto`) within the joint
+//! position and velocity limits, writes them, and publishes [`schema::RobotState`] with the TCP
+//! poses. Zenoh callbacks only decode and forward into the task's channel: malformed or
+//! non-finite commands, and commands without the lease, are rejected and counted.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use zenoh::Wait;
+
+use crate::kinematics::{JointVec, MAX_DOF};
+use crate::model::RobotModel;
+use crate::schema::{self, keys, ROBOT_SCHEMA_VERSION as V};
+
+/// Measured joint state from a backend.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Positions.
+    pub position: Vec<f32>,
+    /// Velocities.
+    pub velocity: Vec<f32>,
+    /// Efforts.
+    pub effort: Vec<f32>,
+    /// When it was received.
+    pub at: Instant,
+}
+
+/// Where the joints really are and where the targets go: the simulator or the firmware.
+pub trait Backend: Send {
+    /// `sim` or `serial`.
+    fn name(&self) -> &'static str;
+    /// Joints, in the order of every vector.
+    fn joint_names(&self) -> Vec<String>;
+    /// The latest measured state, if any arrived.
+    fn read(&mut self) -> Option<Measured>;
+    /// Send targets; `torque == false` makes the joints compliant.
+    fn write(&mut self, targets: &[f32], torque: bool) -> anyhow::Result<()>;
+}
+
+/// The simulator (`reachy sim`, or an in-process bridge) as a backend, over zenoh.
+pub struct SimBackend {
+    names: Vec<String>,
+    latest: Arc<Mutex<Option<Measured>>>,
+    publisher: zenoh::pubsub::Publisher<'static>,
+    _sub: zenoh::pubsub::Subscriber<()>,
+}
+
+impl SimBackend {
+    /// Find the sim of `robot` on `session` (waiting up to `timeout` for its `info`).
+    pub fn connect(
+        session: &zenoh::Session,
+        robot: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let t0 = Instant::now();
+        let info: schema::SimInfo = loop {
+            let replies = session
+                .get(keys::sim_query(robot, "info"))
+                .timeout(Duration::from_secs(1))
+                .wait()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let got = replies
+                .recv()
+                .ok()
+                .and_then(|r| r.result().ok().map(|s| s.payload().to_bytes().into_owned()));
+            if let Some(b) = got {
+                break schema::decode_sim(&b).context("the sim's info")?;
+            }
+            anyhow::ensure!(
+                t0.elapsed() < timeout,
+                "no sim answers on {} (start `reachy sim`, or pass --connect)",
+                keys::sim_query(robot, "info")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let names: Vec<String> = info.joints.iter().map(|j| j.name.clone()).collect();
+        let latest = Arc::new(Mutex::new(None));
+        let sub = {
+            let latest = latest.clone();
+            session
+                .declare_subscriber(keys::sim_joint_state(robot))
+                .callback(move |s| {
+                    if let Ok(js) =
+                        schema::decode_sim::<schema::JointState>(&s.payload().to_bytes())
+                    {
+                        if let Ok(mut l) = latest.lock() {
+                            *l = Some(Measured {
+                                position: js.position,
+                                velocity: js.velocity,
+                                effort: js.effort,
+                                at: Instant::now(),
+                            });
+                        }
+                    }
+                })
+                .wait()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        let publisher = session
+            .declare_publisher(keys::sim_joint_command(robot))
+            .wait()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self {
+            names,
+            latest,
+            publisher,
+            _sub: sub,
+        })
+    }
+}
+
+impl Backend for SimBackend {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+    fn joint_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+    fn read(&mut self) -> Option<Measured> {
+        self.latest.lock().ok().and_then(|l| l.clone())
+    }
+    fn write(&mut self, targets: &[f32], torque: bool) -> anyhow::Result<()> {
+        let cmd = schema::JointCommand {
+            v: schema::SIM_SCHEMA_VERSION,
+            names: self.names.clone(),
+            position: targets.to_vec(),
+            torque: Some(torque),
+        };
+        self.publisher
+            .put(schema::encode(&cmd))
+            .wait()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// Daemon settings.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Robot name (key segment).
+    pub robot: String,
+    /// Control rate (Hz).
+    pub rate_hz: f64,
+    /// Streaming targets older than this hold the robot where it is (s).
+    pub stream_timeout: f64,
+    /// A lease without commands for this long lapses (s).
+    pub lease_timeout: f64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            robot: "reachy".into(),
+            rate_hz: 100.0,
+            stream_timeout: 0.5,
+            lease_timeout: 2.0,
+        }
+    }
+}
+
+enum Msg {
+    Targets(schema::JointTargets),
+    Query(&'static str, zenoh::query::Query),
+}
+
+struct Lease {
+    client: String,
+    rank: u8,
+    token: u64,
+    last: Instant,
+}
+
+struct Goto {
+    idx: Vec<usize>,
+    from: Vec<f32>,
+    to: Vec<f32>,
+    start: Instant,
+    duration: f64,
+    clamped: bool,
+    query: zenoh::query::Query,
+}
+
+/// A running daemon; dropping it stops it.
+pub struct Daemon {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    /// Rejected commands so far.
+    pub rejected: Arc<AtomicU64>,
+}
+
+impl Daemon {
+    /// Serve `backend` under `reachy/<robot>/…` on `session`.
+    pub fn spawn(
+        session: zenoh::Session,
+        model: RobotModel,
+        backend: Box<dyn Backend>,
+        cfg: DaemonConfig,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            cfg.rate_hz >= 1.0 && cfg.rate_hz <= 1000.0,
+            "rate must be within 1..=1000 Hz"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let rejected = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
+        let robot = cfg.robot.clone();
+        let sub = {
+            let tx = tx.clone();
+            let rejected = rejected.clone();
+            session
+                .declare_subscriber(keys::joint_targets(&robot))
+                .callback(move |s| {
+                    match schema::decode_robot::<schema::JointTargets>(&s.payload().to_bytes()) {
+                        Ok(t) => {
+                            let _ = tx.send(Msg::Targets(t));
+                        }
+                        Err(e) => reject(&rejected, &format!("joint targets: {e}")),
+                    }
+                })
+                .wait()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        let mut queryables = Vec::new();
+        for name in ["lease", "goto", "cancel", "estop", "info"] {
+            let tx = tx.clone();
+            queryables.push(
+                session
+                    .declare_queryable(keys::daemon_query(&robot, name))
+                    .callback(move |q| {
+                        let _ = tx.send(Msg::Query(name, q));
+                    })
+                    .wait()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+        }
+        drop(tx);
+        let state_pub = session
+            .declare_publisher(keys::state(&robot))
+            .wait()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let names = backend.joint_names();
+        let limits: Vec<(f32, f32, f32)> = names
+            .iter()
+            .map(|n| {
+                model
+                    .joints
+                    .iter()
+                    .find(|j| &j.name == n)
+                    .map(|j| (j.lower as f32, j.upper as f32, j.velocity as f32))
+                    .unwrap_or((f32::NEG_INFINITY, f32::INFINITY, 1.0))
+            })
+            .collect();
+        let thread = {
+            let stop = stop.clone();
+            let rejected = rejected.clone();
+            std::thread::Builder::new()
+                .name("daemon".into())
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .context("tokio runtime")?;
+                    let mut d = Loop {
+                        cfg,
+                        model,
+                        backend,
+                        names,
+                        limits,
+                        sent: Vec::new(),
+                        desired: Vec::new(),
+                        goto: None,
+                        lease: None,
+                        estop: false,
+                        torque: true,
+                        last_stream: None,
+                        rejected,
+                        seq: 0,
+                        t0: Instant::now(),
+                        next_token: 0x5eed_0000 ^ (std::process::id() as u64) << 20,
+                        state_pub,
+                    };
+                    let r = rt.block_on(d.run(rx, &stop));
+                    drop(sub);
+                    drop(queryables);
+                    r
+                })
+                .context("spawning the daemon thread")?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            rejected,
+        })
+    }
+
+    /// Stop and wait.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| anyhow::anyhow!("daemon panicked"))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the daemon's thread ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn reject(counter: &AtomicU64, why: &str) {
+    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    if n <= 10 || n.is_multiple_of(1000) {
+        tracing::warn!("rejected command #{n}: {why}");
+    }
+}
+
+fn rank(priority: &str) -> Option<u8> {
+    match priority {
+        "script" => Some(0),
+        "policy" => Some(1),
+        "teleop" => Some(2),
+        _ => None,
+    }
+}
+
+struct Loop {
+    cfg: DaemonConfig,
+    model: RobotModel,
+    backend: Box<dyn Backend>,
+    names: Vec<String>,
+    limits: Vec<(f32, f32, f32)>,
+    sent: Vec<f32>,
+    desired: Vec<f32>,
+    goto: Option<Goto>,
+    lease: Option<Lease>,
+    estop: bool,
+    torque: bool,
+    last_stream: Option<Instant>,
+    rejected: Arc<AtomicU64>,
+    seq: u64,
+    t0: Instant,
+    next_token: u64,
+    state_pub: zenoh::pubsub::Publisher<'static>,
+}
+
+fn min_jerk(s: f64) -> f64 {
+    let s = s.clamp(0.0, 1.0);
+    s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
+}
+
+impl Loop {
+    async fn run(
+        &mut self,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.cfg.rate_hz));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while !stop.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = tick.tick() => self.tick()?,
+                m = rx.recv() => match m {
+                    Some(m) => self.handle(m),
+                    None => break,
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn index(&self, names: &[String], values: &[f32]) -> Result<Vec<usize>, String> {
+        if names.len() != values.len() {
+            return Err(format!("{} names, {} values", names.len(), values.len()));
+        }
+        names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| {
+                if !v.is_finite() {
+                    return Err(format!("{n}: {v} is not finite"));
+                }
+                self.names
+                    .iter()
+                    .position(|k| k == n)
+                    .ok_or_else(|| format!("unknown joint `{n}`"))
+            })
+            .collect()
+    }
+
+    fn check_lease(&mut self, token: u64) -> Result<(), String> {
+        match &mut self.lease {
+            Some(l) if l.token == token => {
+                l.last = Instant::now();
+                Ok(())
+            }
+            Some(l) => Err(format!("the lease is held by {}", l.client)),
+            None => Err("no lease: ask `lease` first".into()),
+        }
+    }
+
+    fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::Targets(t) => {
+                let r = self
+                    .check_lease(t.lease)
+                    .and_then(|_| self.index(&t.names, &t.position));
+                match r {
+                    Ok(idx) if !self.desired.is_empty() && !self.estop => {
+                        for (&i, &v) in idx.iter().zip(&t.position) {
+                            let (lo, hi, _) = self.limits[i];
+                            self.desired[i] = v.clamp(lo, hi);
+                        }
+                        // streaming takes over from a goto on the same joints
+                        if let Some(g) = &self.goto {
+                            if g.idx.iter().any(|i| idx.contains(i)) {
+                                let g = self.goto.take().expect("checked");
+                                reply(&g.query, "cancelled", Some("streaming targets took over"));
+                            }
+                        }
+                        self.last_stream = Some(Instant::now());
+                    }
+                    Ok(_) => reject(
+                        &self.rejected,
+                        "joint targets while e-stopped or before the first state",
+                    ),
+                    Err(e) => reject(&self.rejected, &format!("joint targets: {e}")),
+                }
+            }
+            Msg::Query(name, q) => self.answer(name, q),
+        }
+    }
+
+    fn answer(&mut self, name: &str, q: zenoh::query::Query) {
+        let payload = q
+            .payload()
+            .map(|p| p.to_bytes().into_owned())
+            .unwrap_or_default();
+        match name {
+            "info" => {
+                let info = schema::DaemonInfo {
+                    v: V,
+                    robot: self.cfg.robot.clone(),
+                    backend: self.backend.name().into(),
+                    rate_hz: self.cfg.rate_hz,
+                    joints: self
+                        .names
+                        .iter()
+                        .zip(&self.limits)
+                        .map(|(n, l)| schema::JointInfo {
+                            name: n.clone(),
+                            lower: l.0,
+                            upper: l.1,
+                        })
+                        .collect(),
+                    chains: self
+                        .model
+                        .chains
+                        .iter()
+                        .map(|c| (c.name().to_string(), c.joint_names().to_vec()))
+                        .collect(),
+                };
+                let _ = q.reply(q.key_expr().clone(), schema::encode(&info)).wait();
+            }
+            "lease" => {
+                let r = match schema::decode_robot::<schema::LeaseRequest>(&payload) {
+                    Ok(r) => self.lease_request(r),
+                    Err(e) => {
+                        reject(&self.rejected, &format!("lease: {e}"));
+                        schema::LeaseReply {
+                            v: V,
+                            granted: false,
+                            token: 0,
+                            holder: self.lease.as_ref().map(|l| l.client.clone()),
+                            reason: Some(e.to_string()),
+                        }
+                    }
+                };
+                let _ = q.reply(q.key_expr().clone(), schema::encode(&r)).wait();
+            }
+            "estop" => match schema::decode_robot::<schema::EstopRequest>(&payload) {
+                Ok(r) => {
+                    self.estop = r.engage;
+                    if let Some(g) = self.goto.take() {
+                        reply(&g.query, "cancelled", Some("e-stop"));
+                    }
+                    if !r.engage {
+                        // clear: hold where the robot is
+                        self.desired = self.sent.clone();
+                    }
+                    reply(&q, "ok", None);
+                }
+                Err(e) => {
+                    reject(&self.rejected, &format!("estop: {e}"));
+                    reply(&q, "rejected", Some(&e.to_string()));
+                }
+            },
+            "cancel" => {
+                if let Some(g) = self.goto.take() {
+                    self.desired = self.sent.clone();
+                    reply(&g.query, "cancelled", Some("cancelled by a client"));
+                    reply(&q, "ok", None);
+                } else {
+                    reply(&q, "ok", Some("nothing to cancel"));
+                }
+            }
+            "goto" => {
+                let r = schema::decode_robot::<schema::GotoRequest>(&payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|g| {
+                        self.check_lease(g.lease)?;
+                        if self.estop {
+                            return Err("e-stop latched".into());
+                        }
+                        if !(0.05..=60.0).contains(&g.duration) {
+                            return Err(format!(
+                                "duration {} s is not within 0.05..=60",
+                                g.duration
+                            ));
+                        }
+                        let idx = self.index(&g.names, &g.position)?;
+                        Ok((g, idx))
+                    });
+                match r {
+                    Ok((g, idx)) if !self.sent.is_empty() => {
+                        let mut clamped = false;
+                        let to: Vec<f32> = idx
+                            .iter()
+                            .zip(&g.position)
+                            .map(|(&i, &v)| {
+                                let (lo, hi, _) = self.limits[i];
+                                let c = v.clamp(lo, hi);
+                                clamped |= c != v;
+                                c
+                            })
+                            .collect();
+                        if let Some(old) = self.goto.take() {
+                            reply(&old.query, "cancelled", Some("a new goto took over"));
+                        }
+                        self.goto = Some(Goto {
+                            from: idx.iter().map(|&i| self.sent[i]).collect(),
+                            idx,
+                            to,
+                            start: Instant::now(),
+                            duration: g.duration as f64,
+                            clamped,
+                            query: q,
+                        });
+                    }
+                    Ok(_) => reply(&q, "rejected", Some("no state from the backend yet")),
+                    Err(e) => {
+                        reject(&self.rejected, &format!("goto: {e}"));
+                        reply(&q, "rejected", Some(&e));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn lease_request(&mut self, r: schema::LeaseRequest) -> schema::LeaseReply {
+        let holder = |l: &Option<Lease>| l.as_ref().map(|l| l.client.clone());
+        if let Some(token) = r.release {
+            if self.lease.as_ref().is_some_and(|l| l.token == token) {
+                self.lease = None;
+                return schema::LeaseReply {
+                    v: V,
+                    granted: true,
+                    token,
+                    holder: None,
+                    reason: None,
+                };
+            }
+            return schema::LeaseReply {
+                v: V,
+                granted: false,
+                token,
+                holder: holder(&self.lease),
+                reason: Some("not the holder's token".into()),
+            };
+        }
+        let Some(rank) = rank(&r.priority) else {
+            reject(&self.rejected, "lease: unknown priority");
+            return schema::LeaseReply {
+                v: V,
+                granted: false,
+                token: 0,
+                holder: holder(&self.lease),
+                reason: Some(format!(
+                    "priority `{}`: use teleop, policy or script",
+                    r.priority
+                )),
+            };
+        };
+        let free = match &self.lease {
+            None => true,
+            Some(l) => {
+                l.last.elapsed().as_secs_f64() > self.cfg.lease_timeout
+                    || rank > l.rank
+                    || l.client == r.client
+            }
+        };
+        if !free {
+            return schema::LeaseReply {
+                v: V,
+                granted: false,
+                token: 0,
+                holder: holder(&self.lease),
+                reason: Some("held by a client of equal or higher priority".into()),
+            };
+        }
+        self.next_token = self
+            .next_token
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let token = self.next_token;
+        self.lease = Some(Lease {
+            client: r.client.clone(),
+            rank,
+            token,
+            last: Instant::now(),
+        });
+        schema::LeaseReply {
+            v: V,
+            granted: true,
+            token,
+            holder: Some(r.client),
+            reason: None,
+        }
+    }
+
+    fn tick(&mut self) -> anyhow::Result<()> {
+        let dt = 1.0 / self.cfg.rate_hz as f32;
+        let Some(m) = self.backend.read() else {
+            return Ok(());
+        };
+        let stale = m.at.elapsed() > Duration::from_millis(200);
+        if self.sent.is_empty() {
+            self.sent = m.position.clone();
+            self.desired = m.position.clone();
+        }
+        // goto: minimum-jerk from where it started
+        if let Some(g) = &self.goto {
+            let s = g.start.elapsed().as_secs_f64() / g.duration;
+            let k = min_jerk(s) as f32;
+            for (j, &i) in g.idx.iter().enumerate() {
+                self.desired[i] = g.from[j] + (g.to[j] - g.from[j]) * k;
+            }
+            if s >= 1.0 {
+                let g = self.goto.take().expect("checked");
+                if g.clamped {
+                    reply(
+                        &g.query,
+                        "clamped",
+                        Some("goals moved into the joint limits"),
+                    );
+                } else {
+                    reply(&g.query, "ok", None);
+                }
+            }
+        }
+        // a stream that stopped holds the robot where it is
+        if let Some(t) = self.last_stream {
+            if t.elapsed().as_secs_f64() > self.cfg.stream_timeout {
+                self.desired = self.sent.clone();
+                self.last_stream = None;
+            }
+        }
+        if self.estop {
+            self.desired = m.position.clone();
+        }
+        for i in 0..self.sent.len() {
+            let (lo, hi, vmax) = self.limits[i];
+            let step = (self.desired[i] - self.sent[i]).clamp(-vmax * dt, vmax * dt);
+            self.sent[i] = (self.sent[i] + step).clamp(lo, hi);
+        }
+        if self.estop {
+            self.sent = m.position.clone();
+        }
+        self.backend.write(&self.sent, self.torque && !self.estop)?;
+        self.seq += 1;
+        self.publish(&m, stale)
+    }
+
+    fn publish(&mut self, m: &Measured, stale: bool) -> anyhow::Result<()> {
+        let mut tcp = Vec::new();
+        for c in &self.model.chains {
+            if !c.name().ends_with("_arm") {
+                continue;
+            }
+            let mut q: JointVec = [0.0; MAX_DOF];
+            let mut ok = true;
+            for (k, n) in c.joint_names().iter().enumerate() {
+                match self.names.iter().position(|x| x == n) {
+                    Some(i) => q[k] = m.position[i] as f64,
+                    None => ok = false,
+                }
+            }
+            if ok {
+                let f = c.fk(&q);
+                let qq = f.quat_xyzw();
+                tcp.push(schema::NamedPose {
+                    name: c.name().into(),
+                    pose: schema::PoseMsg {
+                        position: [f.t.x as f32, f.t.y as f32, f.t.z as f32],
+                        orientation: qq.map(|x| x as f32),
+                    },
+                });
+            }
+        }
+        let gripper = ["r_gripper", "l_gripper"]
+            .iter()
+            .filter_map(|g| {
+                let i = self.names.iter().position(|n| n == g)?;
+                let (lo, hi, _) = self.limits[i];
+                // 0 closed (lower limit) … 1 open (upper limit)
+                Some(((m.position[i] - lo) / (hi - lo)).clamp(0.0, 1.0))
+            })
+            .collect();
+        let st = schema::RobotState {
+            v: V,
+            seq: self.seq,
+            t: self.t0.elapsed().as_secs_f64(),
+            backend: self.backend.name().into(),
+            names: self.names.clone(),
+            position: m.position.clone(),
+            velocity: m.velocity.clone(),
+            effort: m.effort.clone(),
+            target: self.sent.clone(),
+            tcp,
+            gripper,
+            torque: self.torque && !self.estop,
+            estop: self.estop,
+            lease: self.lease.as_ref().map(|l| l.client.clone()),
+            moving: self.goto.is_some(),
+            stale,
+            rejected: self.rejected.load(Ordering::Relaxed),
+        };
+        self.state_pub
+            .put(schema::encode(&st))
+            .wait()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn reply(q: &zenoh::query::Query, status: &str, reason: Option<&str>) {
+    let r = schema::CommandReply {
+        v: V,
+        status: status.into(),
+        reason: reason.map(|s| s.to_string()),
+    };
+    if let Err(e) = q.reply(q.key_expr().clone(), schema::encode(&r)).wait() {
+        tracing::warn!("could not reply: {e}");
+    }
+}
