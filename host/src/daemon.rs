@@ -187,6 +187,8 @@ struct Goto {
 
 /// A running daemon; dropping it stops it.
 pub struct Daemon {
+    /// Keeps the session open as long as this runs (dropping its last handle closes it).
+    _session: zenoh::Session,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
     /// Rejected commands so far.
@@ -292,6 +294,7 @@ impl Daemon {
                 .context("spawning the daemon thread")?
         };
         Ok(Self {
+            _session: session,
             stop,
             thread: Some(thread),
             rejected,

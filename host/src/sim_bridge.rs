@@ -69,6 +69,8 @@ enum Msg {
 
 /// A running bridge; dropping it stops the thread and undeclares everything.
 pub struct SimBridge {
+    /// Keeps the session open as long as this runs (dropping its last handle closes it).
+    _session: zenoh::Session,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
     /// Counters.
@@ -175,6 +177,7 @@ impl SimBridge {
                 .context("spawning the sim thread")?
         };
         Ok(Self {
+            _session: session,
             stop,
             thread: Some(thread),
             stats,

@@ -1,0 +1,182 @@
+//! The daemon's zenoh API, in one process with the simulator: leases and their priorities,
+//! goto with honest replies, malformed and unauthorised commands rejected and counted, e-stop.
+
+use std::time::Duration;
+
+use reachy_host::daemon::{Daemon, DaemonConfig, SimBackend};
+use reachy_host::model::{RobotModel, REACHY_URDF};
+use reachy_host::schema::{self, keys, ROBOT_SCHEMA_VERSION as V};
+use reachy_host::sim_bridge::{BridgeConfig, SimBridge};
+use reachy_sim::world::{World, WorldConfig};
+use zenoh::Wait;
+
+fn get<T: serde::de::DeserializeOwned + schema::Versioned>(
+    s: &zenoh::Session,
+    key: &str,
+    payload: Vec<u8>,
+) -> T {
+    let r = s
+        .get(key)
+        .payload(payload)
+        .timeout(Duration::from_secs(10))
+        .wait()
+        .unwrap()
+        .recv()
+        .unwrap();
+    schema::decode_robot(&r.result().ok().unwrap().payload().to_bytes()).unwrap()
+}
+
+fn lease(s: &zenoh::Session, client: &str, priority: &str) -> schema::LeaseReply {
+    get(
+        s,
+        &keys::daemon_query("t", "lease"),
+        schema::encode(&schema::LeaseRequest {
+            v: V,
+            client: client.into(),
+            priority: priority.into(),
+            release: None,
+        }),
+    )
+}
+
+fn goto(s: &zenoh::Session, token: u64, joint: &str, q: f32, d: f32) -> schema::CommandReply {
+    get(
+        s,
+        &keys::daemon_query("t", "goto"),
+        schema::encode(&schema::GotoRequest {
+            v: V,
+            lease: token,
+            names: vec![joint.into()],
+            position: vec![q],
+            duration: d,
+        }),
+    )
+}
+
+fn state(s: &zenoh::Session) -> schema::RobotState {
+    let sub = s.declare_subscriber(keys::state("t")).wait().unwrap();
+    let m = sub.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    schema::decode_robot(&m.payload().to_bytes()).unwrap()
+}
+
+#[test]
+fn leases_goto_rejections_and_estop() {
+    let session = reachy_host::net::ZenohArgs::default().open().unwrap();
+    let mut cfg = WorldConfig::new(REACHY_URDF);
+    cfg.scene = None;
+    let bridge = SimBridge::spawn(
+        session.clone(),
+        World::new(cfg).unwrap(),
+        BridgeConfig {
+            robot: "t".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let backend = SimBackend::connect(&session, "t", Duration::from_secs(5)).unwrap();
+    let daemon = Daemon::spawn(
+        session.clone(),
+        RobotModel::reachy().unwrap(),
+        Box::new(backend),
+        DaemonConfig {
+            robot: "t".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // leases: policy first; a script cannot take it; teleop pre-empts
+    let policy = lease(&session, "policy@gpu", "policy");
+    assert!(policy.granted);
+    let script = lease(&session, "script", "script");
+    assert!(!script.granted);
+    assert_eq!(script.holder.as_deref(), Some("policy@gpu"));
+    let teleop = lease(&session, "teleop@vr", "teleop");
+    assert!(teleop.granted);
+    assert!(!lease(&session, "x", "boss").granted, "unknown priority");
+
+    // the policy's token no longer moves anything; the teleop's does
+    let r = goto(&session, policy.token, "neck_yaw", 0.3, 0.3);
+    assert_eq!(r.status, "rejected", "{r:?}");
+    assert!(r.reason.unwrap().contains("teleop@vr"));
+    let r = goto(&session, teleop.token, "neck_yaw", 0.4, 0.5);
+    assert_eq!(r.status, "ok", "{r:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let st = state(&session);
+    let i = st.names.iter().position(|n| n == "neck_yaw").unwrap();
+    assert!(
+        (st.position[i] - 0.4).abs() < 0.02,
+        "neck_yaw {}",
+        st.position[i]
+    );
+    assert_eq!(st.lease.as_deref(), Some("teleop@vr"));
+    assert_eq!(st.tcp.len(), 2);
+    assert_eq!(st.gripper.len(), 2);
+    assert_eq!(st.backend, "sim");
+
+    // a goal beyond the limit is clamped and says so
+    let r = goto(&session, teleop.token, "neck_pitch", 1.0, 0.3);
+    assert_eq!(r.status, "clamped", "{r:?}");
+
+    // malformed and non-finite streaming commands are rejected and counted
+    let before = daemon.rejected.load(std::sync::atomic::Ordering::Relaxed);
+    let p = session
+        .declare_publisher(keys::joint_targets("t"))
+        .wait()
+        .unwrap();
+    p.put(b"\xffgarbage".to_vec()).wait().unwrap();
+    p.put(schema::encode(&schema::JointTargets {
+        v: V,
+        lease: teleop.token,
+        names: vec!["neck_yaw".into()],
+        position: vec![f32::NAN],
+    }))
+    .wait()
+    .unwrap();
+    p.put(schema::encode(&schema::JointTargets {
+        v: V,
+        lease: policy.token,
+        names: vec!["neck_yaw".into()],
+        position: vec![0.0],
+    }))
+    .wait()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = daemon.rejected.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(after - before, 3);
+    let st = state(&session);
+    assert!(
+        (st.position[i] - 0.4).abs() < 0.02,
+        "nothing moved: {}",
+        st.position[i]
+    );
+
+    // e-stop: latched, gotos refused; clear holds where the robot is
+    let r: schema::CommandReply = get(
+        &session,
+        &keys::daemon_query("t", "estop"),
+        schema::encode(&schema::EstopRequest { v: V, engage: true }),
+    );
+    assert_eq!(r.status, "ok");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(state(&session).estop);
+    assert_eq!(
+        goto(&session, teleop.token, "neck_yaw", 0.0, 0.3).status,
+        "rejected"
+    );
+    let r: schema::CommandReply = get(
+        &session,
+        &keys::daemon_query("t", "estop"),
+        schema::encode(&schema::EstopRequest {
+            v: V,
+            engage: false,
+        }),
+    );
+    assert_eq!(r.status, "ok");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!state(&session).estop);
+
+    daemon.stop().unwrap();
+    bridge.stop().unwrap();
+}

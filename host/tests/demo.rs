@@ -1,0 +1,40 @@
+//! `reachy demo`: sim and daemon in one process, a scripted pick-and-place through the zenoh
+//! API, in real time; exit 0 only if the cube ended where it was meant to.
+
+#[test]
+fn demo_moves_the_cube_and_exits_zero() {
+    let out = std::env::temp_dir().join(format!("reachy-demo-{}", std::process::id()));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args(["demo", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("demo.json")).unwrap()).unwrap();
+    assert_eq!(summary["success"], true, "{summary}");
+    assert!(summary["error_mm"].as_f64().unwrap() < 20.0);
+    assert!(stdout.contains("lifted"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn demo_rejects_an_unknown_object() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args([
+            "demo",
+            "--object",
+            "purple_sphere",
+            "--out",
+            "/tmp/reachy-demo-bad",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("purple_sphere"));
+}
