@@ -4,24 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{free_port, run_python_json, start_reachy};
 
 #[test]
 fn python_zenoh_client_drives_the_lockstep_sim() {
@@ -29,41 +14,23 @@ fn python_zenoh_client_drives_the_lockstep_sim() {
         return;
     };
     common::python_with("cbor2", "cbor2");
-    let port = free_port();
-    let endpoint = format!("tcp/127.0.0.1:{port}");
-    let mut child = Kill(
-        Command::new(env!("CARGO_BIN_EXE_reachy"))
-            .args([
-                "sim",
-                "--lockstep",
-                "--robot",
-                "testbot",
-                "--listen",
-                &endpoint,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
+    let endpoint = format!("tcp/127.0.0.1:{}", free_port());
+    let _sim = start_reachy(
+        &[
+            "sim",
+            "--lockstep",
+            "--robot",
+            "testbot",
+            "--listen",
+            &endpoint,
+        ],
+        "sim ready",
     );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("sim ready"), "{line:?}");
-    let out = Command::new(&py)
-        .arg(common::repo_root().join("host/tests/python/sim_client.py"))
-        .args([&endpoint, "testbot"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = run_python_json(
+        &py,
+        "host/tests/python/sim_client.py",
+        &[&endpoint, "testbot"],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let r: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    eprintln!("{r}");
     assert_eq!(r["joints"], 21);
     assert_eq!(r["state_names_match"], true);
     assert_eq!(

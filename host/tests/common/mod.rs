@@ -47,3 +47,59 @@ pub fn python_with(module: &str, pip_name: &str) -> Option<PathBuf> {
     );
     Some(py)
 }
+
+/// A child process killed and reaped when dropped.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `reachy ARGS` and wait for its first stdout line to start with `ready`.
+pub fn start_reachy(args: &[&str], ready: &str) -> Kill {
+    use std::io::BufRead;
+    let mut c = Kill(
+        Command::new(env!("CARGO_BIN_EXE_reachy"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(c.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with(ready), "{args:?}: {line:?}");
+    c
+}
+
+/// Run a Python script of the repository; its last stdout line, parsed as JSON.
+pub fn run_python_json(py: &std::path::Path, script: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(py)
+        .arg(repo_root().join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(text.lines().last().unwrap_or("")).unwrap();
+    eprintln!("{v}");
+    v
+}
