@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reachy_host::daemon::{Daemon, DaemonConfig, SimBackend};
 use reachy_host::model::{RobotModel, REACHY_URDF};
 use reachy_host::net::ZenohArgs;
-use reachy_host::schema::{self, keys, ROBOT_SCHEMA_VERSION as V};
+use reachy_host::schema::{self, keys};
 use reachy_host::sim_bridge::{BridgeConfig, SimBridge};
 use reachy_sim::world::{World, WorldConfig};
 use zenoh::Wait;
