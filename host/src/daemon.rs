@@ -181,7 +181,8 @@ struct Goto {
     to: Vec<f32>,
     start: Instant,
     duration: f64,
-    clamped: bool,
+    /// Why the goal is not exactly what was asked (the reply says `clamped`).
+    clamped: Option<String>,
     query: zenoh::query::Query,
 }
 
@@ -228,7 +229,16 @@ impl Daemon {
                 .map_err(|e| anyhow::anyhow!("{e}"))?
         };
         let mut queryables = Vec::new();
-        for name in ["lease", "goto", "cancel", "estop", "info"] {
+        for name in [
+            "lease",
+            "goto",
+            "cartesian",
+            "look_at",
+            "gripper",
+            "cancel",
+            "estop",
+            "info",
+        ] {
             let tx = tx.clone();
             queryables.push(
                 session
@@ -525,53 +535,252 @@ impl Loop {
                 let r = schema::decode_robot::<schema::GotoRequest>(&payload)
                     .map_err(|e| e.to_string())
                     .and_then(|g| {
-                        self.check_lease(g.lease)?;
-                        if self.estop {
-                            return Err("e-stop latched".into());
-                        }
-                        if !(0.05..=60.0).contains(&g.duration) {
-                            return Err(format!(
-                                "duration {} s is not within 0.05..=60",
-                                g.duration
-                            ));
-                        }
+                        self.admit(g.lease, g.duration)?;
                         let idx = self.index(&g.names, &g.position)?;
                         Ok((g, idx))
                     });
                 match r {
-                    Ok((g, idx)) if !self.sent.is_empty() => {
-                        let mut clamped = false;
-                        let to: Vec<f32> = idx
-                            .iter()
-                            .zip(&g.position)
-                            .map(|(&i, &v)| {
-                                let (lo, hi, _) = self.limits[i];
-                                let c = v.clamp(lo, hi);
-                                clamped |= c != v;
-                                c
-                            })
-                            .collect();
-                        if let Some(old) = self.goto.take() {
-                            reply(&old.query, "cancelled", Some("a new goto took over"));
-                        }
-                        self.goto = Some(Goto {
-                            from: idx.iter().map(|&i| self.sent[i]).collect(),
-                            idx,
-                            to,
-                            start: Instant::now(),
-                            duration: g.duration as f64,
-                            clamped,
-                            query: q,
-                        });
-                    }
-                    Ok(_) => reply(&q, "rejected", Some("no state from the backend yet")),
+                    Ok((g, idx)) => self.start_goto(q, idx, g.position, g.duration, None),
                     Err(e) => {
                         reject(&self.rejected, &format!("goto: {e}"));
                         reply(&q, "rejected", Some(&e));
                     }
                 }
             }
+            "cartesian" => {
+                let r = schema::decode_robot::<schema::CartesianRequest>(&payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| {
+                        let d = c.duration.unwrap_or(1.0);
+                        self.admit(c.lease, d)?;
+                        if c.position
+                            .iter()
+                            .chain(c.orientation.iter().flatten())
+                            .any(|x| !x.is_finite())
+                        {
+                            return Err("non-finite pose".into());
+                        }
+                        Ok((c, d))
+                    });
+                let solved = r.and_then(|(c, d)| self.solve_cartesian(&c).map(|s| (s, d)));
+                self.solved_motion(q, "cartesian", solved);
+            }
+            "look_at" => {
+                let r = schema::decode_robot::<schema::LookAtRequest>(&payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| {
+                        let d = l.duration.unwrap_or(0.5);
+                        self.admit(l.lease, d)?;
+                        if l.point.iter().any(|x| !x.is_finite()) {
+                            return Err("non-finite point".into());
+                        }
+                        Ok((l, d))
+                    });
+                let solved = r.and_then(|(l, d)| self.solve_look_at(&l).map(|s| (s, d)));
+                self.solved_motion(q, "look_at", solved);
+            }
+            "gripper" => {
+                let r = schema::decode_robot::<schema::GripperRequest>(&payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|g| {
+                        let d = g.duration.unwrap_or(0.5);
+                        self.admit(g.lease, d)?;
+                        if !(0.0..=1.0).contains(&g.opening) {
+                            return Err(format!("opening {} is not within 0..=1", g.opening));
+                        }
+                        let name = match g.side.as_str() {
+                            "r" | "right" | "r_gripper" => "r_gripper",
+                            "l" | "left" | "l_gripper" => "l_gripper",
+                            other => return Err(format!("side `{other}`: r or l")),
+                        };
+                        let i = self
+                            .names
+                            .iter()
+                            .position(|n| n == name)
+                            .ok_or_else(|| format!("no joint {name}"))?;
+                        let (lo, hi, _) = self.limits[i];
+                        Ok((i, lo + g.opening * (hi - lo), d))
+                    });
+                match r {
+                    Ok((i, goal, d)) => self.start_goto(q, vec![i], vec![goal], d, None),
+                    Err(e) => {
+                        reject(&self.rejected, &format!("gripper: {e}"));
+                        reply(&q, "rejected", Some(&e));
+                    }
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Start a solved motion, or answer why not.
+    #[allow(clippy::type_complexity)]
+    fn solved_motion(
+        &mut self,
+        q: zenoh::query::Query,
+        what: &str,
+        solved: Result<(Result<(Vec<usize>, Vec<f32>, Option<String>), String>, f32), String>,
+    ) {
+        match solved {
+            Ok((Ok((idx, goals, note)), d)) => self.start_goto(q, idx, goals, d, note),
+            Ok((Err(why), _)) => reply(&q, "unreachable", Some(&why)),
+            Err(e) => {
+                reject(&self.rejected, &format!("{what}: {e}"));
+                reply(&q, "rejected", Some(&e));
+            }
+        }
+    }
+
+    /// Lease, e-stop and duration checks shared by every motion request.
+    fn admit(&mut self, lease: u64, duration: f32) -> Result<(), String> {
+        self.check_lease(lease)?;
+        if self.estop {
+            return Err("e-stop latched".into());
+        }
+        if !(0.05..=60.0).contains(&duration) {
+            return Err(format!("duration {duration} s is not within 0.05..=60"));
+        }
+        if self.sent.is_empty() {
+            return Err("no state from the backend yet".into());
+        }
+        Ok(())
+    }
+
+    /// Start a minimum-jerk motion of the joints `idx` to `goals` (clamped into the limits); the
+    /// query is answered when it ends.
+    fn start_goto(
+        &mut self,
+        q: zenoh::query::Query,
+        idx: Vec<usize>,
+        goals: Vec<f32>,
+        duration: f32,
+        mut note: Option<String>,
+    ) {
+        let to: Vec<f32> = idx
+            .iter()
+            .zip(&goals)
+            .map(|(&i, &v)| {
+                let (lo, hi, _) = self.limits[i];
+                let c = v.clamp(lo, hi);
+                if c != v && note.is_none() {
+                    note = Some(format!("{} moved into its joint limits", self.names[i]));
+                }
+                c
+            })
+            .collect();
+        if let Some(old) = self.goto.take() {
+            reply(&old.query, "cancelled", Some("a new motion took over"));
+        }
+        self.goto = Some(Goto {
+            from: idx.iter().map(|&i| self.sent[i]).collect(),
+            idx,
+            to,
+            start: Instant::now(),
+            duration: duration as f64,
+            clamped: note,
+            query: q,
+        });
+    }
+
+    /// The chain's joints as indices into the backend's joints, and the current targets.
+    fn chain_state(
+        &self,
+        chain: &crate::kinematics::Chain,
+    ) -> Result<(Vec<usize>, JointVec), String> {
+        let mut seed: JointVec = [0.0; MAX_DOF];
+        let mut idx = Vec::new();
+        for (k, n) in chain.joint_names().iter().enumerate() {
+            let i = self
+                .names
+                .iter()
+                .position(|x| x == n)
+                .ok_or_else(|| format!("the backend has no joint {n}"))?;
+            seed[k] = self.sent[i] as f64;
+            idx.push(i);
+        }
+        Ok((idx, seed))
+    }
+
+    /// IK for a TCP target: Ok(Ok(goal)), Ok(Err(why unreachable)), Err(why rejected).
+    #[allow(clippy::type_complexity)]
+    fn solve_cartesian(
+        &self,
+        c: &schema::CartesianRequest,
+    ) -> Result<Result<(Vec<usize>, Vec<f32>, Option<String>), String>, String> {
+        let chain = self
+            .model
+            .chain(&c.arm)
+            .map_err(|_| format!("arm `{}`: r_arm or l_arm", c.arm))?;
+        let (idx, seed) = self.chain_state(chain)?;
+        let t = nalgebra::Vector3::new(
+            c.position[0] as f64,
+            c.position[1] as f64,
+            c.position[2] as f64,
+        );
+        let target = match c.orientation {
+            Some(o) => crate::kinematics::IkTarget::Pose(crate::kinematics::Frame::from_t_quat(
+                [t.x, t.y, t.z],
+                o.map(|x| x as f64),
+            )),
+            None => crate::kinematics::IkTarget::Position(t),
+        };
+        let sol = crate::kinematics::solve(
+            chain,
+            &target,
+            &seed,
+            &crate::kinematics::IkOptions::default(),
+        );
+        let goals: Vec<f32> = (0..chain.dof()).map(|k| sol.q[k] as f32).collect();
+        if sol.ok {
+            return Ok(Ok((idx, goals, None)));
+        }
+        if sol.pos_err < 0.02 && sol.rot_err < 0.1 {
+            // close: a joint limit stops the arm just short; go there and say so
+            return Ok(Ok((
+                idx,
+                goals,
+                Some(format!(
+                    "joint limit: the TCP stops {:.1} mm / {:.3} rad from the target",
+                    sol.pos_err * 1000.0,
+                    sol.rot_err
+                )),
+            )));
+        }
+        Ok(Err(format!(
+            "out of reach: the closest the {} gets is {:.0} mm / {:.2} rad away",
+            c.arm,
+            sol.pos_err * 1000.0,
+            sol.rot_err
+        )))
+    }
+
+    /// Head look-at.
+    #[allow(clippy::type_complexity)]
+    fn solve_look_at(
+        &self,
+        l: &schema::LookAtRequest,
+    ) -> Result<Result<(Vec<usize>, Vec<f32>, Option<String>), String>, String> {
+        let chain = self.model.chain("head").map_err(|e| e.to_string())?;
+        let (idx, seed) = self.chain_state(chain)?;
+        let p = nalgebra::Vector3::new(l.point[0] as f64, l.point[1] as f64, l.point[2] as f64);
+        let sol = crate::kinematics::look_at(chain, &p, &seed, 1e-3);
+        let goals: Vec<f32> = (0..chain.dof()).map(|k| sol.q[k] as f32).collect();
+        if sol.ok {
+            Ok(Ok((idx, goals, None)))
+        } else if sol.angle_err < 0.35 {
+            Ok(Ok((
+                idx,
+                goals,
+                Some(format!(
+                    "neck limit: the camera points {:.2} rad away from the point",
+                    sol.angle_err
+                )),
+            )))
+        } else {
+            Ok(Err(format!(
+                "out of the neck's range: {:.2} rad away at best",
+                sol.angle_err
+            )))
         }
     }
 
@@ -665,14 +874,9 @@ impl Loop {
             }
             if s >= 1.0 {
                 let g = self.goto.take().expect("checked");
-                if g.clamped {
-                    reply(
-                        &g.query,
-                        "clamped",
-                        Some("goals moved into the joint limits"),
-                    );
-                } else {
-                    reply(&g.query, "ok", None);
+                match &g.clamped {
+                    Some(why) => reply(&g.query, "clamped", Some(why)),
+                    None => reply(&g.query, "ok", None),
                 }
             }
         }

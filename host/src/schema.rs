@@ -466,12 +466,64 @@ pub struct GotoRequest {
     pub duration: f32,
 }
 
-/// Reply of `goto`, `cancel` and `estop`.
+/// Request of the `cartesian` queryable: move an arm's TCP to a pose (or a position, the
+/// orientation free) in `duration` s; the IK solves it and the reply says `ok`, `clamped`
+/// (a joint limit stops it short), `unreachable` (nothing moves) or `rejected`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartesianRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Lease token.
+    pub lease: u64,
+    /// `r_arm` or `l_arm`.
+    pub arm: String,
+    /// TCP position (m, base frame).
+    pub position: [f32; 3],
+    /// TCP orientation (x, y, z, w); absent: free.
+    #[serde(default)]
+    pub orientation: Option<[f32; 4]>,
+    /// Duration (s), default 1.
+    #[serde(default)]
+    pub duration: Option<f32>,
+}
+
+/// Request of the `look_at` queryable: point the head camera at a point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookAtRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Lease token.
+    pub lease: u64,
+    /// Point (m, base frame).
+    pub point: [f32; 3],
+    /// Duration (s), default 0.5.
+    #[serde(default)]
+    pub duration: Option<f32>,
+}
+
+/// Request of the `gripper` queryable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GripperRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Lease token.
+    pub lease: u64,
+    /// `r` or `l`.
+    pub side: String,
+    /// Opening in [0, 1]: 0 closed, 1 open.
+    pub opening: f32,
+    /// Duration (s), default 0.5.
+    #[serde(default)]
+    pub duration: Option<f32>,
+}
+
+/// Reply of `goto`, `cartesian`, `look_at`, `gripper`, `cancel` and `estop`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandReply {
     /// Schema version.
     pub v: u32,
-    /// `ok`, `clamped` (goals moved into the joint limits), `cancelled`, `rejected`.
+    /// `ok`, `clamped` (goals moved into the joint limits, or a limit stops the TCP / gaze
+    /// short), `unreachable` (nothing moves), `cancelled`, `rejected`.
     pub status: String,
     /// Why, when not `ok`.
     pub reason: Option<String>,
@@ -509,6 +561,9 @@ versioned!(
     LeaseRequest,
     LeaseReply,
     GotoRequest,
+    CartesianRequest,
+    LookAtRequest,
+    GripperRequest,
     CommandReply,
     EstopRequest,
     DaemonInfo

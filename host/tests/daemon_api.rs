@@ -115,12 +115,74 @@ fn leases_goto_rejections_and_estop() {
     assert_eq!(st.gripper.len(), 2);
     assert_eq!(st.backend, "sim");
 
+    // Cartesian, look-at and gripper commands answer honestly
+    let cart = |pos: [f32; 3]| -> schema::CommandReply {
+        get(
+            &session,
+            &keys::daemon_query("t", "cartesian"),
+            schema::encode(&schema::CartesianRequest {
+                v: V,
+                lease: teleop.token,
+                arm: "r_arm".into(),
+                position: pos,
+                orientation: None,
+                duration: Some(0.5),
+            }),
+        )
+    };
+    let r = cart([0.35, -0.3, 0.9]);
+    assert_eq!(r.status, "ok", "{r:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let st = state(&session);
+    let tcp = &st
+        .tcp
+        .iter()
+        .find(|p| p.name == "r_arm")
+        .unwrap()
+        .pose
+        .position;
+    let err = ((tcp[0] - 0.35).powi(2) + (tcp[1] + 0.3).powi(2) + (tcp[2] - 0.9).powi(2)).sqrt();
+    assert!(err < 0.02, "measured TCP {tcp:?}, {err} m from the target");
+    let r = cart([2.0, 0.0, 1.0]);
+    assert_eq!(r.status, "unreachable", "{r:?}");
+    assert!(r.reason.unwrap().contains("out of reach"));
+    let r: schema::CommandReply = get(
+        &session,
+        &keys::daemon_query("t", "look_at"),
+        schema::encode(&schema::LookAtRequest {
+            v: V,
+            lease: teleop.token,
+            point: [1.0, 0.3, 1.0],
+            duration: None,
+        }),
+    );
+    assert_eq!(r.status, "ok", "{r:?}");
+    let grip = |opening: f32| -> schema::CommandReply {
+        get(
+            &session,
+            &keys::daemon_query("t", "gripper"),
+            schema::encode(&schema::GripperRequest {
+                v: V,
+                lease: teleop.token,
+                side: "l".into(),
+                opening,
+                duration: None,
+            }),
+        )
+    };
+    assert_eq!(grip(1.0).status, "ok");
+    std::thread::sleep(Duration::from_millis(300));
+    let g = state(&session).gripper;
+    assert!(g[1] > 0.8, "the left gripper opened: {g:?}");
+    assert_eq!(grip(1.5).status, "rejected");
+
     // a goal beyond the limit is clamped and says so
     let r = goto(&session, teleop.token, "neck_pitch", 1.0, 0.3);
     assert_eq!(r.status, "clamped", "{r:?}");
 
     // malformed and non-finite streaming commands are rejected and counted
     let before = daemon.rejected.load(std::sync::atomic::Ordering::Relaxed);
+    let yaw_before = state(&session).position[i];
     let p = session
         .declare_publisher(keys::joint_targets("t"))
         .wait()
@@ -147,8 +209,8 @@ fn leases_goto_rejections_and_estop() {
     assert_eq!(after - before, 3);
     let st = state(&session);
     assert!(
-        (st.position[i] - 0.4).abs() < 0.02,
-        "nothing moved: {}",
+        (st.position[i] - yaw_before).abs() < 0.01,
+        "nothing moved: {yaw_before} then {}",
         st.position[i]
     );
 
