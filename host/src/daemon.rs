@@ -139,6 +139,87 @@ impl Backend for SimBackend {
     }
 }
 
+/// The firmware (`reachy firmware run`, or the Cortex-M board) as a backend, over its host
+/// link: the joints of one servo bus (a chain), in the URDF servo map's order, as the firmware
+/// numbers them with `--bus CHAIN=PORT`. Efforts are the servos' present currents (A).
+pub struct SerialBackend {
+    link: crate::firmware_link::FirmwareLink,
+    names: Vec<String>,
+    latest: Option<Measured>,
+    torque: Option<bool>,
+}
+
+impl SerialBackend {
+    /// Open the firmware link at `path` for the joints of `bus` (e.g. `r_arm`).
+    pub fn open(path: &str, baud: u32, model: &RobotModel, bus: &str) -> anyhow::Result<Self> {
+        let names: Vec<String> = model
+            .servo_map()
+            .into_iter()
+            .filter(|a| a.bus == bus)
+            .map(|a| a.joint)
+            .collect();
+        anyhow::ensure!(
+            !names.is_empty(),
+            "no servo bus `{bus}` in the model (r_arm, l_arm, head)"
+        );
+        let link = crate::firmware_link::FirmwareLink::open(path, baud)?;
+        Ok(Self {
+            link,
+            names,
+            latest: None,
+            torque: None,
+        })
+    }
+}
+
+impl Backend for SerialBackend {
+    fn name(&self) -> &'static str {
+        "serial"
+    }
+    fn joint_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+    fn read(&mut self) -> Option<Measured> {
+        match self.link.poll() {
+            Ok(ts) => {
+                for t in ts {
+                    if let reachy_firmware::link::Telemetry::State { joints, .. } = t {
+                        if joints.len() == self.names.len() {
+                            self.latest = Some(Measured {
+                                position: joints.iter().map(|j| j.position).collect(),
+                                velocity: joints.iter().map(|j| j.velocity).collect(),
+                                effort: joints.iter().map(|j| j.current).collect(),
+                                at: Instant::now(),
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("firmware link: {e}"),
+        }
+        self.latest.clone()
+    }
+    fn write(&mut self, targets: &[f32], torque: bool) -> anyhow::Result<()> {
+        if self.torque != Some(torque) {
+            let mask = if self.names.len() >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << self.names.len()) - 1
+            };
+            self.link
+                .send(&reachy_firmware::link::Command::Torque { mask, on: torque })?;
+            self.torque = Some(torque);
+        }
+        let goals: Vec<(u8, f32)> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| (i as u8, q))
+            .collect();
+        self.link.send_goals(&goals)?;
+        Ok(())
+    }
+}
+
 /// Daemon settings.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {

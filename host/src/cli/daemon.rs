@@ -19,9 +19,20 @@ pub struct DaemonArgs {
     /// Control rate (Hz).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// Backend: `sim` (a `reachy sim` reached through the zenoh endpoints).
+    /// Backend: `sim` (a `reachy sim` reached through the zenoh endpoints) or `serial` (the
+    /// firmware's host link at --link, the joints of --bus).
     #[arg(long, default_value = "sim")]
     pub backend: String,
+    /// Serial backend: the firmware's host link (a USB serial device, or the pty of
+    /// `reachy firmware run`).
+    #[arg(long)]
+    pub link: Option<String>,
+    /// Serial backend: the servo bus the firmware drives (`r_arm`, `l_arm`, `head`).
+    #[arg(long, default_value = "r_arm")]
+    pub bus: String,
+    /// Serial backend: baud rate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub baud: u32,
     /// Zenoh endpoints.
     #[command(flatten)]
     pub zenoh: ZenohArgs,
@@ -43,18 +54,29 @@ pub struct DemoArgs {
 
 /// Run `reachy daemon` until Ctrl-C.
 pub fn run_daemon(model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
-    if a.backend != "sim" {
-        return Err(anyhow!(
-            "--backend {}: only `sim` is served by the daemon yet (the serial backend is open work)",
-            a.backend
-        ));
-    }
     let session = a.zenoh.open()?;
-    let backend = SimBackend::connect(&session, &a.robot, Duration::from_secs(10))?;
+    let backend: Box<dyn crate::daemon::Backend> = match a.backend.as_str() {
+        "sim" => Box::new(SimBackend::connect(
+            &session,
+            &a.robot,
+            Duration::from_secs(10),
+        )?),
+        "serial" => {
+            let link = a
+                .link
+                .as_deref()
+                .ok_or_else(|| anyhow!("--backend serial needs --link PATH"))?;
+            Box::new(crate::daemon::SerialBackend::open(
+                link, a.baud, &model, &a.bus,
+            )?)
+        }
+        other => return Err(anyhow!("--backend {other}: sim or serial")),
+    };
+    let backend_name = backend.name();
     let d = Daemon::spawn(
         session,
         model,
-        Box::new(backend),
+        backend,
         DaemonConfig {
             robot: a.robot.clone(),
             rate_hz: a.rate,
@@ -65,7 +87,7 @@ pub fn run_daemon(model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)).context("Ctrl-C handler")?;
     println!(
-        "daemon ready: reachy/{}/** (backend sim, {} Hz)",
+        "daemon ready: reachy/{}/** (backend {backend_name}, {} Hz)",
         a.robot, a.rate
     );
     use std::io::Write;

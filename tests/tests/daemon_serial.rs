@@ -1,0 +1,81 @@
+//! The daemon on the serial backend: `reachy daemon --backend serial` → link pty →
+//! `reachy firmware run` → bus pty → `reachy sim servos`; a client sees the same API as on the
+//! sim backend (lease, goto with its reply, state with the arm's TCP).
+
+use std::process::{Command as Proc, Stdio};
+use std::time::Duration;
+
+use reachy_e2e::{reachy_bin, spawn_sim_servos, wait_for, ChildGuard};
+use reachy_host::daemon::{Daemon, DaemonConfig, SerialBackend};
+use reachy_host::model::RobotModel;
+
+#[test]
+fn daemon_drives_the_firmware_like_the_sim() {
+    let dir = std::env::temp_dir().join(format!("reachy-dsr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (bus, linkp) = (dir.join("bus"), dir.join("link"));
+    let _servos = spawn_sim_servos(&bus, "1-8");
+    let _fw = ChildGuard(
+        Proc::new(reachy_bin())
+            .args([
+                "firmware",
+                "run",
+                "--link",
+                linkp.to_str().unwrap(),
+                "--bus",
+            ])
+            .arg(format!("r_arm={}", bus.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&linkp, 20);
+    let model = RobotModel::reachy().unwrap();
+    let backend = SerialBackend::open(linkp.to_str().unwrap(), 1_000_000, &model, "r_arm").unwrap();
+    let session = reachy_host::net::ZenohArgs::default().open().unwrap();
+    let daemon = Daemon::spawn(
+        session.clone(),
+        model,
+        Box::new(backend),
+        DaemonConfig {
+            robot: "hw".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = reachy_host::client::RobotClient::connect(
+        &session,
+        "hw",
+        "test",
+        "script",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let st = c.state().unwrap();
+    assert_eq!(st.backend, "serial");
+    assert_eq!(st.names.len(), 8, "{:?}", st.names);
+    assert_eq!(st.names[3], "r_elbow_pitch");
+    let r = c
+        .goto(
+            &["r_elbow_pitch".into(), "r_shoulder_pitch".into()],
+            &[-0.8, 0.3],
+            0.6,
+        )
+        .unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let st = c.state().unwrap();
+    assert!(
+        (st.position[3] + 0.8).abs() < 0.03,
+        "elbow {}",
+        st.position[3]
+    );
+    assert!(
+        (st.position[0] - 0.3).abs() < 0.03,
+        "shoulder {}",
+        st.position[0]
+    );
+    assert_eq!(st.tcp.len(), 1, "the r_arm's TCP only");
+    drop(c);
+    daemon.stop().unwrap();
+}
