@@ -152,3 +152,29 @@ pub fn spawn_sim_servos(link: &std::path::Path, ids: &str) -> ChildGuard {
     wait_for(link, 20);
     guard
 }
+
+/// Simulated servos (`ids`) on a bus pty and `reachy firmware run` between a link pty and that
+/// bus (`bus_spec(bus_path)`, e.g. `PATH:1-3` or `r_arm=PATH`), in a fresh directory named
+/// after `tag`. Returns both processes and the link's path, once it exists.
+pub fn spawn_firmware_on_sim_servos(
+    tag: &str,
+    ids: &str,
+    bus_spec: impl Fn(&std::path::Path) -> String,
+) -> (ChildGuard, ChildGuard, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("reachy-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (bus, link) = (dir.join("bus"), dir.join("link"));
+    let servos = spawn_sim_servos(&bus, ids);
+    let fw = ChildGuard(
+        std::process::Command::new(reachy_bin())
+            .args(["firmware", "run", "--link"])
+            .arg(&link)
+            .arg("--bus")
+            .arg(bus_spec(&bus))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning reachy firmware run"),
+    );
+    wait_for(&link, 20);
+    (servos, fw, link)
+}

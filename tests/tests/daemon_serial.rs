@@ -2,34 +2,16 @@
 //! `reachy firmware run` → bus pty → `reachy sim servos`; a client sees the same API as on the
 //! sim backend (lease, goto with its reply, state with the arm's TCP).
 
-use std::process::{Command as Proc, Stdio};
 use std::time::Duration;
 
-use reachy_e2e::{reachy_bin, spawn_sim_servos, wait_for, ChildGuard};
+use reachy_e2e::spawn_firmware_on_sim_servos;
 use reachy_host::daemon::{Daemon, DaemonConfig, SerialBackend};
 use reachy_host::model::RobotModel;
 
 #[test]
 fn daemon_drives_the_firmware_like_the_sim() {
-    let dir = std::env::temp_dir().join(format!("reachy-dsr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (bus, linkp) = (dir.join("bus"), dir.join("link"));
-    let _servos = spawn_sim_servos(&bus, "1-8");
-    let _fw = ChildGuard(
-        Proc::new(reachy_bin())
-            .args([
-                "firmware",
-                "run",
-                "--link",
-                linkp.to_str().unwrap(),
-                "--bus",
-            ])
-            .arg(format!("r_arm={}", bus.display()))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&linkp, 20);
+    let (_servos, _fw, linkp) =
+        spawn_firmware_on_sim_servos("dsr", "1-8", |bus| format!("r_arm={}", bus.display()));
     let model = RobotModel::reachy().unwrap();
     let backend = SerialBackend::open(linkp.to_str().unwrap(), 1_000_000, &model, "r_arm").unwrap();
     let session = reachy_host::net::ZenohArgs::default().open().unwrap();

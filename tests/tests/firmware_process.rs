@@ -1,10 +1,9 @@
 //! Firmware in the loop across processes and pseudo-terminals:
 //! host serial backend → link pty → `reachy firmware run` → bus pty → `reachy sim servos` and back.
 
-use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
-use reachy_e2e::{reachy_bin, spawn_sim_servos, wait_for, ChildGuard};
+use reachy_e2e::spawn_firmware_on_sim_servos;
 use reachy_firmware::link::{
     joint_flags, state_flags, Command, JointState, SafetyConfig, Telemetry,
 };
@@ -29,25 +28,8 @@ fn stream(link: &mut FirmwareLink, goals: &[(u8, f32)], ms: u64) {
 
 #[test]
 fn serial_backend_drives_simulated_servos_through_the_firmware() {
-    let dir = std::env::temp_dir().join(format!("reachy-fw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (bus, linkp) = (dir.join("bus"), dir.join("link"));
-    let _servos = spawn_sim_servos(&bus, "1-3");
-    let _fw = ChildGuard(
-        Proc::new(reachy_bin())
-            .args([
-                "firmware",
-                "run",
-                "--link",
-                linkp.to_str().unwrap(),
-                "--bus",
-            ])
-            .arg(format!("{}:1-3", bus.display()))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&linkp, 20);
+    let (_servos, _fw, linkp) =
+        spawn_firmware_on_sim_servos("fw", "1-3", |bus| format!("{}:1-3", bus.display()));
     let mut link = FirmwareLink::open(linkp.to_str().unwrap(), 1_000_000).unwrap();
     link.send(&Command::Safety(SafetyConfig {
         hold_after_ms: 150,
@@ -129,5 +111,7 @@ fn serial_backend_drives_simulated_servos_through_the_firmware() {
     assert_eq!(flags & state_flags::ESTOP, 0);
     assert!((j[0].position - 0.4).abs() < 0.02, "{}", j[0].position);
     assert_eq!(link.errors(), 0);
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(dir) = linkp.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
