@@ -145,13 +145,22 @@ impl Backend for SimBackend {
 pub struct SerialBackend {
     link: crate::firmware_link::FirmwareLink,
     names: Vec<String>,
+    /// (direction, offset) per joint: joint = direction * servo + offset.
+    mounts: Vec<(f32, f32)>,
     latest: Option<Measured>,
     torque: Option<bool>,
 }
 
 impl SerialBackend {
-    /// Open the firmware link at `path` for the joints of `bus` (e.g. `r_arm`).
-    pub fn open(path: &str, baud: u32, model: &RobotModel, bus: &str) -> anyhow::Result<Self> {
+    /// Open the firmware link at `path` for the joints of `bus` (e.g. `r_arm`), servos mounted
+    /// as `mounts` says (joints not listed: direction 1, offset 0).
+    pub fn open(
+        path: &str,
+        baud: u32,
+        model: &RobotModel,
+        bus: &str,
+        mounts: &std::collections::BTreeMap<String, crate::config::ServoMount>,
+    ) -> anyhow::Result<Self> {
         let names: Vec<String> = model
             .servo_map()
             .into_iter()
@@ -163,8 +172,17 @@ impl SerialBackend {
             "no servo bus `{bus}` in the model (r_arm, l_arm, head)"
         );
         let link = crate::firmware_link::FirmwareLink::open(path, baud)?;
+        let mounts = names
+            .iter()
+            .map(|n| {
+                mounts
+                    .get(n)
+                    .map_or((1.0, 0.0), |m| (m.direction as f32, m.offset))
+            })
+            .collect();
         Ok(Self {
             link,
+            mounts,
             names,
             latest: None,
             torque: None,
@@ -186,8 +204,16 @@ impl Backend for SerialBackend {
                     if let reachy_firmware::link::Telemetry::State { joints, .. } = t {
                         if joints.len() == self.names.len() {
                             self.latest = Some(Measured {
-                                position: joints.iter().map(|j| j.position).collect(),
-                                velocity: joints.iter().map(|j| j.velocity).collect(),
+                                position: joints
+                                    .iter()
+                                    .zip(&self.mounts)
+                                    .map(|(j, (d, o))| d * j.position + o)
+                                    .collect(),
+                                velocity: joints
+                                    .iter()
+                                    .zip(&self.mounts)
+                                    .map(|(j, (d, _))| d * j.velocity)
+                                    .collect(),
                                 effort: joints.iter().map(|j| j.current).collect(),
                                 at: Instant::now(),
                             });
@@ -213,7 +239,8 @@ impl Backend for SerialBackend {
         let goals: Vec<(u8, f32)> = targets
             .iter()
             .enumerate()
-            .map(|(i, &q)| (i as u8, q))
+            .zip(&self.mounts)
+            .map(|((i, &q), (d, o))| (i as u8, (q - o) * d))
             .collect();
         self.link.send_goals(&goals)?;
         Ok(())
@@ -231,6 +258,21 @@ pub struct DaemonConfig {
     pub stream_timeout: f64,
     /// A lease without commands for this long lapses (s).
     pub lease_timeout: f64,
+    /// Per-joint limits tighter than the URDF's.
+    pub limits: std::collections::BTreeMap<String, crate::config::LimitOverride>,
+}
+
+impl DaemonConfig {
+    /// From the TOML configuration.
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            robot: c.robot.clone(),
+            rate_hz: c.rate_hz,
+            stream_timeout: c.stream_timeout_s,
+            lease_timeout: c.lease_timeout_s,
+            limits: c.limits.clone(),
+        }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -240,6 +282,7 @@ impl Default for DaemonConfig {
             rate_hz: 100.0,
             stream_timeout: 0.5,
             lease_timeout: 2.0,
+            limits: Default::default(),
         }
     }
 }
@@ -345,6 +388,15 @@ impl Daemon {
                     .iter()
                     .find(|j| &j.name == n)
                     .map(|j| (j.lower as f32, j.upper as f32, j.velocity as f32))
+                    .map(|(lo, hi, v)| match cfg.limits.get(n) {
+                        // the tighter of the URDF and the configuration
+                        Some(o) => (
+                            o.lower.map_or(lo, |x| x.max(lo)),
+                            o.upper.map_or(hi, |x| x.min(hi)),
+                            o.velocity.map_or(v, |x| x.min(v)),
+                        ),
+                        None => (lo, hi, v),
+                    })
                     .unwrap_or((f32::NEG_INFINITY, f32::INFINITY, 1.0))
             })
             .collect();

@@ -11,11 +11,13 @@
 //! - [`sim_bridge`]: the simulator on zenoh.
 //! - [`daemon`]: `reachy daemon`, the robot behind one zenoh API, with its backends.
 //! - [`client`]: a client of the daemon's API (lease, state, targets, goto).
+//! - [`config`]: the daemon's TOML configuration (`config/reachy.toml`).
 //! - [`cli`]: the subcommands of `reachy`.
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod daemon;
 pub mod firmware_link;
 pub mod kinematics;

@@ -59,32 +59,57 @@ fn state(s: &zenoh::Session) -> schema::RobotState {
     schema::decode_robot(&m.payload().to_bytes()).unwrap()
 }
 
-#[test]
-fn leases_goto_rejections_and_estop() {
+/// The sim (no scene) and a daemon with `cfg` on one in-process session, warmed up.
+fn start(cfg: DaemonConfig) -> (zenoh::Session, SimBridge, Daemon) {
     let session = reachy_host::net::ZenohArgs::default().open().unwrap();
-    let mut cfg = WorldConfig::new(REACHY_URDF);
-    cfg.scene = None;
+    let mut world = WorldConfig::new(REACHY_URDF);
+    world.scene = None;
     let bridge = SimBridge::spawn(
         session.clone(),
-        World::new(cfg).unwrap(),
+        World::new(world).unwrap(),
         BridgeConfig {
-            robot: "t".into(),
+            robot: cfg.robot.clone(),
             ..Default::default()
         },
     )
     .unwrap();
-    let backend = SimBackend::connect(&session, "t", Duration::from_secs(5)).unwrap();
+    let backend = SimBackend::connect(&session, &cfg.robot, Duration::from_secs(5)).unwrap();
     let daemon = Daemon::spawn(
         session.clone(),
         RobotModel::reachy().unwrap(),
         Box::new(backend),
-        DaemonConfig {
-            robot: "t".into(),
-            ..Default::default()
-        },
+        cfg,
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    (session, bridge, daemon)
+}
+
+#[test]
+fn configured_limits_tighten_the_urdf() {
+    let conf = reachy_host::config::Config::parse(
+        "robot = \"t\"\n[limits]\nneck_yaw = { upper = 0.5 }\n",
+        "test",
+    )
+    .unwrap();
+    let (session, bridge, daemon) = start(DaemonConfig::from_config(&conf));
+    let l = lease(&session, "c", "script");
+    let r = goto(&session, l.token, "neck_yaw", 0.8, 0.3);
+    assert_eq!(r.status, "clamped", "{r:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let st = state(&session);
+    let i = st.names.iter().position(|n| n == "neck_yaw").unwrap();
+    assert!((st.position[i] - 0.5).abs() < 0.02, "{}", st.position[i]);
+    daemon.stop().unwrap();
+    bridge.stop().unwrap();
+}
+
+#[test]
+fn leases_goto_rejections_and_estop() {
+    let (session, bridge, daemon) = start(DaemonConfig {
+        robot: "t".into(),
+        ..Default::default()
+    });
 
     // leases: policy first; a script cannot take it; teleop pre-empts
     let policy = lease(&session, "policy@gpu", "policy");

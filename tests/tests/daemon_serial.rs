@@ -13,7 +13,23 @@ fn daemon_drives_the_firmware_like_the_sim() {
     let (_servos, _fw, linkp) =
         spawn_firmware_on_sim_servos("dsr", "1-8", |bus| format!("r_arm={}", bus.display()));
     let model = RobotModel::reachy().unwrap();
-    let backend = SerialBackend::open(linkp.to_str().unwrap(), 1_000_000, &model, "r_arm").unwrap();
+    let backend = SerialBackend::open(
+        linkp.to_str().unwrap(),
+        1_000_000,
+        &model,
+        "r_arm",
+        // the elbow's servo mounted 0.2 rad off: the daemon speaks joint angles either way
+        &[(
+            "r_elbow_pitch".to_string(),
+            reachy_host::config::ServoMount {
+                offset: 0.2,
+                direction: 1,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    )
+    .unwrap();
     let session = reachy_host::net::ZenohArgs::default().open().unwrap();
     let daemon = Daemon::spawn(
         session.clone(),

@@ -13,26 +13,29 @@ use crate::net::ZenohArgs;
 /// `reachy daemon`
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
+    /// TOML configuration (default: the built-in config/reachy.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Robot name: keys are `reachy/<robot>/…`.
-    #[arg(long, default_value = "reachy")]
-    pub robot: String,
+    #[arg(long)]
+    pub robot: Option<String>,
     /// Control rate (Hz).
-    #[arg(long, default_value_t = 100.0)]
-    pub rate: f64,
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Backend: `sim` (a `reachy sim` reached through the zenoh endpoints) or `serial` (the
     /// firmware's host link at --link, the joints of --bus).
-    #[arg(long, default_value = "sim")]
-    pub backend: String,
+    #[arg(long)]
+    pub backend: Option<String>,
     /// Serial backend: the firmware's host link (a USB serial device, or the pty of
     /// `reachy firmware run`).
     #[arg(long)]
     pub link: Option<String>,
     /// Serial backend: the servo bus the firmware drives (`r_arm`, `l_arm`, `head`).
-    #[arg(long, default_value = "r_arm")]
-    pub bus: String,
+    #[arg(long)]
+    pub bus: Option<String>,
     /// Serial backend: baud rate.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub baud: u32,
+    #[arg(long)]
+    pub baud: Option<u32>,
     /// Zenoh endpoints.
     #[command(flatten)]
     pub zenoh: ZenohArgs,
@@ -54,41 +57,53 @@ pub struct DemoArgs {
 
 /// Run `reachy daemon` until Ctrl-C.
 pub fn run_daemon(model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => crate::config::Config::load(p)?,
+        None => crate::config::Config::default_config(),
+    };
+    // flags override the file
+    if let Some(v) = a.robot {
+        cfg.robot = v;
+    }
+    if let Some(v) = a.rate {
+        cfg.rate_hz = v;
+    }
+    if let Some(v) = a.backend {
+        cfg.backend = v;
+    }
+    if let Some(v) = a.link {
+        cfg.serial.link = v;
+    }
+    if let Some(v) = a.bus {
+        cfg.serial.bus = v;
+    }
+    if let Some(v) = a.baud {
+        cfg.serial.baud = v;
+    }
     let session = a.zenoh.open()?;
-    let backend: Box<dyn crate::daemon::Backend> = match a.backend.as_str() {
+    let backend: Box<dyn crate::daemon::Backend> = match cfg.backend.as_str() {
         "sim" => Box::new(SimBackend::connect(
             &session,
-            &a.robot,
+            &cfg.robot,
             Duration::from_secs(10),
         )?),
-        "serial" => {
-            let link = a
-                .link
-                .as_deref()
-                .ok_or_else(|| anyhow!("--backend serial needs --link PATH"))?;
-            Box::new(crate::daemon::SerialBackend::open(
-                link, a.baud, &model, &a.bus,
-            )?)
-        }
-        other => return Err(anyhow!("--backend {other}: sim or serial")),
+        "serial" => Box::new(crate::daemon::SerialBackend::open(
+            &cfg.serial.link,
+            cfg.serial.baud,
+            &model,
+            &cfg.serial.bus,
+            &cfg.servos,
+        )?),
+        other => return Err(anyhow!("backend `{other}`: sim or serial")),
     };
     let backend_name = backend.name();
-    let d = Daemon::spawn(
-        session,
-        model,
-        backend,
-        DaemonConfig {
-            robot: a.robot.clone(),
-            rate_hz: a.rate,
-            ..DaemonConfig::default()
-        },
-    )?;
+    let d = Daemon::spawn(session, model, backend, DaemonConfig::from_config(&cfg))?;
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)).context("Ctrl-C handler")?;
     println!(
         "daemon ready: reachy/{}/** (backend {backend_name}, {} Hz)",
-        a.robot, a.rate
+        cfg.robot, cfg.rate_hz
     );
     use std::io::Write;
     std::io::stdout().flush().ok();
