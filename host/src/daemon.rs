@@ -27,6 +27,8 @@ pub struct Measured {
     pub velocity: Vec<f32>,
     /// Efforts.
     pub effort: Vec<f32>,
+    /// Per joint: `None` when its servo is healthy, else what is wrong.
+    pub faults: Vec<Option<String>>,
     /// When it was received.
     pub at: Instant,
 }
@@ -91,6 +93,7 @@ impl SimBackend {
                     {
                         if let Ok(mut l) = latest.lock() {
                             *l = Some(Measured {
+                                faults: vec![None; js.position.len()],
                                 position: js.position,
                                 velocity: js.velocity,
                                 effort: js.effort,
@@ -215,6 +218,7 @@ impl Backend for SerialBackend {
                                     .map(|(j, (d, _))| d * j.velocity)
                                     .collect(),
                                 effort: joints.iter().map(|j| j.current).collect(),
+                                faults: joints.iter().map(servo_fault).collect(),
                                 at: Instant::now(),
                             });
                         }
@@ -245,6 +249,27 @@ impl Backend for SerialBackend {
         self.link.send_goals(&goals)?;
         Ok(())
     }
+}
+
+/// What is wrong with a servo, from the firmware's telemetry (`None`: healthy).
+pub fn servo_fault(j: &reachy_firmware::link::JointState) -> Option<String> {
+    use reachy_firmware::link::joint_flags as f;
+    let mut why = Vec::new();
+    if j.flags & f::NO_REPLY != 0 {
+        why.push("not answering".to_string());
+    }
+    if j.flags & f::SHUTDOWN != 0 {
+        why.push(format!(
+            "shut down (hardware error 0x{:02x}, {} °C)",
+            j.hardware_error, j.temperature
+        ));
+    } else if j.hardware_error != 0 {
+        why.push(format!("hardware error 0x{:02x}", j.hardware_error));
+    }
+    if j.flags & f::TORQUE_ON == 0 {
+        why.push("torque off".to_string());
+    }
+    (!why.is_empty()).then(|| why.join(", "))
 }
 
 /// Daemon settings.
@@ -1087,6 +1112,20 @@ impl Loop {
             estop: self.estop,
             lease: self.lease.as_ref().map(|l| l.client.clone()),
             moving: self.goto.is_some(),
+            // a servo that is off while torque is meant to be on is a fault; off on purpose is not
+            faults: self
+                .names
+                .iter()
+                .zip(&m.faults)
+                .filter_map(|(n, f)| {
+                    let f = f.as_ref()?;
+                    let on_purpose = (self.estop || !self.torque) && f == "torque off";
+                    (!on_purpose).then(|| schema::JointFault {
+                        joint: n.clone(),
+                        fault: f.clone(),
+                    })
+                })
+                .collect(),
             stale,
             rejected: self.rejected.load(Ordering::Relaxed),
         };

@@ -402,10 +402,22 @@ pub struct RobotState {
     pub lease: Option<String>,
     /// A goto is running.
     pub moving: bool,
+    /// Servos that are not healthy (not answering, hardware error, shut down, torque dropped):
+    /// empty when all are well.
+    pub faults: Vec<JointFault>,
     /// Backend state older than 0.2 s (the sim or the firmware stopped answering).
     pub stale: bool,
     /// Commands rejected since start (malformed, non-finite, no lease).
     pub rejected: u64,
+}
+
+/// A servo fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointFault {
+    /// Joint.
+    pub joint: String,
+    /// What is wrong, e.g. `not answering`.
+    pub fault: String,
 }
 
 /// Streaming joint targets; joints not named keep their target.

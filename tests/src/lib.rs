@@ -142,9 +142,15 @@ pub fn wait_for(path: &std::path::Path, secs: u64) {
 
 /// Start `reachy sim servos` with `ids` on a pty at `link` and wait until it is there.
 pub fn spawn_sim_servos(link: &std::path::Path, ids: &str) -> ChildGuard {
+    spawn_sim_servos_with(link, ids, &[])
+}
+
+/// [`spawn_sim_servos`] with more arguments (fault injection: `--dead 5`, `--drop-rate 0.1`).
+pub fn spawn_sim_servos_with(link: &std::path::Path, ids: &str, extra: &[&str]) -> ChildGuard {
     let child = std::process::Command::new(reachy_bin())
         .args(["sim", "servos", "--ids", ids, "--pty"])
         .arg(link)
+        .args(extra)
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawning reachy sim servos");
@@ -161,10 +167,20 @@ pub fn spawn_firmware_on_sim_servos(
     ids: &str,
     bus_spec: impl Fn(&std::path::Path) -> String,
 ) -> (ChildGuard, ChildGuard, std::path::PathBuf) {
+    spawn_firmware_on_sim_servos_with(tag, ids, &[], bus_spec)
+}
+
+/// [`spawn_firmware_on_sim_servos`] with fault-injection arguments for the servos.
+pub fn spawn_firmware_on_sim_servos_with(
+    tag: &str,
+    ids: &str,
+    servo_args: &[&str],
+    bus_spec: impl Fn(&std::path::Path) -> String,
+) -> (ChildGuard, ChildGuard, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("reachy-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (bus, link) = (dir.join("bus"), dir.join("link"));
-    let servos = spawn_sim_servos(&bus, ids);
+    let servos = spawn_sim_servos_with(&bus, ids, servo_args);
     let fw = ChildGuard(
         std::process::Command::new(reachy_bin())
             .args(["firmware", "run", "--link"])

@@ -4,51 +4,56 @@
 
 use std::time::Duration;
 
-use reachy_e2e::spawn_firmware_on_sim_servos;
+use reachy_e2e::{spawn_firmware_on_sim_servos, spawn_firmware_on_sim_servos_with};
 use reachy_host::daemon::{Daemon, DaemonConfig, SerialBackend};
 use reachy_host::model::RobotModel;
 
-#[test]
-fn daemon_drives_the_firmware_like_the_sim() {
-    let (_servos, _fw, linkp) =
-        spawn_firmware_on_sim_servos("dsr", "1-8", |bus| format!("r_arm={}", bus.display()));
+/// The daemon on the firmware at `link` (bus r_arm), and a client holding the lease.
+fn serve(
+    link: &std::path::Path,
+    robot: &str,
+    mounts: std::collections::BTreeMap<String, reachy_host::config::ServoMount>,
+) -> (Daemon, reachy_host::client::RobotClient) {
     let model = RobotModel::reachy().unwrap();
-    let backend = SerialBackend::open(
-        linkp.to_str().unwrap(),
-        1_000_000,
-        &model,
-        "r_arm",
-        // the elbow's servo mounted 0.2 rad off: the daemon speaks joint angles either way
-        &[(
-            "r_elbow_pitch".to_string(),
-            reachy_host::config::ServoMount {
-                offset: 0.2,
-                direction: 1,
-            },
-        )]
-        .into_iter()
-        .collect(),
-    )
-    .unwrap();
+    let backend =
+        SerialBackend::open(link.to_str().unwrap(), 1_000_000, &model, "r_arm", &mounts).unwrap();
     let session = reachy_host::net::ZenohArgs::default().open().unwrap();
     let daemon = Daemon::spawn(
         session.clone(),
         model,
         Box::new(backend),
         DaemonConfig {
-            robot: "hw".into(),
+            robot: robot.into(),
             ..Default::default()
         },
     )
     .unwrap();
     let c = reachy_host::client::RobotClient::connect(
         &session,
-        "hw",
+        robot,
         "test",
         "script",
         Duration::from_secs(5),
     )
     .unwrap();
+    (daemon, c)
+}
+
+#[test]
+fn daemon_drives_the_firmware_like_the_sim() {
+    let (_servos, _fw, linkp) =
+        spawn_firmware_on_sim_servos("dsr", "1-8", |bus| format!("r_arm={}", bus.display()));
+    // the elbow's servo mounted 0.2 rad off: the daemon speaks joint angles either way
+    let mounts = [(
+        "r_elbow_pitch".to_string(),
+        reachy_host::config::ServoMount {
+            offset: 0.2,
+            direction: 1,
+        },
+    )]
+    .into_iter()
+    .collect();
+    let (daemon, c) = serve(&linkp, "hw", mounts);
     let st = c.state().unwrap();
     assert_eq!(st.backend, "serial");
     assert_eq!(st.names.len(), 8, "{:?}", st.names);
@@ -74,6 +79,39 @@ fn daemon_drives_the_firmware_like_the_sim() {
         st.position[0]
     );
     assert_eq!(st.tcp.len(), 1, "the r_arm's TCP only");
+    drop(c);
+    daemon.stop().unwrap();
+}
+
+#[test]
+fn a_dead_servo_shows_in_the_state() {
+    let (_servos, _fw, linkp) =
+        spawn_firmware_on_sim_servos_with("dsd", "1-8", &["--dead", "4"], |bus| {
+            format!("r_arm={}", bus.display())
+        });
+    let (daemon, c) = serve(&linkp, "hwd", Default::default());
+    std::thread::sleep(Duration::from_millis(500));
+    let st = c.state().unwrap();
+    let f: Vec<_> = st
+        .faults
+        .iter()
+        .map(|f| (f.joint.as_str(), f.fault.as_str()))
+        .collect();
+    assert!(
+        f.iter()
+            .any(|(j, why)| *j == "r_elbow_pitch" && why.contains("not answering")),
+        "servo 4 (r_elbow_pitch) is dead: {f:?}"
+    );
+    assert!(
+        f.iter()
+            .all(|(j, why)| *j == "r_elbow_pitch" || !why.contains("not answering")),
+        "only that one is silent: {f:?}"
+    );
+    // with a servo missing, the bus never reaches torque on: reported, not hidden
+    assert!(
+        st.faults.len() > 1 || st.faults[0].fault.contains("torque off"),
+        "{f:?}"
+    );
     drop(c);
     daemon.stop().unwrap();
 }
