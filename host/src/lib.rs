@@ -12,6 +12,7 @@
 //! - [`daemon`]: `reachy daemon`, the robot behind one zenoh API, with its backends.
 //! - [`client`]: a client of the daemon's API (lease, state, targets, goto).
 //! - [`config`]: the daemon's TOML configuration (`config/reachy.toml`).
+//! - [`viz`]: rerun logging of the scene, joints, TCPs and cameras.
 //! - [`cli`]: the subcommands of `reachy`.
 #![warn(missing_docs)]
 
@@ -27,3 +28,4 @@ pub mod pick_place;
 pub mod schema;
 pub mod serial;
 pub mod sim_bridge;
+pub mod viz;

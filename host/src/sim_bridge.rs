@@ -78,8 +78,19 @@ pub struct SimBridge {
 }
 
 impl SimBridge {
-    /// Put `world` on `session` under `reachy/<robot>/sim/**` and start its thread.
+    /// Put `world` on zenoh under `reachy/<robot>/sim/**` and start its thread.
     pub fn spawn(session: zenoh::Session, world: World, cfg: BridgeConfig) -> anyhow::Result<Self> {
+        Self::spawn_observed(session, world, cfg, None)
+    }
+
+    /// [`Self::spawn`], calling `observer` with the world after every control period (from the
+    /// sim thread: keep it short), e.g. to record it.
+    pub fn spawn_observed(
+        session: zenoh::Session,
+        world: World,
+        cfg: BridgeConfig,
+        observer: Option<Observer>,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             cfg.rate_hz >= 1.0 && cfg.rate_hz <= 1000.0,
             "rate must be within 1..=1000 Hz, got {}",
@@ -168,6 +179,7 @@ impl SimBridge {
                         state_pub,
                         objects_pub,
                         camera_pubs,
+                        observer,
                     };
                     let r = runner.run(&rx, &stop);
                     drop(sub);
@@ -229,7 +241,11 @@ struct Runner {
     state_pub: zenoh::pubsub::Publisher<'static>,
     objects_pub: zenoh::pubsub::Publisher<'static>,
     camera_pubs: Vec<zenoh::pubsub::Publisher<'static>>,
+    observer: Option<Observer>,
 }
+
+/// A callback on the world after each control period.
+pub type Observer = Box<dyn FnMut(&World) + Send>;
 
 impl Runner {
     fn period(&self) -> Duration {
@@ -275,6 +291,9 @@ impl Runner {
         self.world.advance(1.0 / self.cfg.rate_hz);
         self.seq += 1;
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        if let Some(o) = &mut self.observer {
+            o(&self.world);
+        }
         self.publish()
     }
 

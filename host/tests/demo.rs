@@ -20,6 +20,10 @@ fn demo_moves_the_cube_and_exits_zero() {
     assert_eq!(summary["success"], true, "{summary}");
     assert!(summary["error_mm"].as_f64().unwrap() < 20.0);
     assert!(stdout.contains("lifted"), "{stdout}");
+    // the rerun recording: an .rrd file with the run in it
+    let rrd = std::fs::read(out.join("demo.rrd")).unwrap();
+    assert!(rrd.len() > 100_000, "{} bytes", rrd.len());
+    assert_eq!(&rrd[..4], b"RRF2", "rerun's file magic");
     let _ = std::fs::remove_dir_all(&out);
 }
 

