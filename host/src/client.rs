@@ -1,7 +1,6 @@
 //! A client of the daemon's zenoh API: lease, state, streaming joint targets, goto; and the sim's
 //! ground-truth objects. Also a [`RobotIo`] so the scripted pick-and-place runs through the API.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,8 +15,8 @@ pub struct RobotClient {
     robot: String,
     names: Vec<String>,
     token: u64,
-    state: Arc<Mutex<Option<schema::RobotState>>>,
-    objects: Arc<Mutex<Option<schema::ObjectPoses>>>,
+    state: crate::net::Latest<schema::RobotState>,
+    objects: crate::net::Latest<schema::ObjectPoses>,
     targets: zenoh::pubsub::Publisher<'static>,
     _subs: Vec<zenoh::pubsub::Subscriber<()>>,
 }
@@ -85,45 +84,14 @@ impl RobotClient {
             lease.reason.unwrap_or_default(),
             lease.holder
         );
-        let state = Arc::new(Mutex::new(None));
-        let objects = Arc::new(Mutex::new(None));
-        let mut subs = Vec::new();
-        {
-            let state = state.clone();
-            subs.push(
-                session
-                    .declare_subscriber(keys::state(robot))
-                    .callback(move |s| {
-                        if let Ok(m) =
-                            schema::decode_robot::<schema::RobotState>(&s.payload().to_bytes())
-                        {
-                            if let Ok(mut l) = state.lock() {
-                                *l = Some(m);
-                            }
-                        }
-                    })
-                    .wait()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            );
-        }
-        {
-            let objects = objects.clone();
-            subs.push(
-                session
-                    .declare_subscriber(keys::sim_objects(robot))
-                    .callback(move |s| {
-                        if let Ok(m) =
-                            schema::decode_sim::<schema::ObjectPoses>(&s.payload().to_bytes())
-                        {
-                            if let Ok(mut l) = objects.lock() {
-                                *l = Some(m);
-                            }
-                        }
-                    })
-                    .wait()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            );
-        }
+        let (state, state_sub) = crate::net::subscribe_latest(session, &keys::state(robot), |b| {
+            schema::decode_robot::<schema::RobotState>(b).ok()
+        })?;
+        let (objects, objects_sub) =
+            crate::net::subscribe_latest(session, &keys::sim_objects(robot), |b| {
+                schema::decode_sim::<schema::ObjectPoses>(b).ok()
+            })?;
+        let subs = vec![state_sub, objects_sub];
         let targets = session
             .declare_publisher(keys::joint_targets(robot))
             .wait()

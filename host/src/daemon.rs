@@ -8,7 +8,7 @@
 //! non-finite commands, and commands without the lease, are rejected and counted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -48,7 +48,7 @@ pub trait Backend: Send {
 /// The simulator (`reachy sim`, or an in-process bridge) as a backend, over zenoh.
 pub struct SimBackend {
     names: Vec<String>,
-    latest: Arc<Mutex<Option<Measured>>>,
+    latest: crate::net::Latest<Measured>,
     publisher: zenoh::pubsub::Publisher<'static>,
     _sub: zenoh::pubsub::Subscriber<()>,
 }
@@ -82,29 +82,17 @@ impl SimBackend {
             std::thread::sleep(Duration::from_millis(100));
         };
         let names: Vec<String> = info.joints.iter().map(|j| j.name.clone()).collect();
-        let latest = Arc::new(Mutex::new(None));
-        let sub = {
-            let latest = latest.clone();
-            session
-                .declare_subscriber(keys::sim_joint_state(robot))
-                .callback(move |s| {
-                    if let Ok(js) =
-                        schema::decode_sim::<schema::JointState>(&s.payload().to_bytes())
-                    {
-                        if let Ok(mut l) = latest.lock() {
-                            *l = Some(Measured {
-                                faults: vec![None; js.position.len()],
-                                position: js.position,
-                                velocity: js.velocity,
-                                effort: js.effort,
-                                at: Instant::now(),
-                            });
-                        }
-                    }
+        let (latest, sub) =
+            crate::net::subscribe_latest(session, &keys::sim_joint_state(robot), |b| {
+                let js = schema::decode_sim::<schema::JointState>(b).ok()?;
+                Some(Measured {
+                    faults: vec![None; js.position.len()],
+                    position: js.position,
+                    velocity: js.velocity,
+                    effort: js.effort,
+                    at: Instant::now(),
                 })
-                .wait()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-        };
+            })?;
         let publisher = session
             .declare_publisher(keys::sim_joint_command(robot))
             .wait()

@@ -90,6 +90,32 @@ impl ZenohArgs {
     }
 }
 
+/// The latest message on `key`, as `decode` turns it (messages it refuses are skipped).
+pub type Latest<T> = std::sync::Arc<std::sync::Mutex<Option<T>>>;
+
+/// Subscribe to `key`, keeping only the latest message `decode` accepts; the subscriber lives
+/// as long as the returned handle.
+pub fn subscribe_latest<T: Send + 'static>(
+    session: &zenoh::Session,
+    key: &str,
+    decode: impl Fn(&[u8]) -> Option<T> + Send + Sync + 'static,
+) -> anyhow::Result<(Latest<T>, zenoh::pubsub::Subscriber<()>)> {
+    let latest: Latest<T> = Default::default();
+    let slot = latest.clone();
+    let sub = session
+        .declare_subscriber(key.to_string())
+        .callback(move |s| {
+            if let Some(m) = decode(&s.payload().to_bytes()) {
+                if let Ok(mut l) = slot.lock() {
+                    *l = Some(m);
+                }
+            }
+        })
+        .wait()
+        .map_err(|e| anyhow::anyhow!("subscribing to {key}: {e}"))?;
+    Ok((latest, sub))
+}
+
 fn set(c: &mut zenoh::Config, key: &str, value: &str) -> anyhow::Result<()> {
     c.insert_json5(key, value)
         .map_err(|e| anyhow::anyhow!("zenoh config {key} = {value}: {e}"))

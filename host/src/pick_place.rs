@@ -89,8 +89,9 @@ impl PickPlace {
 }
 
 /// A free spot for `obj` on its own side of the table, within easy reach, at least 9 cm from
-/// every object (itself included, so that it really moves). `objects`: (name, position).
-pub fn free_spot(objects: &[(String, [f32; 3])], obj: &str) -> Option<[f32; 2]> {
+/// every object (itself included, so that it really moves). `objects`: ground-truth poses as
+/// [`reachy_sim::physics::RobotPhysics::object_poses`] gives them.
+pub fn free_spot(objects: &[(String, [f32; 3], [f32; 4])], obj: &str) -> Option<[f32; 2]> {
     let me = objects.iter().find(|p| p.0 == obj)?.1;
     let side = if me[1] < 0.0 { -1.0 } else { 1.0 };
     let mut best = ([0.4, side * 0.2], 0.0f32);
@@ -99,7 +100,7 @@ pub fn free_spot(objects: &[(String, [f32; 3])], obj: &str) -> Option<[f32; 2]> 
             let c = [0.44 + 0.02 * ix as f32, side * (0.10 + 0.04 * iy as f32)];
             let d = objects
                 .iter()
-                .map(|(_, p)| (p[0] - c[0]).hypot(p[1] - c[1]))
+                .map(|(_, p, _)| (p[0] - c[0]).hypot(p[1] - c[1]))
                 .fold(f32::MAX, f32::min);
             if d > best.1 {
                 best = (c, d);
@@ -136,7 +137,6 @@ struct Ctx<'a, R: RobotIo> {
     arm_idx: Vec<usize>,
     gripper_idx: usize,
     q: JointVec,
-    rot: Rotation3<f64>,
     tcp: Vector3<f64>,
     period: f64,
     elapsed: f64,
@@ -168,9 +168,9 @@ impl<R: RobotIo> Ctx<'_, R> {
         Ok(())
     }
 
-    /// Move the TCP in a straight line to `to` in `secs` (min-jerk); with `free`, the
-    /// orientation follows wherever the IK keeps it.
-    fn line_with(&mut self, to: Vector3<f64>, secs: f64, free: bool) -> anyhow::Result<()> {
+    /// Move the TCP in a straight line to `to` in `secs` (min-jerk), the orientation following
+    /// wherever the IK keeps it.
+    fn line(&mut self, to: Vector3<f64>, secs: f64) -> anyhow::Result<()> {
         let from = self.tcp;
         let n = (secs / self.period).ceil().max(1.0) as usize;
         // no random restarts: each tick stays on the branch of the previous one
@@ -185,16 +185,7 @@ impl<R: RobotIo> Ctx<'_, R> {
             let s = k as f64 / n as f64;
             let m = s * s * s * (10.0 - 15.0 * s + 6.0 * s * s);
             let p = from + (to - from) * m;
-            let target = Frame {
-                r: *self.rot.matrix(),
-                t: p,
-            };
-            let target = if free {
-                IkTarget::Position(p)
-            } else {
-                IkTarget::Pose(target)
-            };
-            let sol = ik::solve(self.chain, &target, &self.q, &opts);
+            let sol = ik::solve(self.chain, &IkTarget::Position(p), &self.q, &opts);
             if !sol.ok && (sol.pos_err > 0.01 || sol.rot_err > 0.1) {
                 anyhow::bail!(
                     "IK failed on the way to [{:.3}, {:.3}, {:.3}]: position error {:.3} m, \
@@ -442,7 +433,6 @@ pub fn run<R: RobotIo>(
                 .find_map(|pp| feasible(p, t, pp).map(|q| (p, t, q)))
         })
         .ok_or_else(|| anyhow::anyhow!("no reachable grasp of {} for {arm}", task.object))?;
-    let (_, rot) = grasp_frame(psi, tilt);
     let [q_pre, q_approach, q_grasp, q_lift, q_carry, q_place, q_retreat] =
         <[JointVec; 7]>::try_from(qs).map_err(|_| anyhow::anyhow!("waypoint count"))?;
 
@@ -452,7 +442,6 @@ pub fn run<R: RobotIo>(
         arm_idx,
         gripper_idx,
         q,
-        rot,
         tcp: here.t,
         period: task.period,
         elapsed: 0.0,
@@ -474,7 +463,7 @@ pub fn run<R: RobotIo>(
     // the orientation changes from wherever the arm is: solve the first waypoint from the
     // current configuration and move there in joint space
     ctx.say("raising the hand above the table");
-    ctx.line_with(raise_pt, 1.5, true)?;
+    ctx.line(raise_pt, 1.5)?;
     let tr = ctx.tracking()?;
     ctx.say(&format!(
         "opening the gripper, moving behind the object; {tr}"

@@ -9,16 +9,6 @@ use reachy_host::model::{RobotModel, REACHY_URDF};
 use reachy_host::pick_place::{self, PickPlace};
 use reachy_sim::world::{World, WorldConfig};
 
-fn free_spot(world: &World, obj: &str) -> Option<[f32; 2]> {
-    let objects: Vec<(String, [f32; 3])> = world
-        .physics()
-        .object_poses()
-        .into_iter()
-        .map(|(n, p, _)| (n, p))
-        .collect();
-    pick_place::free_spot(&objects, obj)
-}
-
 /// Prints contacts while the script runs (REACHY_CONTACTS=1), for diagnosing grasps.
 struct Traced(World);
 impl pick_place::RobotIo for Traced {
@@ -81,7 +71,7 @@ fn try_run(seed: u64, object: &str) -> (Result<pick_place::PickPlaceReport, Stri
     }
     let mut world = World::new(cfg).unwrap();
     world.advance(0.3); // let the cubes settle
-    let Some(place) = free_spot(&world, object) else {
+    let Some(place) = pick_place::free_spot(&world.physics().object_poses(), object) else {
         return (
             Err(format!("seed {seed}: no free spot for {object}")),
             Vec::new(),

@@ -123,12 +123,7 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         s.seed = a.seed;
     }
     let world = reachy_sim::world::World::new(cfg)?;
-    let objects: Vec<(String, [f32; 3])> = world
-        .physics()
-        .object_poses()
-        .into_iter()
-        .map(|(n, p, _)| (n, p))
-        .collect();
+    let objects = world.physics().object_poses();
     anyhow::ensure!(
         objects.iter().any(|o| o.0 == a.object),
         "no `{}` in the scene (red_cube, green_cube, blue_cube)",
