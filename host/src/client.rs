@@ -14,10 +14,12 @@ pub struct RobotClient {
     session: zenoh::Session,
     robot: String,
     names: Vec<String>,
+    info: schema::DaemonInfo,
     token: u64,
     state: crate::net::Latest<schema::RobotState>,
     objects: crate::net::Latest<schema::ObjectPoses>,
     targets: zenoh::pubsub::Publisher<'static>,
+    cartesian: zenoh::pubsub::Publisher<'static>,
     _subs: Vec<zenoh::pubsub::Subscriber<()>>,
 }
 
@@ -27,20 +29,7 @@ fn query<T: serde::de::DeserializeOwned + schema::Versioned>(
     payload: Option<Vec<u8>>,
     timeout: Duration,
 ) -> anyhow::Result<T> {
-    let mut get = session.get(key).timeout(timeout);
-    if let Some(p) = payload {
-        get = get.payload(p);
-    }
-    let replies = get.wait().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let r = replies
-        .recv()
-        .map_err(|_| anyhow::anyhow!("no reply from {key}"))?;
-    match r.result() {
-        Ok(s) => {
-            schema::decode_robot(&s.payload().to_bytes()).with_context(|| format!("reply of {key}"))
-        }
-        Err(e) => anyhow::bail!("{key}: error reply ({} bytes)", e.payload().len()),
-    }
+    crate::net::get(session, key, payload, timeout, schema::decode_robot)
 }
 
 impl RobotClient {
@@ -52,21 +41,18 @@ impl RobotClient {
         priority: &str,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let t0 = Instant::now();
-        let info: schema::DaemonInfo = loop {
-            match query(
-                session,
-                &keys::daemon_query(robot, "info"),
-                None,
-                Duration::from_secs(1),
-            ) {
-                Ok(i) => break i,
-                Err(e) if t0.elapsed() > timeout => {
-                    return Err(e.context(format!("no daemon for robot `{robot}`")))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
+        let info: schema::DaemonInfo = crate::net::retry(
+            timeout,
+            || format!("no daemon for robot `{robot}`"),
+            || {
+                query(
+                    session,
+                    &keys::daemon_query(robot, "info"),
+                    None,
+                    Duration::from_secs(1),
+                )
+            },
+        )?;
         let lease: schema::LeaseReply = query(
             session,
             &keys::daemon_query(robot, "lease"),
@@ -96,16 +82,71 @@ impl RobotClient {
             .declare_publisher(keys::joint_targets(robot))
             .wait()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cartesian = session
+            .declare_publisher(keys::cartesian_targets(robot))
+            .wait()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
             session: session.clone(),
+            cartesian,
             robot: robot.into(),
             names: info.joints.iter().map(|j| j.name.clone()).collect(),
+            info,
             token: lease.token,
             state,
             objects,
             targets,
             _subs: subs,
         })
+    }
+
+    /// The daemon's `info` (joints, limits, chains, cameras, backend).
+    pub fn info(&self) -> &schema::DaemonInfo {
+        &self.info
+    }
+
+    /// The lease token (for requests sent by hand).
+    pub fn lease_token(&self) -> u64 {
+        self.token
+    }
+
+    /// Keep the latest frame of a camera the daemon re-publishes.
+    pub fn camera(
+        &mut self,
+        camera: &str,
+    ) -> anyhow::Result<crate::net::Latest<schema::CameraFrame>> {
+        anyhow::ensure!(
+            self.info.cameras.iter().any(|c| c.name == camera),
+            "the robot has no camera `{camera}`"
+        );
+        let (latest, sub) =
+            crate::net::subscribe_latest(&self.session, &keys::camera(&self.robot, camera), |b| {
+                schema::decode_robot::<schema::CameraFrame>(b).ok()
+            })?;
+        self._subs.push(sub);
+        Ok(latest)
+    }
+
+    /// Stream a TCP target (solved by the daemon's IK; outcome in the state's `cartesian`).
+    pub fn cartesian(
+        &self,
+        arm: &str,
+        position: [f32; 3],
+        orientation: Option<[f32; 4]>,
+        gripper: Option<f32>,
+    ) -> anyhow::Result<()> {
+        let msg = schema::CartesianTarget {
+            v: V,
+            lease: self.token,
+            arm: arm.into(),
+            position,
+            orientation,
+            gripper,
+        };
+        self.cartesian
+            .put(schema::encode(&msg))
+            .wait()
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// The latest state (waits up to 2 s for the first one).

@@ -43,14 +43,19 @@ pub trait Backend: Send {
     fn read(&mut self) -> Option<Measured>;
     /// Send targets; `torque == false` makes the joints compliant.
     fn write(&mut self, targets: &[f32], torque: bool) -> anyhow::Result<()>;
+    /// Cameras whose frames the daemon re-publishes under `reachy/<robot>/camera/<name>`.
+    fn cameras(&self) -> Vec<schema::CameraInfo> {
+        Vec::new()
+    }
 }
 
 /// The simulator (`reachy sim`, or an in-process bridge) as a backend, over zenoh.
 pub struct SimBackend {
     names: Vec<String>,
+    cameras: Vec<schema::CameraInfo>,
     latest: crate::net::Latest<Measured>,
     publisher: zenoh::pubsub::Publisher<'static>,
-    _sub: zenoh::pubsub::Subscriber<()>,
+    _subs: Vec<zenoh::pubsub::Subscriber<()>>,
 }
 
 impl SimBackend {
@@ -97,18 +102,58 @@ impl SimBackend {
             .declare_publisher(keys::sim_joint_command(robot))
             .wait()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut subs = vec![sub];
+        if !info.cameras.is_empty() {
+            subs.push(republish_cameras(session, robot)?);
+        }
         Ok(Self {
             names,
+            cameras: info.cameras,
             latest,
             publisher,
-            _sub: sub,
+            _subs: subs,
         })
     }
+}
+
+/// Re-publish the sim's camera frames under the daemon's keys (`reachy/<robot>/camera/<name>`,
+/// robot schema version), so clients use the daemon's API only, whatever the backend.
+fn republish_cameras(
+    session: &zenoh::Session,
+    robot: &str,
+) -> anyhow::Result<zenoh::pubsub::Subscriber<()>> {
+    let s = session.clone();
+    let robot = robot.to_string();
+    session
+        .declare_subscriber(keys::sim_camera(&robot, "*"))
+        .callback(move |sample| {
+            let Ok(mut frame) =
+                schema::decode_sim::<schema::CameraFrame>(&sample.payload().to_bytes())
+            else {
+                tracing::warn!("malformed camera frame on {}", sample.key_expr());
+                return;
+            };
+            if frame.camera.is_empty() || frame.camera.contains(['/', '*', '$', '?', '#']) {
+                return;
+            }
+            frame.v = V;
+            if let Err(e) = s
+                .put(keys::camera(&robot, &frame.camera), schema::encode(&frame))
+                .wait()
+            {
+                tracing::warn!("re-publishing camera {}: {e}", frame.camera);
+            }
+        })
+        .wait()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl Backend for SimBackend {
     fn name(&self) -> &'static str {
         "sim"
+    }
+    fn cameras(&self) -> Vec<schema::CameraInfo> {
+        self.cameras.clone()
     }
     fn joint_names(&self) -> Vec<String> {
         self.names.clone()
@@ -302,6 +347,7 @@ impl Default for DaemonConfig {
 
 enum Msg {
     Targets(schema::JointTargets),
+    Cartesian(schema::CartesianTarget),
     Query(&'static str, zenoh::query::Query),
 }
 
@@ -360,6 +406,22 @@ impl Daemon {
                             let _ = tx.send(Msg::Targets(t));
                         }
                         Err(e) => reject(&rejected, &format!("joint targets: {e}")),
+                    }
+                })
+                .wait()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        let cartesian_sub = {
+            let tx = tx.clone();
+            let rejected = rejected.clone();
+            session
+                .declare_subscriber(keys::cartesian_targets(&robot))
+                .callback(move |s| {
+                    match schema::decode_robot::<schema::CartesianTarget>(&s.payload().to_bytes()) {
+                        Ok(t) => {
+                            let _ = tx.send(Msg::Cartesian(t));
+                        }
+                        Err(e) => reject(&rejected, &format!("cartesian target: {e}")),
                     }
                 })
                 .wait()
@@ -436,6 +498,8 @@ impl Daemon {
                         estop: false,
                         torque: true,
                         last_stream: None,
+                        last_write: None,
+                        cartesian: Vec::new(),
                         rejected,
                         seq: 0,
                         t0: Instant::now(),
@@ -444,6 +508,7 @@ impl Daemon {
                     };
                     let r = rt.block_on(d.run(rx, &stop));
                     drop(sub);
+                    drop(cartesian_sub);
                     drop(queryables);
                     r
                 })
@@ -510,6 +575,11 @@ struct Loop {
     estop: bool,
     torque: bool,
     last_stream: Option<Instant>,
+    /// When targets last went to the backend: the velocity limit applies over real time, so a
+    /// command applied between two ticks moves no faster than one applied on a tick.
+    last_write: Option<Instant>,
+    /// Outcome of the last streaming TCP target per arm.
+    cartesian: Vec<schema::CartesianStatus>,
     rejected: Arc<AtomicU64>,
     seq: u64,
     t0: Instant,
@@ -580,18 +650,7 @@ impl Loop {
                     .and_then(|_| self.index(&t.names, &t.position));
                 match r {
                     Ok(idx) if !self.desired.is_empty() && !self.estop => {
-                        for (&i, &v) in idx.iter().zip(&t.position) {
-                            let (lo, hi, _) = self.limits[i];
-                            self.desired[i] = v.clamp(lo, hi);
-                        }
-                        // streaming takes over from a goto on the same joints
-                        if let Some(g) = &self.goto {
-                            if g.idx.iter().any(|i| idx.contains(i)) {
-                                let g = self.goto.take().expect("checked");
-                                reply(&g.query, "cancelled", Some("streaming targets took over"));
-                            }
-                        }
-                        self.last_stream = Some(Instant::now());
+                        self.stream(&idx, &t.position)
                     }
                     Ok(_) => reject(
                         &self.rejected,
@@ -600,7 +659,102 @@ impl Loop {
                     Err(e) => reject(&self.rejected, &format!("joint targets: {e}")),
                 }
             }
+            Msg::Cartesian(t) => self.stream_cartesian(t),
             Msg::Query(name, q) => self.answer(name, q),
+        }
+    }
+
+    /// Streaming targets for the joints at `idx` (checked): clamped into the limits, applied now.
+    fn stream(&mut self, idx: &[usize], values: &[f32]) {
+        for (&i, &v) in idx.iter().zip(values) {
+            let (lo, hi, _) = self.limits[i];
+            self.desired[i] = v.clamp(lo, hi);
+        }
+        // streaming takes over from a goto on the same joints
+        if let Some(g) = &self.goto {
+            if g.idx.iter().any(|i| idx.contains(i)) {
+                let g = self.goto.take().expect("checked");
+                reply(&g.query, "cancelled", Some("streaming targets took over"));
+            }
+        }
+        self.last_stream = Some(Instant::now());
+        // event-driven: the targets go to the backend now, not at the next tick, and the state
+        // that acknowledges them is published at once
+        if let Err(e) = self.tick() {
+            tracing::warn!("applying streaming targets: {e:#}");
+        }
+    }
+
+    /// A streaming TCP target: IK from the arm's current target, then like joint targets.
+    fn stream_cartesian(&mut self, t: schema::CartesianTarget) {
+        if let Err(e) = self.check_lease(t.lease) {
+            return reject(&self.rejected, &format!("cartesian target: {e}"));
+        }
+        if self.desired.is_empty() || self.estop {
+            return reject(
+                &self.rejected,
+                "cartesian target while e-stopped or before the first state",
+            );
+        }
+        let finite = t.position.iter().all(|v| v.is_finite())
+            && t.orientation
+                .is_none_or(|o| o.iter().all(|v| v.is_finite()))
+            && t.gripper.is_none_or(f32::is_finite);
+        if !finite {
+            return reject(&self.rejected, "cartesian target: a value is not finite");
+        }
+        // seed the IK with where the arm is going, so a stream stays on one branch
+        let sent = std::mem::replace(&mut self.sent, self.desired.clone());
+        let solved = self.solve_cartesian(&schema::CartesianRequest {
+            v: V,
+            lease: t.lease,
+            arm: t.arm.clone(),
+            position: t.position,
+            orientation: t.orientation,
+            duration: None,
+        });
+        self.sent = sent;
+        let (status, reason, apply) = match solved {
+            Err(e) => return reject(&self.rejected, &format!("cartesian target: {e}")),
+            Ok(Err(why)) => ("unreachable", Some(why), None),
+            Ok(Ok((mut idx, mut goals, clamped))) => {
+                let gripper = format!("{}_gripper", t.arm.trim_end_matches("_arm"));
+                if let (Some(g), Some(i)) =
+                    (t.gripper, self.names.iter().position(|n| *n == gripper))
+                {
+                    let (lo, hi, _) = self.limits[i];
+                    idx.push(i);
+                    goals.push(lo + g.clamp(0.0, 1.0) * (hi - lo));
+                }
+                let status = if clamped.is_some() { "clamped" } else { "ok" };
+                (status, clamped, Some((idx, goals)))
+            }
+        };
+        let count = self
+            .cartesian
+            .iter()
+            .find(|c| c.arm == t.arm)
+            .map_or(0, |c| c.count)
+            + 1;
+        self.cartesian.retain(|c| c.arm != t.arm);
+        self.cartesian.push(schema::CartesianStatus {
+            arm: t.arm,
+            status: status.into(),
+            reason,
+            count,
+        });
+        match apply {
+            Some((idx, goals)) => self.stream(&idx, &goals),
+            // nothing moves (the arm holds its target): publish the verdict now all the same
+            None => {
+                if let Some(m) = self.backend.read() {
+                    let stale = m.at.elapsed() > Duration::from_millis(200);
+                    self.seq += 1;
+                    if let Err(e) = self.publish(&m, stale) {
+                        tracing::warn!("publishing the state: {e:#}");
+                    }
+                }
+            }
         }
     }
 
@@ -632,6 +786,7 @@ impl Loop {
                         .iter()
                         .map(|c| (c.name().to_string(), c.joint_names().to_vec()))
                         .collect(),
+                    cameras: self.backend.cameras(),
                 };
                 let _ = q.reply(q.key_expr().clone(), schema::encode(&info)).wait();
             }
@@ -1002,10 +1157,13 @@ impl Loop {
     }
 
     fn tick(&mut self) -> anyhow::Result<()> {
-        let dt = 1.0 / self.cfg.rate_hz as f32;
+        let period = 1.0 / self.cfg.rate_hz as f32;
         let Some(m) = self.backend.read() else {
             return Ok(());
         };
+        let dt = self
+            .last_write
+            .map_or(period, |t| t.elapsed().as_secs_f32().min(2.0 * period));
         let stale = m.at.elapsed() > Duration::from_millis(200);
         if self.sent.is_empty() {
             self.sent = m.position.clone();
@@ -1045,6 +1203,7 @@ impl Loop {
             self.sent = m.position.clone();
         }
         self.backend.write(&self.sent, self.torque && !self.estop)?;
+        self.last_write = Some(Instant::now());
         self.seq += 1;
         self.publish(&m, stale)
     }
@@ -1116,6 +1275,7 @@ impl Loop {
                 .collect(),
             stale,
             rejected: self.rejected.load(Ordering::Relaxed),
+            cartesian: self.cartesian.clone(),
         };
         self.state_pub
             .put(schema::encode(&st))

@@ -52,15 +52,6 @@ impl ZenohArgs {
                 c
             }
         };
-        if self.zenoh_config.is_none() {
-            if let Some(e) = self.listen.iter().find(|e| !is_loopback_endpoint(e)) {
-                bail!(
-                    "refusing to listen on `{e}` without authentication: pass --zenoh-config \
-                     with user-password or TLS settings (see docs/zenoh-api.md), or listen on \
-                     127.0.0.1"
-                );
-            }
-        }
         if !self.listen.is_empty() {
             set(
                 &mut c,
@@ -78,6 +69,27 @@ impl ZenohArgs {
                 &serde_json::to_string(&self.connect)?,
             )?;
         }
+        // listening beyond loopback: only with user-password authentication (a dictionary of
+        // accepted users) or on TLS / QUIC links with a certificate
+        let listen_endpoints: Vec<String> = c
+            .get_json("listen/endpoints")
+            .ok()
+            .and_then(|j| serde_json::from_str::<ListenEndpoints>(&j).ok())
+            .map(ListenEndpoints::all)
+            .unwrap_or_default();
+        let usrpwd = configured(&c, "transport/auth/usrpwd/dictionary_file");
+        let tls_cert = configured(&c, "transport/link/tls/listen_certificate");
+        for e in listen_endpoints.iter().filter(|e| !is_loopback_endpoint(e)) {
+            let tls = (e.starts_with("tls/") || e.starts_with("quic/")) && tls_cert;
+            if !usrpwd && !tls {
+                bail!(
+                    "refusing to listen on `{e}` without authentication: pass --zenoh-config \
+                     with user-password authentication (transport.auth.usrpwd.dictionary_file) \
+                     or a tls/ endpoint with a certificate (see docs/zenoh-api.md), or listen \
+                     on 127.0.0.1"
+                );
+            }
+        }
         Ok(c)
     }
 
@@ -87,6 +99,51 @@ impl ZenohArgs {
         zenoh::open(c)
             .wait()
             .map_err(|e| anyhow::anyhow!("opening the zenoh session: {e}"))
+    }
+}
+
+/// One query: the decoded reply, or the error reply's reason (an [`crate::schema::ErrorReply`]
+/// when it is one).
+pub fn get<T>(
+    session: &zenoh::Session,
+    key: &str,
+    payload: Option<Vec<u8>>,
+    timeout: std::time::Duration,
+    decode: fn(&[u8]) -> Result<T, crate::schema::SchemaError>,
+) -> anyhow::Result<T> {
+    let mut get = session.get(key).timeout(timeout);
+    if let Some(p) = payload {
+        get = get.payload(p);
+    }
+    let replies = get.wait().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let r = replies
+        .recv()
+        .map_err(|_| anyhow::anyhow!("no reply from {key} within {timeout:?}"))?;
+    match r.result() {
+        Ok(s) => decode(&s.payload().to_bytes()).with_context(|| format!("reply of {key}")),
+        Err(e) => {
+            let why = crate::schema::decode::<crate::schema::ErrorReply>(&e.payload().to_bytes())
+                .map(|r| r.error)
+                .unwrap_or_else(|_| format!("error reply ({} bytes)", e.payload().len()));
+            bail!("{key}: {why}")
+        }
+    }
+}
+
+/// Call `f` every 100 ms until it succeeds or `timeout` passes (then its last error, with
+/// `what` as context): for finding a peer that may still be starting.
+pub fn retry<T>(
+    timeout: std::time::Duration,
+    what: impl FnOnce() -> String,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if t0.elapsed() > timeout => return Err(e.context(what())),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
     }
 }
 
@@ -114,6 +171,30 @@ pub fn subscribe_latest<T: Send + 'static>(
         .wait()
         .map_err(|e| anyhow::anyhow!("subscribing to {key}: {e}"))?;
     Ok((latest, sub))
+}
+
+/// `listen/endpoints` of a zenoh config: a list, or a map per mode.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ListenEndpoints {
+    List(Vec<String>),
+    PerMode(std::collections::BTreeMap<String, Vec<String>>),
+}
+
+impl ListenEndpoints {
+    fn all(self) -> Vec<String> {
+        match self {
+            Self::List(v) => v,
+            Self::PerMode(m) => m.into_values().flatten().collect(),
+        }
+    }
+}
+
+/// Whether a config key holds a value (not null, not empty).
+fn configured(c: &zenoh::Config, key: &str) -> bool {
+    c.get_json(key)
+        .map(|v| v != "null" && v != "\"\"" && !v.is_empty())
+        .unwrap_or(false)
 }
 
 fn set(c: &mut zenoh::Config, key: &str, value: &str) -> anyhow::Result<()> {
@@ -144,6 +225,48 @@ mod tests {
             ..Default::default()
         };
         assert!(a.config().is_err());
+        // a config file without authentication does not make it acceptable
+        let dir = std::env::temp_dir().join(format!("reachy-net-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("plain.json5");
+        std::fs::write(&plain, "{ mode: \"peer\" }").unwrap();
+        let a = ZenohArgs {
+            listen: vec!["tcp/0.0.0.0:7447".into()],
+            zenoh_config: Some(plain.clone()),
+            ..Default::default()
+        };
+        let e = a.config().unwrap_err().to_string();
+        assert!(e.contains("without authentication"), "{e}");
+        // nor a non-loopback listener written in the file itself
+        std::fs::write(
+            &plain,
+            "{ mode: \"peer\", listen: { endpoints: [\"tcp/0.0.0.0:7447\"] } }",
+        )
+        .unwrap();
+        let a = ZenohArgs {
+            zenoh_config: Some(plain),
+            ..Default::default()
+        };
+        assert!(a.config().is_err());
+        // user-password authentication does
+        let users = dir.join("users.txt");
+        std::fs::write(&users, "reachy:secret\n").unwrap();
+        let auth = dir.join("auth.json5");
+        std::fs::write(
+            &auth,
+            format!(
+                "{{ transport: {{ auth: {{ usrpwd: {{ dictionary_file: {:?} }} }} }} }}",
+                users.display().to_string()
+            ),
+        )
+        .unwrap();
+        let a = ZenohArgs {
+            listen: vec!["tcp/0.0.0.0:7447".into()],
+            zenoh_config: Some(auth),
+            ..Default::default()
+        };
+        a.config().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
         let a = ZenohArgs {
             listen: vec!["tcp/127.0.0.1:7447".into()],
             connect: vec!["tcp/127.0.0.1:7448".into()],

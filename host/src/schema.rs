@@ -15,8 +15,20 @@ pub const SIM_SCHEMA_VERSION: u32 = 1;
 /// Version of the daemon message family (`reachy/<robot>/*` outside `sim/`).
 pub const ROBOT_SCHEMA_VERSION: u32 = 1;
 
+/// Version of the policy-server family (`reachy_policy/<server>/**`).
+pub const POLICY_SCHEMA_VERSION: u32 = 1;
+
 /// Key expressions.
 pub mod keys {
+    /// Policy server: inference queryable ([`super::PolicyRequest`] → [`super::PolicyChunk`]).
+    /// Servers are shared by robots, so they live outside any robot's prefix.
+    pub fn policy_infer(server: &str) -> String {
+        format!("reachy_policy/{server}/infer")
+    }
+    /// Policy server: `info` queryable ([`super::PolicyServerInfo`]).
+    pub fn policy_info(server: &str) -> String {
+        format!("reachy_policy/{server}/info")
+    }
     /// Prefix of every key of a robot: `reachy/<robot>`.
     pub fn robot(robot: &str) -> String {
         format!("reachy/{robot}")
@@ -45,9 +57,17 @@ pub mod keys {
     pub fn state(robot: &str) -> String {
         format!("reachy/{robot}/state")
     }
+    /// Daemon: a camera's frames re-published with its intrinsics ([`super::CameraFrame`]).
+    pub fn camera(robot: &str, camera: &str) -> String {
+        format!("reachy/{robot}/camera/{camera}")
+    }
     /// Daemon: streaming joint targets ([`super::JointTargets`]).
     pub fn joint_targets(robot: &str) -> String {
         format!("reachy/{robot}/command/joints")
+    }
+    /// Daemon: streaming TCP targets, solved by the IK on arrival ([`super::CartesianTarget`]).
+    pub fn cartesian_targets(robot: &str) -> String {
+        format!("reachy/{robot}/command/cartesian")
     }
     /// Daemon queryables: `lease`, `goto`, `cancel`, `estop`, `info`.
     pub fn daemon_query(robot: &str, name: &str) -> String {
@@ -348,6 +368,18 @@ pub struct ErrorReply {
     pub error: String,
 }
 
+/// Decode a policy-server message and check its version.
+pub fn decode_policy<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, SchemaError> {
+    let m: T = decode(bytes)?;
+    if m.version() != POLICY_SCHEMA_VERSION {
+        return Err(SchemaError::Version {
+            got: m.version(),
+            expected: POLICY_SCHEMA_VERSION,
+        });
+    }
+    Ok(m)
+}
+
 /// Decode a daemon-family message and check its version.
 pub fn decode_robot<T: DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<T, SchemaError> {
     let m: T = decode(bytes)?;
@@ -409,6 +441,9 @@ pub struct RobotState {
     pub stale: bool,
     /// Commands rejected since start (malformed, non-finite, no lease).
     pub rejected: u64,
+    /// Outcome of the last streaming TCP target of each arm that received one.
+    #[serde(default)]
+    pub cartesian: Vec<CartesianStatus>,
 }
 
 /// A servo fault.
@@ -499,6 +534,42 @@ pub struct CartesianRequest {
     pub duration: Option<f32>,
 }
 
+/// A streaming TCP target (teleoperation: a VR controller, a space mouse, a script): the daemon
+/// solves the IK from the arm's current target at once and streams the result like joint
+/// targets; the outcome is in the state's `cartesian`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartesianTarget {
+    /// Schema version.
+    pub v: u32,
+    /// Lease token.
+    pub lease: u64,
+    /// `r_arm` or `l_arm`.
+    pub arm: String,
+    /// TCP position (m, base frame).
+    pub position: [f32; 3],
+    /// TCP orientation (x, y, z, w); absent: free.
+    #[serde(default)]
+    pub orientation: Option<[f32; 4]>,
+    /// Gripper opening in [0, 1] (0 closed); absent: unchanged.
+    #[serde(default)]
+    pub gripper: Option<f32>,
+}
+
+/// Outcome of the last streaming TCP target of an arm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartesianStatus {
+    /// `r_arm` or `l_arm`.
+    pub arm: String,
+    /// `ok`, `clamped` (a joint limit stops the TCP short; it goes as close as it can) or
+    /// `unreachable` (the arm holds its last target).
+    pub status: String,
+    /// Why, when not `ok`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Targets of this arm received so far.
+    pub count: u64,
+}
+
 /// Request of the `look_at` queryable: point the head camera at a point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LookAtRequest {
@@ -565,11 +636,16 @@ pub struct DaemonInfo {
     pub joints: Vec<JointInfo>,
     /// Chains: (name, joints).
     pub chains: Vec<(String, Vec<String>)>,
+    /// Cameras re-published under `reachy/<robot>/camera/<name>` (empty when the backend has
+    /// none).
+    #[serde(default)]
+    pub cameras: Vec<CameraInfo>,
 }
 
 versioned!(
     RobotState,
     JointTargets,
+    CartesianTarget,
     LeaseRequest,
     LeaseReply,
     GotoRequest,
@@ -580,6 +656,108 @@ versioned!(
     EstopRequest,
     DaemonInfo
 );
+
+/// An RGB image of an observation (`rgb8`, row-major, already at the policy's input size).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageMsg {
+    /// The policy's feature name, e.g. `observation.images.head`.
+    pub key: String,
+    /// Width (pixels).
+    pub width: u32,
+    /// Height (pixels).
+    pub height: u32,
+    /// Pixels, 3 bytes each.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// An observation sent to a policy server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRequest {
+    /// Schema version.
+    pub v: u32,
+    /// The client's session (one per robot): a newer request of a session supersedes its queued
+    /// older ones.
+    pub session: String,
+    /// Request counter of the session.
+    pub seq: u64,
+    /// Time of the observation on the client's clock (s); echoed in the chunk.
+    pub t_obs: f64,
+    /// `observation.state` in the policy's feature order (robot units).
+    pub state: Vec<f32>,
+    /// Camera images.
+    pub images: Vec<ImageMsg>,
+    /// Language instruction, for policies that take one.
+    #[serde(default)]
+    pub task: Option<String>,
+}
+
+/// A policy server's answer: an action chunk, timestamped with the observation it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyChunk {
+    /// Schema version.
+    pub v: u32,
+    /// Session of the request.
+    pub session: String,
+    /// `seq` of the request.
+    pub seq: u64,
+    /// `t_obs` of the request.
+    pub t_obs: f64,
+    /// Actions (chunk × action dim), robot units, action `i` meant for `t_obs + i / fps`.
+    pub actions: Vec<Vec<f32>>,
+    /// Inference time (ms).
+    pub infer_ms: f64,
+    /// Time the request waited in the server's queue (ms).
+    pub queue_ms: f64,
+    /// Requests queued behind this one when it was taken.
+    pub queue_depth: u32,
+}
+
+/// Per-session counters of a policy server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySessionStats {
+    /// Session name.
+    pub session: String,
+    /// Chunks served.
+    pub served: u64,
+    /// Requests dropped because a newer one of the same session superseded them.
+    pub dropped: u64,
+    /// Requests that failed (bad input).
+    pub errors: u64,
+    /// Median inference + queue time (ms).
+    pub p50_ms: f64,
+    /// 99th percentile of inference + queue time (ms).
+    pub p99_ms: f64,
+}
+
+/// Reply of a policy server's `info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyServerInfo {
+    /// Schema version.
+    pub v: u32,
+    /// Server name (the key segment).
+    pub name: String,
+    /// Policy type, e.g. `act`.
+    pub policy: String,
+    /// Device the policy runs on.
+    pub device: String,
+    /// `observation.state` size.
+    pub state_dim: usize,
+    /// Action size.
+    pub action_dim: usize,
+    /// Image features: (key, [channels, height, width]).
+    pub images: Vec<(String, [usize; 3])>,
+    /// Actions per chunk.
+    pub chunk_size: usize,
+    /// Actions of a chunk the checkpoint executes (`n_action_steps`).
+    pub n_action_steps: usize,
+    /// Requests waiting now.
+    pub queue_depth: u32,
+    /// Per-session counters.
+    pub sessions: Vec<PolicySessionStats>,
+}
+
+versioned!(PolicyRequest, PolicyChunk, PolicyServerInfo);
 
 versioned!(
     JointState,

@@ -19,6 +19,11 @@ pub enum RerunSink {
 }
 
 impl RerunSink {
+    /// The value of a `--rerun` flag, if given.
+    pub fn from_flag(args: Option<&[String]>) -> anyhow::Result<Option<Self>> {
+        args.map(Self::parse).transpose()
+    }
+
     /// Parse `spawn`, `save FILE` or `connect ADDR`.
     pub fn parse(args: &[String]) -> anyhow::Result<Self> {
         match args {
@@ -58,6 +63,20 @@ impl Viz {
     pub fn log_world(&self, world: &World) -> anyhow::Result<()> {
         let p = world.physics();
         self.rec.set_duration_secs("sim_time", p.time());
+        self.log_geometry(p)?;
+        let tcps: Vec<(String, [f32; 3])> = ["r_tcp", "l_tcp"]
+            .iter()
+            .filter_map(|t| {
+                let v = p.link_pose(t)?.translation;
+                Some((t.to_string(), [v.x, v.y, v.z]))
+            })
+            .collect();
+        self.log_tcps(&tcps)?;
+        self.log_joints(world.joint_names(), &p.positions(), &p.targets())
+    }
+
+    /// Every primitive of `p` (robot links posed from its joints, and the scene if it has one).
+    pub fn log_geometry(&self, p: &reachy_sim::physics::RobotPhysics) -> anyhow::Result<()> {
         let (mut boxes, mut spheres, mut cyls) = (Vec::new(), Vec::new(), Vec::new());
         for prim in p.primitives() {
             let t = prim.pose.translation;
@@ -104,27 +123,60 @@ impl Viz {
             .with_colors(cyls.iter().map(|((_, _, c), _, _)| *c))
             .with_fill_mode(rerun::FillMode::Solid),
         )?;
-        for tcp in ["r_tcp", "l_tcp"] {
-            if let Some(pose) = p.link_pose(tcp) {
-                let t = pose.translation;
-                self.rec.log(
-                    format!("tcp/{tcp}"),
-                    &rerun::Points3D::new([[t.x, t.y, t.z]]).with_radii([0.008]),
-                )?;
-            }
-        }
-        let (q, target) = (p.positions(), p.targets());
-        for ((name, q), t) in world.joint_names().iter().zip(q).zip(target) {
+        Ok(())
+    }
+
+    /// TCP positions.
+    pub fn log_tcps(&self, tcps: &[(String, [f32; 3])]) -> anyhow::Result<()> {
+        for (name, t) in tcps {
             self.rec.log(
-                format!("joints/{name}/measured"),
-                &rerun::Scalars::single(q as f64),
-            )?;
-            self.rec.log(
-                format!("joints/{name}/target"),
-                &rerun::Scalars::single(t as f64),
+                format!("tcp/{name}"),
+                &rerun::Points3D::new([*t]).with_radii([0.008]),
             )?;
         }
         Ok(())
+    }
+
+    /// Measured and commanded position of every joint, one plot per joint.
+    pub fn log_joints(
+        &self,
+        names: &[String],
+        measured: &[f32],
+        target: &[f32],
+    ) -> anyhow::Result<()> {
+        for ((name, q), t) in names.iter().zip(measured).zip(target) {
+            self.rec.log(
+                format!("joints/{name}/measured"),
+                &rerun::Scalars::single(*q as f64),
+            )?;
+            self.rec.log(
+                format!("joints/{name}/target"),
+                &rerun::Scalars::single(*t as f64),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One camera frame as received on zenoh.
+    pub fn log_frame(&self, f: &crate::schema::CameraFrame) -> anyhow::Result<()> {
+        if f.encoding != "rgb8" || f.data.len() != (f.width * f.height * 3) as usize {
+            anyhow::bail!(
+                "camera {}: not a {}x{} rgb8 frame",
+                f.camera,
+                f.width,
+                f.height
+            );
+        }
+        self.rec.log(
+            format!("cameras/{}", f.camera),
+            &rerun::Image::from_rgb24(f.data.clone(), [f.width, f.height]),
+        )?;
+        Ok(())
+    }
+
+    /// Set the recording's clock to the robot's time (s).
+    pub fn set_robot_time(&self, t: f64) {
+        self.rec.set_duration_secs("robot_time", t);
     }
 
     /// Log camera images.
@@ -142,5 +194,120 @@ impl Viz {
     pub fn flush(&self) -> anyhow::Result<()> {
         self.rec.flush_blocking()?;
         Ok(())
+    }
+}
+
+/// A rerun recording of a robot seen through the daemon's zenoh API, on its own thread: the
+/// robot's links posed from the measured joints (the URDF's geometry), TCPs, commanded vs
+/// measured joints, and camera frames. Works the same for every backend.
+pub struct ApiViz {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl ApiViz {
+    /// Start logging robot `robot` on `session` to `sink`, at most `hz` times per second.
+    pub fn spawn(
+        session: &zenoh::Session,
+        robot: &str,
+        urdf: &str,
+        cameras: &[String],
+        sink: &RerunSink,
+        hz: f64,
+    ) -> anyhow::Result<Self> {
+        use crate::schema::{self, keys};
+        use std::sync::atomic::Ordering;
+        let viz = Viz::open(sink)?;
+        // the URDF's geometry, posed kinematically from the measured joints (no scene)
+        let mut cfg = reachy_sim::world::WorldConfig::new(urdf);
+        cfg.scene = None;
+        let mut geometry = World::new(cfg)?;
+        let (state, state_sub) = crate::net::subscribe_latest(session, &keys::state(robot), |b| {
+            schema::decode_robot::<schema::RobotState>(b).ok()
+        })?;
+        let mut frames = Vec::new();
+        let mut subs = vec![state_sub];
+        for c in cameras {
+            let (latest, sub) =
+                crate::net::subscribe_latest(session, &keys::camera(robot, c), |b| {
+                    schema::decode_robot::<schema::CameraFrame>(b).ok()
+                })?;
+            frames.push(latest);
+            subs.push(sub);
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let period = std::time::Duration::from_secs_f64(1.0 / hz.clamp(1.0, 200.0));
+        let thread = std::thread::Builder::new().name("rerun".into()).spawn(
+            move || -> anyhow::Result<()> {
+                let _subs = subs;
+                let names: Vec<String> = geometry.joint_names().to_vec();
+                let mut last_seq = u64::MAX;
+                let mut frame_seq = vec![u64::MAX; frames.len()];
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(period);
+                    let Some(s) = state.lock().ok().and_then(|l| l.clone()) else {
+                        continue;
+                    };
+                    if s.seq == last_seq {
+                        continue;
+                    }
+                    last_seq = s.seq;
+                    viz.set_robot_time(s.t);
+                    // joints the state does not carry (a one-bus serial backend) stay at home
+                    let mut q = geometry.physics().positions();
+                    for (n, v) in s.names.iter().zip(&s.position) {
+                        if let Some(i) = names.iter().position(|m| m == n) {
+                            q[i] = *v;
+                        }
+                    }
+                    geometry.physics_mut().set_positions(&q);
+                    viz.log_geometry(geometry.physics())?;
+                    let tcps: Vec<(String, [f32; 3])> = s
+                        .tcp
+                        .iter()
+                        .map(|p| (p.name.clone(), p.pose.position))
+                        .collect();
+                    viz.log_tcps(&tcps)?;
+                    viz.log_joints(&s.names, &s.position, &s.target)?;
+                    for (latest, seen) in frames.iter().zip(frame_seq.iter_mut()) {
+                        if let Some(f) = latest.lock().ok().and_then(|l| l.clone()) {
+                            if f.seq != *seen {
+                                *seen = f.seq;
+                                viz.log_frame(&f)?;
+                            }
+                        }
+                    }
+                }
+                viz.flush()
+            },
+        )?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop and flush the recording.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the rerun thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ApiViz {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::warn!("rerun: {e:#}");
+        }
     }
 }

@@ -86,6 +86,20 @@ impl ActConfig {
             .map(|(k, _)| k)
             .collect())
     }
+    /// Camera keys with their `[channels, height, width]`, in checkpoint order.
+    pub fn image_shapes(&self) -> Result<Vec<(String, [usize; 3])>, PolicyError> {
+        Self::features(&self.input_features)?
+            .into_iter()
+            .filter(|(_, f)| f.kind == FeatureType::Visual)
+            .map(|(k, f)| match f.shape[..] {
+                [c, h, w] => Ok((k, [c, h, w])),
+                _ => Err(PolicyError::Format(format!(
+                    "image feature {k} has shape {:?}; expected [3, H, W]",
+                    f.shape
+                ))),
+            })
+            .collect()
+    }
     /// `(key, dim)` of the robot state input, if any.
     pub fn state_feature(&self) -> Result<Option<(String, usize)>, PolicyError> {
         Ok(Self::features(&self.input_features)?

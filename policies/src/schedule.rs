@@ -172,6 +172,11 @@ impl ChunkScheduler {
         }
     }
 
+    /// The chunk asked for will not come (inference failed): allow a new request.
+    pub fn cancel_request(&mut self) {
+        self.in_flight = None;
+    }
+
     /// Forget the plan (new episode).
     pub fn reset(&mut self) {
         self.queue.clear();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 use crate::daemon::{Daemon, DaemonConfig, SimBackend};
+use crate::inprocess::{SimRobot, SimRobotOptions};
 use crate::model::RobotModel;
 use crate::net::ZenohArgs;
 
@@ -36,6 +37,10 @@ pub struct DaemonArgs {
     /// Serial backend: baud rate.
     #[arg(long)]
     pub baud: Option<u32>,
+    /// Record to rerun: `spawn` (a viewer), `save FILE` (.rrd) or `connect ADDR`: the robot
+    /// posed from its measured joints, TCPs, commanded vs measured joints, camera images.
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
+    pub rerun: Option<Vec<String>>,
     /// Zenoh endpoints.
     #[command(flatten)]
     pub zenoh: ZenohArgs,
@@ -57,7 +62,8 @@ pub struct DemoArgs {
 }
 
 /// Run `reachy daemon` until Ctrl-C.
-pub fn run_daemon(model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
+pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
+    let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
     let mut cfg = match &a.config {
         Some(p) => crate::config::Config::load(p)?,
         None => crate::config::Config::default_config(),
@@ -98,7 +104,19 @@ pub fn run_daemon(model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
         other => return Err(anyhow!("backend `{other}`: sim or serial")),
     };
     let backend_name = backend.name();
-    let d = Daemon::spawn(session, model, backend, DaemonConfig::from_config(&cfg))?;
+    let cameras: Vec<String> = backend.cameras().into_iter().map(|c| c.name).collect();
+    let d = Daemon::spawn(
+        session.clone(),
+        model,
+        backend,
+        DaemonConfig::from_config(&cfg),
+    )?;
+    let viz = match &sink {
+        Some(s) => Some(crate::viz::ApiViz::spawn(
+            &session, &cfg.robot, urdf, &cameras, s, 25.0,
+        )?),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)).context("Ctrl-C handler")?;
@@ -111,6 +129,9 @@ pub fn run_daemon(model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) && !d.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
     }
+    if let Some(v) = viz {
+        v.stop()?;
+    }
     d.stop()
 }
 
@@ -118,11 +139,7 @@ pub fn run_daemon(model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
 /// through the daemon's API. Ok(true) when the cube ended where it was meant to.
 pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bool> {
     let robot = "reachy";
-    let mut cfg = reachy_sim::world::WorldConfig::new(urdf);
-    if let Some(s) = &mut cfg.scene {
-        s.seed = a.seed;
-    }
-    let world = reachy_sim::world::World::new(cfg)?;
+    let world = SimRobot::world(urdf, a.seed, Vec::new())?;
     let objects = world.physics().object_poses();
     anyhow::ensure!(
         objects.iter().any(|o| o.0 == a.object),
@@ -131,8 +148,6 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
     );
     let place = crate::pick_place::free_spot(&objects, &a.object)
         .ok_or_else(|| anyhow!("no free spot for {} with seed {}", a.object, a.seed))?;
-    // one in-process session: no router, no listener
-    let session = ZenohArgs::default().open()?;
     // the recording: the whole scene at 25 Hz of simulated time, from the sim thread
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let rrd = a.out.join("demo.rrd");
@@ -151,22 +166,17 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
             k += 1;
         })
     };
-    let bridge = crate::sim_bridge::SimBridge::spawn_observed(
-        session.clone(),
+    // one in-process session: no router, no listener
+    let sim = SimRobot::start(
         world,
-        crate::sim_bridge::BridgeConfig {
+        model.clone(),
+        SimRobotOptions {
             robot: robot.into(),
+            observer: Some(observer),
             ..Default::default()
         },
-        Some(observer),
     )?;
-    let backend = SimBackend::connect(&session, robot, Duration::from_secs(5))?;
-    let daemon = Daemon::spawn(
-        session.clone(),
-        model.clone(),
-        Box::new(backend),
-        DaemonConfig::default(),
-    )?;
+    let session = sim.session.clone();
     let mut client = crate::client::RobotClient::connect(
         &session,
         robot,
@@ -185,8 +195,7 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
     let report = crate::pick_place::run(&mut client, &model, &task, &mut |s| println!("  {s}"));
     let wall = t0.elapsed().as_secs_f64();
     drop(client);
-    daemon.stop()?;
-    bridge.stop()?;
+    sim.stop()?;
     viz.flush()?;
     let report = report?;
     let summary = serde_json::json!({

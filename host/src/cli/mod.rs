@@ -12,6 +12,7 @@ pub mod firmware;
 pub mod kin;
 pub mod policy;
 pub mod sim;
+pub mod teleop;
 
 /// Reachy control stack: kinematics, servo bus tools, firmware, simulated servos, policies.
 ///
@@ -48,12 +49,33 @@ pub enum Command {
     /// Sim + daemon in this process and a scripted pick-and-place through the API; exit 0 only
     /// if the cube ends where it was meant to.
     Demo(daemon::DemoArgs),
+    /// Teleoperate through the daemon's API (the `teleop` lease): a Cartesian pose stream as
+    /// JSON lines on stdin, each target solved by the daemon's IK, one verdict line back each.
+    /// A running daemon (--connect) or the simulated robot started in this process.
+    Teleop(teleop::TeleopArgs),
     /// The firmware core as a host process (link on a pty, servo buses on serial ports).
     #[command(subcommand)]
     Firmware(firmware::FirmwareCommand),
-    /// Learned policies: LeRobot ACT checkpoints on candle (predict a chunk, benchmark).
+    /// Learned policies: LeRobot ACT checkpoints on candle (predict a chunk, benchmark, run on
+    /// the robot, serve over zenoh).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+}
+
+/// The URDF text and its model: `--urdf FILE`, else the built-in robot.
+pub fn urdf_and_model(
+    urdf: Option<&std::path::Path>,
+) -> anyhow::Result<(String, crate::model::RobotModel)> {
+    Ok(match urdf {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            crate::model::RobotModel::from_urdf_file(p)?,
+        ),
+        None => (
+            crate::model::REACHY_URDF.to_string(),
+            crate::model::RobotModel::reachy()?,
+        ),
+    })
 }
 
 /// Run a parsed command line; the exit code is non-zero when any input failed.
@@ -83,24 +105,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sim::run(&urdf, args).map(|_| ExitCode::SUCCESS)
         }
         Command::Daemon(args) => {
-            let model = match &cli.urdf {
-                Some(p) => crate::model::RobotModel::from_urdf_file(p)?,
-                None => crate::model::RobotModel::reachy()?,
-            };
-            daemon::run_daemon(model, args).map(|_| ExitCode::SUCCESS)
+            let (urdf, model) = urdf_and_model(cli.urdf.as_deref())?;
+            daemon::run_daemon(&urdf, model, args).map(|_| ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
-            let (urdf, model) = match &cli.urdf {
-                Some(p) => (
-                    std::fs::read_to_string(p)
-                        .with_context(|| format!("reading {}", p.display()))?,
-                    crate::model::RobotModel::from_urdf_file(p)?,
-                ),
-                None => (
-                    crate::model::REACHY_URDF.to_string(),
-                    crate::model::RobotModel::reachy()?,
-                ),
-            };
+            let (urdf, model) = urdf_and_model(cli.urdf.as_deref())?;
             let ok = daemon::run_demo(&urdf, model, args)?;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -108,7 +117,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Teleop(args) => {
+            let ok = teleop::run(args, cli.urdf.as_deref())?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
-        Command::Policy(cmd) => policy::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Policy(cmd) => policy::run(cmd, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
     }
 }

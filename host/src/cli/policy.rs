@@ -55,12 +55,112 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "PYTHON")]
         compare_lerobot: Option<PathBuf>,
     },
+    /// Run a policy on the robot: a running daemon (--connect ENDPOINT), or the simulated robot
+    /// started in this process (--backend sim, the default without --connect). The policy runs
+    /// here (--checkpoint) or on a policy server (--server ENDPOINT). Async by default: the next
+    /// chunk is computed while the current one executes.
+    Run(Box<RunArgs>),
+    /// Serve a policy over zenoh to the runners of any number of robots (one session each):
+    /// observations in, timestamped action chunks out, on `reachy_policy/<name>/infer`.
+    Serve {
+        /// Checkpoint directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Server name (the key segment); runners pick it with --server-name.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// `cpu` or `cuda[:N]`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// f32, f16, bf16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Print the per-session counters every this many seconds (0: never).
+        #[arg(long, default_value_t = 10.0)]
+        stats_every: f64,
+        /// Zenoh endpoints (runners connect to the --listen one).
+        #[command(flatten)]
+        zenoh: crate::net::ZenohArgs,
+    },
+}
+
+/// `reachy policy run`
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Checkpoint directory (inference in this process).
+    #[arg(long, required_unless_present = "server")]
+    pub checkpoint: Option<PathBuf>,
+    /// A policy server's endpoint (`reachy policy serve --listen …`) to infer on instead.
+    #[arg(long, value_name = "ENDPOINT", conflicts_with = "checkpoint")]
+    pub server: Option<String>,
+    /// Name of the policy server.
+    #[arg(long, default_value = "default")]
+    pub server_name: String,
+    /// `sim`: start the simulated robot in this process (the default without --connect).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Robot name.
+    #[arg(long, default_value = "reachy")]
+    pub robot: String,
+    /// A LeRobot dataset whose meta/info.json names the state and action features (and gives
+    /// the fps).
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
+    /// State feature names, comma-separated (e.g. `r_shoulder_pitch.pos,…`).
+    #[arg(long, value_delimiter = ',')]
+    pub state_names: Option<Vec<String>>,
+    /// Action feature names, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub action_names: Option<Vec<String>>,
+    /// Map an image feature to a camera: `head=head_camera` (repeatable).
+    #[arg(long = "camera", value_name = "KEY=CAMERA")]
+    pub cameras: Vec<String>,
+    /// Control rate (Hz); default the dataset's fps, else 30.
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Episodes to run.
+    #[arg(long, default_value_t = 1)]
+    pub episodes: usize,
+    /// Length of an episode (s).
+    #[arg(long, default_value_t = 10.0)]
+    pub episode_time: f64,
+    /// Synchronous mode (infer only when the queue runs dry: the robot waits at chunk ends).
+    #[arg(long)]
+    pub sync: bool,
+    /// Async mode: request the next chunk this many steps earlier than the measured latency.
+    #[arg(long, default_value_t = 2)]
+    pub margin_steps: usize,
+    /// Actions used per chunk (default: the checkpoint's n_action_steps).
+    #[arg(long)]
+    pub n_action_steps: Option<usize>,
+    /// Language instruction (for policies that take one).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Scene seed of the in-process sim (episode i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `cpu` or `cuda[:N]` (local inference).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16, bf16 (local inference).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Write the per-episode report (JSON) here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Record to rerun: `spawn`, `save FILE` or `connect ADDR` (robot, joints, camera images).
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
+    pub rerun: Option<Vec<String>>,
+    /// Zenoh endpoints: --connect reaches a running daemon.
+    #[command(flatten)]
+    pub zenoh: crate::net::ZenohArgs,
 }
 
 /// lerobot timing script, embedded so the binary works from any directory.
 const LEROBOT_TIMER: &str = include_str!("../../../policies/tests/python/time_lerobot_act.py");
 
-fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
+/// `cpu`, `cuda` or `cuda:N` → the candle device.
+pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
     let cuda = match s {
         "cpu" => None,
         "cuda" => Some(0),
@@ -75,7 +175,8 @@ fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
     Ok(reachy_policies::device(cuda)?)
 }
 
-fn parse_dtype(s: &str) -> anyhow::Result<DType> {
+/// `f32`, `f16` or `bf16` → the candle dtype.
+pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
     Ok(match s {
         "f32" => DType::F32,
         "f16" => DType::F16,
@@ -103,8 +204,57 @@ fn load(
 }
 
 /// Run a `policy` subcommand.
-pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
+pub fn run(cmd: PolicyCommand, urdf: Option<&Path>) -> anyhow::Result<()> {
     match cmd {
+        PolicyCommand::Run(a) => run_policy(*a, urdf)?,
+        PolicyCommand::Serve {
+            checkpoint,
+            name,
+            device,
+            dtype,
+            stats_every,
+            zenoh,
+        } => {
+            let policy = crate::policy_run::LocalPolicy::load(&checkpoint, &device, &dtype)?;
+            let spec = policy.spec().clone();
+            let session = zenoh.open()?;
+            let server = crate::policy_serve::PolicyServer::spawn(&session, &name, policy)?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s2 = stop.clone();
+            ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
+                .context("Ctrl-C handler")?;
+            println!(
+                "policy server ready: {} (state {}, action {}, {} camera(s), chunk {}, {device})",
+                crate::schema::keys::policy_infer(&name),
+                spec.state_dim,
+                spec.action_dim,
+                spec.images.len(),
+                spec.chunk_size
+            );
+            use std::io::Write;
+            std::io::stdout().flush().ok();
+            let mut last = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if stats_every > 0.0 && last.elapsed().as_secs_f64() >= stats_every {
+                    last = Instant::now();
+                    for s in server.stats() {
+                        println!(
+                            "  {}: {} served, {} dropped, {} errors, p50 {:.1} ms, p99 {:.1} ms, \
+                             queue {}",
+                            s.session,
+                            s.served,
+                            s.dropped,
+                            s.errors,
+                            s.p50_ms,
+                            s.p99_ms,
+                            server.queue_depth()
+                        );
+                    }
+                    std::io::stdout().flush().ok();
+                }
+            }
+        }
         PolicyCommand::Predict {
             checkpoint,
             observation,
@@ -179,6 +329,208 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             }
             println!("{report}");
         }
+    }
+    Ok(())
+}
+
+/// `reachy policy run`.
+fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
+    use crate::policy_run as pr;
+    use std::time::Duration;
+    let (ds_state, ds_action, ds_fps) = match &a.dataset {
+        Some(d) => {
+            let (s, ac, f) = pr::dataset_names(d)?;
+            (Some(s), Some(ac), f)
+        }
+        None => (None, None, None),
+    };
+    let state_names = a.state_names.clone().or(ds_state);
+    let action_names = a.action_names.clone().or(ds_action);
+    let fps = a.fps.or(ds_fps).unwrap_or(30.0);
+    let overrides = a
+        .cameras
+        .iter()
+        .map(|m| {
+            m.split_once('=')
+                .map(|(k, c)| (k.to_string(), c.to_string()))
+                .ok_or_else(|| anyhow!("--camera takes KEY=CAMERA, not `{m}`"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
+    let in_process = crate::inprocess::wants_in_process(a.backend.as_deref(), &a.zenoh)?;
+    // the policy first: its features decide which cameras the in-process sim renders, at what
+    // size. A policy server is reached on a session of its own, so the robot's traffic stays
+    // off that link.
+    let mut policy_session = None;
+    let (infer, spec) = match (&a.checkpoint, &a.server) {
+        (_, Some(server)) => {
+            let s = crate::net::ZenohArgs {
+                connect: vec![server.clone()],
+                listen: Vec::new(),
+                zenoh_config: a.zenoh.zenoh_config.clone(),
+            }
+            .open()?;
+            let (remote, info) =
+                pr::RemotePolicy::connect(&s, &a.server_name, Duration::from_secs(10))?;
+            println!(
+                "policy server `{}` on {}: state {}, action {}, {} camera(s)",
+                info.name,
+                info.device,
+                info.state_dim,
+                info.action_dim,
+                info.images.len()
+            );
+            policy_session = Some(s);
+            (pr::remote_infer(remote), pr::PolicySpec::from(&info))
+        }
+        (Some(dir), None) => {
+            let l = pr::LocalPolicy::load(dir, &a.device, &a.dtype)?;
+            let spec = l.spec().clone();
+            (pr::local_infer(l), spec)
+        }
+        (None, None) => bail!("give --checkpoint DIR or --server ENDPOINT"),
+    };
+    let sim = if in_process {
+        let (urdf_text, model) = super::urdf_and_model(urdf)?;
+        // the cameras the policy reads, at the largest image size it takes
+        let (w, h) = spec
+            .images
+            .iter()
+            .map(|(_, [_, h, w])| (*w as u32, *h as u32))
+            .max()
+            .unwrap_or((320, 240));
+        let all = reachy_sim::camera::CameraSpec::reachy(w, h);
+        let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+        let wanted: Vec<String> = spec
+            .images
+            .iter()
+            .filter_map(|(k, _)| pr::camera_for(k, &names, &overrides).ok())
+            .collect();
+        let cameras = all
+            .into_iter()
+            .filter(|c| wanted.contains(&c.name))
+            .collect();
+        let world = crate::inprocess::SimRobot::world(&urdf_text, a.seed, cameras)?;
+        Some(crate::inprocess::SimRobot::start(
+            world,
+            model,
+            crate::inprocess::SimRobotOptions {
+                robot: a.robot.clone(),
+                camera_fps: fps,
+                zenoh: a.zenoh.clone(),
+                observer: None,
+            },
+        )?)
+    } else {
+        None
+    };
+    let session = match &sim {
+        Some(s) => s.session.clone(),
+        None => a.zenoh.open()?,
+    };
+    let mut client = crate::client::RobotClient::connect(
+        &session,
+        &a.robot,
+        &format!("policy-{}", std::process::id()),
+        "policy",
+        Duration::from_secs(10),
+    )?;
+    let joints: Vec<String> = client
+        .info()
+        .joints
+        .iter()
+        .map(|j| j.name.clone())
+        .collect();
+    let cams: Vec<String> = client
+        .info()
+        .cameras
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let map = pr::map_features(
+        &spec,
+        &joints,
+        &cams,
+        state_names.as_deref(),
+        action_names.as_deref(),
+        &overrides,
+    )?;
+    let viz = match &sink {
+        Some(sink) => {
+            let (urdf_text, _) = super::urdf_and_model(urdf)?;
+            let cams: Vec<String> = map.images.iter().map(|(_, c, _)| c.clone()).collect();
+            Some(crate::viz::ApiViz::spawn(
+                &session, &a.robot, &urdf_text, &cams, sink, 25.0,
+            )?)
+        }
+        None => None,
+    };
+    let opts = pr::RunOptions {
+        fps,
+        n_action_steps: a.n_action_steps.unwrap_or(spec.n_action_steps).max(1),
+        synchronous: a.sync,
+        margin_steps: a.margin_steps,
+        episodes: a.episodes,
+        episode_s: a.episode_time,
+        task: a.task.clone(),
+        session: format!("{}-{}", a.robot, std::process::id()),
+    };
+    println!(
+        "policy run: {} action(s) → {} joint(s), {} camera(s), {fps} Hz, {} mode, {} episode(s) \
+         of {} s on {}",
+        spec.action_dim,
+        map.action.len(),
+        map.images.len(),
+        if a.sync { "sync" } else { "async" },
+        a.episodes,
+        a.episode_time,
+        if sim.is_some() {
+            "the simulated robot (in this process)".to_string()
+        } else {
+            format!("robot `{}`", a.robot)
+        }
+    );
+    let home = client.state()?.position;
+    let seed = a.seed;
+    let sim_ref = sim.as_ref();
+    let mut before = |ep: usize, c: &mut crate::client::RobotClient| -> anyhow::Result<()> {
+        if ep > 0 {
+            let r = c.goto(&joints, &home, 1.5)?;
+            if r.status != "ok" && r.status != "clamped" {
+                bail!(
+                    "going home before episode {ep}: {} {:?}",
+                    r.status,
+                    r.reason
+                );
+            }
+            if let Some(s) = sim_ref {
+                s.reset_scene(seed + ep as u64)?;
+            }
+        }
+        Ok(())
+    };
+    let reports = pr::run(&mut client, &map, infer, &opts, &mut before, &mut |s| {
+        println!("  {s}")
+    })?;
+    drop(client);
+    if let Some(v) = viz {
+        v.stop()?;
+    }
+    if let Some(s) = sim {
+        s.stop()?;
+    }
+    drop(policy_session);
+    let summary = serde_json::json!({
+        "fps": fps,
+        "mode": if a.sync { "sync" } else { "async" },
+        "server": a.server,
+        "features": map,
+        "spec": spec,
+        "episodes": reports,
+    });
+    if let Some(p) = &a.report {
+        std::fs::write(p, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }

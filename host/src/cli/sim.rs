@@ -54,6 +54,10 @@ pub struct SimRunArgs {
     /// No table and cubes: the robot alone.
     #[arg(long)]
     pub no_scene: bool,
+    /// Record to rerun: `spawn`, `save FILE` or `connect ADDR`: the whole scene (robot, table,
+    /// objects) at 25 Hz of simulated time, joint targets and positions, TCPs.
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
+    pub rerun: Option<Vec<String>>,
     /// Zenoh endpoints.
     #[command(flatten)]
     pub zenoh: crate::net::ZenohArgs,
@@ -115,8 +119,26 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
     if let Some(info) = world.renderer_info() {
         tracing::info!("cameras rendered on {info}");
     }
+    let viz = match a.rerun.as_deref() {
+        Some(r) => Some(Arc::new(crate::viz::Viz::open(
+            &crate::viz::RerunSink::parse(r)?,
+        )?)),
+        None => None,
+    };
+    let observer: Option<crate::sim_bridge::Observer> = viz.clone().map(|viz| {
+        let every = (a.rate / 25.0).round().max(1.0) as u64;
+        let mut k = 0u64;
+        Box::new(move |w: &reachy_sim::world::World| {
+            if k.is_multiple_of(every) {
+                if let Err(e) = viz.log_world(w) {
+                    tracing::warn!("rerun: {e}");
+                }
+            }
+            k += 1;
+        }) as crate::sim_bridge::Observer
+    });
     let session = a.zenoh.open()?;
-    let bridge = crate::sim_bridge::SimBridge::spawn(
+    let bridge = crate::sim_bridge::SimBridge::spawn_observed(
         session.clone(),
         world,
         crate::sim_bridge::BridgeConfig {
@@ -125,6 +147,7 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
             lockstep: a.lockstep,
             camera_fps: a.camera_fps,
         },
+        observer,
     )?;
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
@@ -144,6 +167,9 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
     }
     let stats = bridge.stats.clone();
     bridge.stop()?;
+    if let Some(v) = viz {
+        v.flush()?;
+    }
     tracing::info!(
         ticks = stats.ticks.load(std::sync::atomic::Ordering::Relaxed),
         accepted = stats.accepted.load(std::sync::atomic::Ordering::Relaxed),

@@ -5,6 +5,7 @@ everything the Rust parity test needs.
 usage: make_act_fixture.py OUT_DIR [--norm MODE[,MODE…]] (MEAN_STD, MIN_MAX, QUANTILES, QUANTILE10;
        several modes write OUT_DIR/<MODE>/…) [--height H] [--width W]
        [--dim-model D] [--cameras N] [--layers E] [--chunk C] [--seed S] [--time N]
+       [--mean V,V,… [--std S]] (MEAN_STD statistics centred on a robot pose)
 
 OUT_DIR/checkpoint/    config.json, model.safetensors, policy_{pre,post}processor*.json/.safetensors
 OUT_DIR/obs.safetensors       observation.state [1,S], observation.images.<cam> [1,3,H,W] in [0,1]
@@ -41,6 +42,10 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--time", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--pre-norm", action="store_true")
+# a checkpoint for running on the robot: MEAN_STD statistics centred on a pose
+p.add_argument("--mean", help="comma-separated mean of observation.state and action (robot units)")
+p.add_argument("--std", type=float, default=0.02, help="std of state and action with --mean")
+p.add_argument("--n-action-steps", type=int, default=0, help="default: the chunk size")
 a = p.parse_args()
 
 def make(out, mode_name):
@@ -59,7 +64,7 @@ def make(out, mode_name):
         output_features=outputs,
         device="cpu",
         chunk_size=a.chunk,
-        n_action_steps=a.chunk,
+        n_action_steps=a.n_action_steps or a.chunk,
         dim_model=a.dim_model,
         n_heads=a.heads,
         dim_feedforward=a.ff,
@@ -100,6 +105,12 @@ def make(out, mode_name):
 
 
     ds_stats = {"observation.state": stats(a.state_dim), "action": stats(a.action_dim)}
+    if a.mean:
+        mean = torch.tensor([float(v) for v in a.mean.split(",")])
+        assert mean.numel() == a.state_dim == a.action_dim, "--mean needs state dim == action dim"
+        for k in ("observation.state", "action"):
+            ds_stats[k]["mean"] = mean.clone()
+            ds_stats[k]["std"] = torch.full_like(mean, a.std)
     for c in cams:
         s = stats(3, (3, 1, 1))
         s["mean"] = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)

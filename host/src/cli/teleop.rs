@@ -1,0 +1,219 @@
+//! `reachy teleop`: teleoperation through the daemon's API with the `teleop` lease (it pre-empts
+//! policies and scripts). The input is a Cartesian pose stream, the way a VR headset bridge or a
+//! space-mouse driver delivers it: one JSON object per line on stdin,
+//!
+//! ```text
+//! {"arm": "r_arm", "position": [0.35, -0.25, 0.85], "orientation": [0, 0, 0, 1], "gripper": 0.8}
+//! {"hold": 1.5}
+//! ```
+//!
+//! Each target goes to the daemon as it arrives (its IK solves it); `hold` keeps streaming the last
+//! targets for that many seconds (a silent stream holds the robot after 0.5 s). Every line gets
+//! one JSON line back: the daemon's verdict (`ok`, `clamped`, `unreachable` with the reason) and
+//! the measured TCP, or the error in the line; the last line is a summary.
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde::Deserialize;
+
+use crate::client::RobotClient;
+use crate::net::ZenohArgs;
+
+/// `reachy teleop`
+#[derive(Debug, clap::Args)]
+pub struct TeleopArgs {
+    /// `stdin`: JSON lines of TCP targets (`{"arm", "position", "orientation"?, "gripper"?}`)
+    /// or `{"hold": SECONDS}`.
+    #[arg(long, default_value = "stdin")]
+    pub input: String,
+    /// `sim`: start the simulated robot in this process (the default without --connect).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Robot name.
+    #[arg(long, default_value = "reachy")]
+    pub robot: String,
+    /// Scene seed of the in-process sim.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Rate at which `hold` re-sends the last targets (Hz).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Record to rerun: `spawn`, `save FILE` or `connect ADDR`.
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
+    pub rerun: Option<Vec<String>>,
+    /// Zenoh endpoints: --connect reaches a running daemon.
+    #[command(flatten)]
+    pub zenoh: ZenohArgs,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    arm: String,
+    position: [f32; 3],
+    #[serde(default)]
+    orientation: Option<[f32; 4]>,
+    #[serde(default)]
+    gripper: Option<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Hold { hold: f64 },
+    Target(Target),
+}
+
+/// Run `reachy teleop`; Ok(false) when a line was bad.
+pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool> {
+    if a.input != "stdin" {
+        bail!(
+            "--input `{}`: only `stdin` (JSON lines) is available",
+            a.input
+        );
+    }
+    if !(a.rate > 0.0 && a.rate <= 1000.0) {
+        bail!("--rate must be within 0..=1000 Hz");
+    }
+    let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
+    let in_process = crate::inprocess::wants_in_process(a.backend.as_deref(), &a.zenoh)?;
+    let (urdf_text, model) = super::urdf_and_model(urdf)?;
+    let sim = if in_process {
+        let world = crate::inprocess::SimRobot::world(&urdf_text, a.seed, Vec::new())?;
+        Some(crate::inprocess::SimRobot::start(
+            world,
+            model,
+            crate::inprocess::SimRobotOptions {
+                robot: a.robot.clone(),
+                zenoh: a.zenoh.clone(),
+                ..Default::default()
+            },
+        )?)
+    } else {
+        None
+    };
+    let session = match &sim {
+        Some(s) => s.session.clone(),
+        None => a.zenoh.open()?,
+    };
+    let client = RobotClient::connect(
+        &session,
+        &a.robot,
+        &format!("teleop-{}", std::process::id()),
+        "teleop",
+        Duration::from_secs(10),
+    )?;
+    let viz = match &sink {
+        Some(s) => Some(crate::viz::ApiViz::spawn(
+            &session,
+            &a.robot,
+            &urdf_text,
+            &[],
+            s,
+            25.0,
+        )?),
+        None => None,
+    };
+    let first = client.state()?;
+    let mut counts: std::collections::BTreeMap<String, u64> = first
+        .cartesian
+        .iter()
+        .map(|c| (c.arm.clone(), c.count))
+        .collect();
+    let mut last: std::collections::BTreeMap<String, Target> = Default::default();
+    let mut tally = std::collections::BTreeMap::<String, u64>::new();
+    let mut bad = 0u64;
+    let stdin = std::io::stdin();
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let out = match serde_json::from_str::<Line>(&line) {
+            Err(e) => {
+                bad += 1;
+                serde_json::json!({"line": n + 1, "error": format!("not a target or a hold: {e}")})
+            }
+            Ok(Line::Hold { hold }) if !(0.0..=3600.0).contains(&hold) => {
+                bad += 1;
+                serde_json::json!({"line": n + 1, "error": "hold must be within 0..=3600 s"})
+            }
+            Ok(Line::Hold { hold }) => {
+                let t0 = Instant::now();
+                let period = Duration::from_secs_f64(1.0 / a.rate);
+                while t0.elapsed().as_secs_f64() < hold {
+                    for t in last.values() {
+                        client.cartesian(&t.arm, t.position, t.orientation, t.gripper)?;
+                        *counts.entry(t.arm.clone()).or_default() += 1;
+                    }
+                    std::thread::sleep(period);
+                }
+                let s = client.state()?;
+                serde_json::json!({"line": n + 1, "held_s": hold, "tcp": tcps(&s)})
+            }
+            Ok(Line::Target(t)) => {
+                client.cartesian(&t.arm, t.position, t.orientation, t.gripper)?;
+                // targets of this arm sent so far: the daemon counts them as it solves them
+                let want = counts.get(&t.arm).copied().unwrap_or(0) + 1;
+                counts.insert(t.arm.clone(), want);
+                // the daemon acknowledges every target with a state at once
+                let t0 = Instant::now();
+                let verdict = loop {
+                    let s = client.state()?;
+                    if let Some(c) = s.cartesian.iter().find(|c| c.arm == t.arm) {
+                        if c.count >= want {
+                            break Some((c.clone(), s));
+                        }
+                    }
+                    if t0.elapsed() > Duration::from_secs(1) {
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                };
+                match verdict {
+                    Some((c, s)) => {
+                        *tally.entry(c.status.clone()).or_default() += 1;
+                        let o = serde_json::json!({"line": n + 1, "arm": t.arm,
+                            "status": c.status, "reason": c.reason, "tcp": tcps(&s)});
+                        if c.status != "unreachable" {
+                            last.insert(t.arm.clone(), t);
+                        }
+                        o
+                    }
+                    None => {
+                        bad += 1;
+                        // the daemon rejected it (unknown arm, lease lost): say why if it can
+                        serde_json::json!({"line": n + 1, "error": format!(
+                            "no verdict from the daemon for {} (unknown arm, or the lease \
+                             was taken; rejected commands: {})", t.arm, client.state()?.rejected)})
+                    }
+                }
+            }
+        };
+        println!("{out}");
+    }
+    let s = client.state()?;
+    println!(
+        "{}",
+        serde_json::json!({"summary": {"verdicts": tally, "bad_lines": bad, "tcp": tcps(&s),
+            "faults": s.faults}})
+    );
+    drop(client);
+    if let Some(v) = viz {
+        v.stop()?;
+    }
+    if let Some(s) = sim {
+        s.stop()?;
+    }
+    Ok(bad == 0)
+}
+
+fn tcps(s: &crate::schema::RobotState) -> serde_json::Value {
+    s.tcp
+        .iter()
+        .map(|p| (p.name.clone(), serde_json::json!(p.pose.position)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}

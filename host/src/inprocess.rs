@@ -1,0 +1,151 @@
+//! The simulated robot in this process: the sim engine behind its zenoh bridge and the daemon on
+//! the sim backend, on one in-process zenoh session (no router, no listener unless asked). What
+//! `reachy demo` and every client command's `--backend sim` start; clients then talk to it
+//! through the daemon's API exactly as to a real robot.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use zenoh::Wait;
+
+use crate::daemon::{Daemon, DaemonConfig, SimBackend};
+use crate::model::RobotModel;
+use crate::net::ZenohArgs;
+use crate::schema::{self, keys};
+use crate::sim_bridge::{BridgeConfig, Observer, SimBridge};
+
+/// Whether a client command starts the simulated robot itself: `--backend sim`, or no
+/// `--connect` to a running daemon.
+pub fn wants_in_process(backend: Option<&str>, zenoh: &ZenohArgs) -> anyhow::Result<bool> {
+    match backend {
+        Some("sim") => Ok(true),
+        None => Ok(zenoh.connect.is_empty()),
+        Some(other) => anyhow::bail!(
+            "--backend `{other}`: `sim` starts the simulated robot here; a real robot is reached \
+             with --connect to its daemon"
+        ),
+    }
+}
+
+/// What to start.
+pub struct SimRobotOptions {
+    /// Robot name (the `<robot>` key segment).
+    pub robot: String,
+    /// Camera frames per second.
+    pub camera_fps: f64,
+    /// Zenoh endpoints of the in-process session (empty: in-process only).
+    pub zenoh: ZenohArgs,
+    /// Called by the sim thread after every control period (recording).
+    pub observer: Option<Observer>,
+}
+
+impl Default for SimRobotOptions {
+    fn default() -> Self {
+        Self {
+            robot: "reachy".into(),
+            camera_fps: 30.0,
+            zenoh: ZenohArgs::default(),
+            observer: None,
+        }
+    }
+}
+
+/// A running simulated robot; dropping it stops the daemon, then the sim.
+pub struct SimRobot {
+    /// The session both run on; clients in this process use it too.
+    pub session: zenoh::Session,
+    /// Robot name.
+    pub robot: String,
+    daemon: Option<Daemon>,
+    bridge: Option<SimBridge>,
+}
+
+impl SimRobot {
+    /// Put `world` (see [`SimRobot::world`]) on zenoh and start the daemon on it.
+    pub fn start(
+        world: reachy_sim::world::World,
+        model: RobotModel,
+        opts: SimRobotOptions,
+    ) -> anyhow::Result<Self> {
+        let session = opts.zenoh.open()?;
+        let bridge = SimBridge::spawn_observed(
+            session.clone(),
+            world,
+            BridgeConfig {
+                robot: opts.robot.clone(),
+                camera_fps: opts.camera_fps,
+                ..Default::default()
+            },
+            opts.observer,
+        )?;
+        let backend = SimBackend::connect(&session, &opts.robot, Duration::from_secs(5))?;
+        let daemon = Daemon::spawn(
+            session.clone(),
+            model,
+            Box::new(backend),
+            DaemonConfig {
+                robot: opts.robot.clone(),
+                ..DaemonConfig::default()
+            },
+        )?;
+        Ok(Self {
+            session,
+            robot: opts.robot,
+            daemon: Some(daemon),
+            bridge: Some(bridge),
+        })
+    }
+
+    /// The world of `urdf`: the scene placed from `seed`, the robot at home, `cameras` rendered.
+    pub fn world(
+        urdf: &str,
+        seed: u64,
+        cameras: Vec<reachy_sim::camera::CameraSpec>,
+    ) -> anyhow::Result<reachy_sim::world::World> {
+        let mut cfg = reachy_sim::world::WorldConfig::new(urdf);
+        if let Some(s) = &mut cfg.scene {
+            s.seed = seed;
+        }
+        cfg.cameras = cameras;
+        Ok(reachy_sim::world::World::new(cfg)?)
+    }
+
+    /// Rebuild the scene with `seed` (objects re-placed, robot teleported home).
+    pub fn reset_scene(&self, seed: u64) -> anyhow::Result<()> {
+        let key = keys::sim_query(&self.robot, "reset");
+        let replies = self
+            .session
+            .get(&key)
+            .payload(schema::encode(&schema::ResetRequest {
+                v: schema::SIM_SCHEMA_VERSION,
+                seed: Some(seed),
+            }))
+            .timeout(Duration::from_secs(5))
+            .wait()
+            .map_err(|e| anyhow!("{e}"))?;
+        let r = replies.recv().map_err(|_| anyhow!("no reply from {key}"))?;
+        r.result()
+            .map(|_| ())
+            .map_err(|e| anyhow!("{key}: error reply ({} bytes)", e.payload().len()))
+    }
+
+    /// Stop the daemon, then the sim; errors of either.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let d = self.daemon.take().map(|d| d.stop());
+        let b = self.bridge.take().map(|b| b.stop());
+        d.transpose()?;
+        b.transpose()?;
+        Ok(())
+    }
+}
+
+impl Drop for SimRobot {
+    fn drop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().ok();
+        }
+        if let Some(b) = self.bridge.take() {
+            b.stop().ok();
+        }
+    }
+}
