@@ -824,6 +824,42 @@ mod tests {
             let _ = decode_sim::<JointState>(&bytes);
             let _ = decode_sim::<StepRequest>(&bytes);
             let _ = decode_sim::<ResetRequest>(&bytes);
+            let _ = decode_robot::<JointTargets>(&bytes);
+            let _ = decode_robot::<CartesianTarget>(&bytes);
+            let _ = decode_robot::<GotoRequest>(&bytes);
+            let _ = decode_robot::<LeaseRequest>(&bytes);
+            let _ = decode_robot::<CameraFrame>(&bytes);
+            let _ = decode_policy::<PolicyRequest>(&bytes);
+            let _ = decode_policy::<PolicyChunk>(&bytes);
+            let _ = decode_policy::<PolicyServerInfo>(&bytes);
+        }
+
+        #[test]
+        fn policy_requests_survive_mutation_without_panic(
+            flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..8),
+        ) {
+            let req = PolicyRequest {
+                v: POLICY_SCHEMA_VERSION,
+                session: "r".into(),
+                seq: 3,
+                t_obs: 0.5,
+                state: vec![0.1, 0.2],
+                images: vec![ImageMsg {
+                    key: "observation.images.head".into(),
+                    width: 4,
+                    height: 2,
+                    data: vec![7; 24],
+                }],
+                task: Some("pick".into()),
+            };
+            let mut b = encode(&req);
+            prop_assert_eq!(decode_policy::<PolicyRequest>(&b).unwrap(), req);
+            for (i, x) in flips {
+                let n = b.len();
+                b[i % n] ^= x;
+            }
+            let _ = decode_policy::<PolicyRequest>(&b);
+            let _ = decode_robot::<CartesianTarget>(&b);
         }
 
         #[test]
