@@ -61,6 +61,13 @@ impl ZenohArgs {
         } else if self.zenoh_config.is_none() {
             // no listener at all: the session talks in-process and to what it connects to
             set(&mut c, "listen/endpoints", "[]")?;
+            if !self.connect.is_empty() {
+                // reachable only through what it connects to (a router, or a peer that
+                // listens): a client session, routed by that peer, whatever the topology
+                set(&mut c, "mode", "\"client\"")?;
+                // start order does not matter: wait up to 10 s for the endpoint to come up
+                set(&mut c, "connect/timeout_ms", "10000")?;
+            }
         }
         if !self.connect.is_empty() {
             set(
@@ -145,6 +152,33 @@ pub fn retry<T>(
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     }
+}
+
+/// Run a zenoh router on the `--listen` endpoints until Ctrl-C (the same authentication rules
+/// as every other process: beyond loopback only with user-password or TLS).
+pub fn run_router(z: &ZenohArgs) -> anyhow::Result<()> {
+    if z.listen.is_empty() && z.zenoh_config.is_none() {
+        bail!("a router needs --listen ENDPOINT (e.g. tcp/127.0.0.1:7447)");
+    }
+    let mut c = z.config()?;
+    set(&mut c, "mode", "\"router\"")?;
+    let session = zenoh::open(c)
+        .wait()
+        .map_err(|e| anyhow::anyhow!("opening the zenoh router: {e}"))?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    println!("router ready: {}", z.listen.join(", "));
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    session
+        .close()
+        .wait()
+        .map_err(|e| anyhow::anyhow!("closing the router: {e}"))
 }
 
 /// The latest message on `key`, as `decode` turns it (messages it refuses are skipped).

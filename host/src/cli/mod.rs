@@ -53,6 +53,9 @@ pub enum Command {
     /// JSON lines on stdin, each target solved by the daemon's IK, one verdict line back each.
     /// A running daemon (--connect) or the simulated robot started in this process.
     Teleop(teleop::TeleopArgs),
+    /// A zenoh router: sims, daemons, policy servers and clients on several hosts all
+    /// `--connect` to it (no zenohd needed). Runs until Ctrl-C.
+    Router(crate::net::ZenohArgs),
     /// The firmware core as a host process (link on a pty, servo buses on serial ports).
     #[command(subcommand)]
     Firmware(firmware::FirmwareCommand),
@@ -125,6 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Router(z) => crate::net::run_router(&z).map(|_| ExitCode::SUCCESS),
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Policy(cmd) => policy::run(cmd, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
     }
