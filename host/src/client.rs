@@ -78,6 +78,15 @@ impl RobotClient {
                 schema::decode_sim::<schema::ObjectPoses>(b).ok()
             })?;
         let subs = vec![state_sub, objects_sub];
+        // ready when the daemon publishes a state (its backend has answered)
+        let t0 = Instant::now();
+        while state.lock().map(|l| l.is_none()).unwrap_or(true) {
+            anyhow::ensure!(
+                t0.elapsed() < timeout,
+                "the daemon of `{robot}` publishes no state (its backend does not answer)"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let targets = session
             .declare_publisher(keys::joint_targets(robot))
             .wait()

@@ -27,6 +27,36 @@ pub fn wants_in_process(backend: Option<&str>, zenoh: &ZenohArgs) -> anyhow::Res
     }
 }
 
+/// The robot a client command (teleop, replay, policy run) works on: the simulated robot started
+/// in this process (`--backend sim`, or no `--connect`) with `cameras` rendered, or a running
+/// daemon reached through `zenoh`. Returns the session to use and the sim to stop at the end.
+pub fn robot_for_client(
+    backend: Option<&str>,
+    zenoh: &ZenohArgs,
+    robot: &str,
+    seed: u64,
+    cameras: Vec<reachy_sim::camera::CameraSpec>,
+    camera_fps: f64,
+    urdf: Option<&std::path::Path>,
+) -> anyhow::Result<(zenoh::Session, Option<SimRobot>)> {
+    if !wants_in_process(backend, zenoh)? {
+        return Ok((zenoh.open()?, None));
+    }
+    let (urdf_text, model) = crate::cli::urdf_and_model(urdf)?;
+    let world = SimRobot::world(&urdf_text, seed, cameras)?;
+    let sim = SimRobot::start(
+        world,
+        model,
+        SimRobotOptions {
+            robot: robot.to_string(),
+            camera_fps,
+            zenoh: zenoh.clone(),
+            observer: None,
+        },
+    )?;
+    Ok((sim.session.clone(), Some(sim)))
+}
+
 /// What to start.
 pub struct SimRobotOptions {
     /// Robot name (the `<robot>` key segment).

@@ -245,7 +245,7 @@ pub fn dataset_names(dir: &Path) -> anyhow::Result<(Vec<String>, Vec<String>, Op
 }
 
 /// The joint a feature name stands for: `r_shoulder_pitch.pos` → `r_shoulder_pitch`.
-fn joint_of(name: &str, joints: &[String]) -> anyhow::Result<usize> {
+pub fn joint_of(name: &str, joints: &[String]) -> anyhow::Result<usize> {
     let j = name.strip_suffix(".pos").unwrap_or(name);
     if name.contains('.') && !name.ends_with(".pos") {
         bail!("feature `{name}`: only joint positions (`<joint>.pos`) are supported");

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod firmware;
 pub mod kin;
 pub mod policy;
+pub mod replay;
 pub mod sim;
 pub mod teleop;
 
@@ -53,6 +54,9 @@ pub enum Command {
     /// JSON lines on stdin, each target solved by the daemon's IK, one verdict line back each.
     /// A running daemon (--connect) or the simulated robot started in this process.
     Teleop(teleop::TeleopArgs),
+    /// Replay an episode of a LeRobot dataset (its `action` rows, joints named `<joint>.pos`) on
+    /// a running daemon (--connect) or the simulated robot started in this process.
+    Replay(replay::ReplayArgs),
     /// A zenoh router: sims, daemons, policy servers and clients on several hosts all
     /// `--connect` to it (no zenohd needed). Runs until Ctrl-C.
     Router(crate::net::ZenohArgs),
@@ -128,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Replay(args) => replay::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
         Command::Router(z) => crate::net::run_router(&z).map(|_| ExitCode::SUCCESS),
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Policy(cmd) => policy::run(cmd, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),

@@ -357,7 +357,6 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
-    let in_process = crate::inprocess::wants_in_process(a.backend.as_deref(), &a.zenoh)?;
     // the policy first: its features decide which cameras the in-process sim renders, at what
     // size. A policy server is reached on a session of its own, so the robot's traffic stays
     // off that link.
@@ -390,44 +389,33 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         }
         (None, None) => bail!("give --checkpoint DIR or --server ENDPOINT"),
     };
-    let sim = if in_process {
-        let (urdf_text, model) = super::urdf_and_model(urdf)?;
-        // the cameras the policy reads, at the largest image size it takes
-        let (w, h) = spec
-            .images
-            .iter()
-            .map(|(_, [_, h, w])| (*w as u32, *h as u32))
-            .max()
-            .unwrap_or((320, 240));
-        let all = reachy_sim::camera::CameraSpec::reachy(w, h);
-        let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
-        let wanted: Vec<String> = spec
-            .images
-            .iter()
-            .filter_map(|(k, _)| pr::camera_for(k, &names, &overrides).ok())
-            .collect();
-        let cameras = all
-            .into_iter()
-            .filter(|c| wanted.contains(&c.name))
-            .collect();
-        let world = crate::inprocess::SimRobot::world(&urdf_text, a.seed, cameras)?;
-        Some(crate::inprocess::SimRobot::start(
-            world,
-            model,
-            crate::inprocess::SimRobotOptions {
-                robot: a.robot.clone(),
-                camera_fps: fps,
-                zenoh: a.zenoh.clone(),
-                observer: None,
-            },
-        )?)
-    } else {
-        None
-    };
-    let session = match &sim {
-        Some(s) => s.session.clone(),
-        None => a.zenoh.open()?,
-    };
+    // the cameras the policy reads, at the largest image size it takes
+    let (w, h) = spec
+        .images
+        .iter()
+        .map(|(_, [_, h, w])| (*w as u32, *h as u32))
+        .max()
+        .unwrap_or((320, 240));
+    let all = reachy_sim::camera::CameraSpec::reachy(w, h);
+    let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    let wanted: Vec<String> = spec
+        .images
+        .iter()
+        .filter_map(|(k, _)| pr::camera_for(k, &names, &overrides).ok())
+        .collect();
+    let cameras = all
+        .into_iter()
+        .filter(|c| wanted.contains(&c.name))
+        .collect();
+    let (session, sim) = crate::inprocess::robot_for_client(
+        a.backend.as_deref(),
+        &a.zenoh,
+        &a.robot,
+        a.seed,
+        cameras,
+        fps,
+        urdf,
+    )?;
     let mut client = crate::client::RobotClient::connect(
         &session,
         &a.robot,

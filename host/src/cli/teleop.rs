@@ -78,26 +78,16 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
         bail!("--rate must be within 0..=1000 Hz");
     }
     let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
-    let in_process = crate::inprocess::wants_in_process(a.backend.as_deref(), &a.zenoh)?;
-    let (urdf_text, model) = super::urdf_and_model(urdf)?;
-    let sim = if in_process {
-        let world = crate::inprocess::SimRobot::world(&urdf_text, a.seed, Vec::new())?;
-        Some(crate::inprocess::SimRobot::start(
-            world,
-            model,
-            crate::inprocess::SimRobotOptions {
-                robot: a.robot.clone(),
-                zenoh: a.zenoh.clone(),
-                ..Default::default()
-            },
-        )?)
-    } else {
-        None
-    };
-    let session = match &sim {
-        Some(s) => s.session.clone(),
-        None => a.zenoh.open()?,
-    };
+    let (urdf_text, _) = super::urdf_and_model(urdf)?;
+    let (session, sim) = crate::inprocess::robot_for_client(
+        a.backend.as_deref(),
+        &a.zenoh,
+        &a.robot,
+        a.seed,
+        Vec::new(),
+        30.0,
+        urdf,
+    )?;
     let client = RobotClient::connect(
         &session,
         &a.robot,

@@ -1,0 +1,105 @@
+//! `reachy replay`: an episode of a LeRobot dataset replayed on the robot.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::net::ZenohArgs;
+
+/// `reachy replay`
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// LeRobot v3 dataset directory (meta/info.json, data/chunk-*/file-*.parquet).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Episode index.
+    #[arg(long, default_value_t = 0)]
+    pub episode: i64,
+    /// Playback speed (1 = the dataset's fps).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Seconds to reach the first frame (minimum jerk) before streaming.
+    #[arg(long, default_value_t = 2.0)]
+    pub approach: f32,
+    /// `sim`: start the simulated robot in this process (the default without --connect).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Robot name.
+    #[arg(long, default_value = "reachy")]
+    pub robot: String,
+    /// Scene seed of the in-process sim.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write the report (JSON) here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Record to rerun: `spawn`, `save FILE` or `connect ADDR`.
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
+    pub rerun: Option<Vec<String>>,
+    /// Zenoh endpoints: --connect reaches a running daemon.
+    #[command(flatten)]
+    pub zenoh: ZenohArgs,
+}
+
+/// Run `reachy replay`.
+pub fn run(a: ReplayArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> {
+    // read and check the whole episode before touching the robot
+    let ep = crate::replay::load_episode(&a.dataset, a.episode)?;
+    let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
+    let (session, sim) = crate::inprocess::robot_for_client(
+        a.backend.as_deref(),
+        &a.zenoh,
+        &a.robot,
+        a.seed,
+        Vec::new(),
+        30.0,
+        urdf,
+    )?;
+    let mut client = crate::client::RobotClient::connect(
+        &session,
+        &a.robot,
+        &format!("replay-{}", std::process::id()),
+        "script",
+        Duration::from_secs(10),
+    )?;
+    let viz = match &sink {
+        Some(s) => {
+            let (urdf_text, _) = super::urdf_and_model(urdf)?;
+            Some(crate::viz::ApiViz::spawn(
+                &session,
+                &a.robot,
+                &urdf_text,
+                &[],
+                s,
+                25.0,
+            )?)
+        }
+        None => None,
+    };
+    println!(
+        "replay: episode {} of {} ({} frames at {} fps, {} joints)",
+        ep.index,
+        a.dataset.display(),
+        ep.actions.len(),
+        ep.fps,
+        ep.names.len()
+    );
+    let report = crate::replay::replay(&mut client, &ep, a.speed, a.approach)?;
+    drop(client);
+    if let Some(v) = viz {
+        v.stop()?;
+    }
+    if let Some(s) = sim {
+        s.stop()?;
+    }
+    println!(
+        "replay: {} frames in {:.2} s ({} late), final error {:.4} rad",
+        report.frames, report.wall_s, report.late_steps, report.final_error
+    );
+    if let Some(p) = &a.report {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
