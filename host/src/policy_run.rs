@@ -87,6 +87,11 @@ impl LocalPolicy {
         &self.spec
     }
 
+    /// The checkpoint's temporal-ensembling coefficient, if it uses it.
+    pub fn temporal_ensemble_coeff(&self) -> Option<f64> {
+        self.policy.config().temporal_ensemble_coeff
+    }
+
     /// Device name.
     pub fn device(&self) -> &str {
         &self.device
@@ -401,6 +406,12 @@ pub struct RunOptions {
     pub task: Option<String>,
     /// Session name sent to a policy server (one per robot).
     pub session: String,
+    /// ACT's temporal ensembling with this coefficient instead of the chunk queue: a chunk is
+    /// computed at every step (synchronously, as LeRobot does) and each step's action is the
+    /// weighted average of every prediction made for it.
+    pub temporal_ensemble: Option<f64>,
+    /// Actions per chunk (for temporal ensembling).
+    pub chunk_size: usize,
 }
 
 /// What happened in one episode.
@@ -418,7 +429,8 @@ pub struct EpisodeReport {
     pub chunks: u64,
     /// Chunks dropped as stale (computed from an older observation than one already used).
     pub stale_dropped: u64,
-    /// Steps of arriving chunks whose time had passed.
+    /// Steps of arriving chunks whose time had passed, and control steps that started more than
+    /// one period late.
     pub late_steps: u64,
     /// Steps blended between two chunks.
     pub blended_steps: u64,
@@ -549,12 +561,68 @@ pub fn run(
         let t0 = Instant::now();
         // chunks of the previous episode (still in flight) are ignored
         let first_seq = seq + 1;
+        let mut ensembler = opts.temporal_ensemble.map(|c| {
+            reachy_policies::ensemble::TemporalEnsembler::new(c, opts.chunk_size, map.action.len())
+        });
         for k in 0..steps {
             let due = t0 + period * k as u32;
-            if let Some(d) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(d);
+            match due.checked_duration_since(Instant::now()) {
+                Some(d) => std::thread::sleep(d),
+                None if Instant::now() - due > period => rep.late_steps += 1,
+                None => {}
             }
             let now = t0.elapsed().as_secs_f64();
+            if let Some(ens) = &mut ensembler {
+                // temporal ensembling: one chunk per step, waited for
+                rep.steps += 1;
+                seq += 1;
+                obs_tx
+                    .send(observe(client, map, &cameras, opts, seq, now)?)
+                    .map_err(|_| anyhow!("the inference thread stopped"))?;
+                let chunk = loop {
+                    let (_, r, arrived) = chunk_rx
+                        .recv_timeout(Duration::from_secs(30))
+                        .map_err(|_| anyhow!("no chunk from the policy within 30 s"))?;
+                    match r {
+                        Ok(c) if c.seq < seq => continue,
+                        Ok(c) => {
+                            let at = arrived.saturating_duration_since(t0).as_secs_f64();
+                            latencies.push((at - now) * 1e3);
+                            break Some(c.actions);
+                        }
+                        Err(e) => {
+                            progress(&format!("inference failed: {e:#}"));
+                            break None;
+                        }
+                    }
+                };
+                let ok = chunk.as_ref().is_some_and(|c| {
+                    c.len() == opts.chunk_size
+                        && c.iter()
+                            .all(|a| a.len() == map.action.len() && a.iter().all(|v| v.is_finite()))
+                });
+                let Some(chunk) = chunk.filter(|_| ok) else {
+                    rep.errors += 1;
+                    continue;
+                };
+                rep.chunks += 1;
+                let rows: Vec<Vec<f64>> = chunk
+                    .iter()
+                    .map(|a| a.iter().map(|&v| v as f64).collect())
+                    .collect();
+                let a: Vec<f32> = ens.update(&rows).into_iter().map(|v| v as f32).collect();
+                if let Some(p) = &last {
+                    for (x, y) in p.iter().zip(&a) {
+                        rep.max_step_change = rep.max_step_change.max((x - y).abs());
+                    }
+                } else {
+                    rep.first_action_s = t0.elapsed().as_secs_f64();
+                }
+                client.command(&map.action, &a)?;
+                rep.actions_sent += 1;
+                last = Some(a);
+                continue;
+            }
             while let Ok((t_obs, r, arrived)) = chunk_rx.try_recv() {
                 match r {
                     Ok(c) if c.seq < first_seq => {}
@@ -620,11 +688,13 @@ pub fn run(
             blended_steps,
             stalls,
         } = sched.stats;
-        rep.chunks = chunks;
-        rep.stale_dropped = stale_dropped;
-        rep.late_steps = late_steps;
-        rep.blended_steps = blended_steps;
-        rep.stalls = stalls;
+        if ensembler.is_none() {
+            rep.chunks = chunks;
+            rep.stale_dropped = stale_dropped;
+            rep.late_steps += late_steps;
+            rep.blended_steps = blended_steps;
+            rep.stalls = stalls;
+        }
         rep.latency_p50_ms = percentile(&mut latencies, 0.5);
         rep.latency_p99_ms = percentile(&mut latencies, 0.99);
         let active = (rep.actions_sent + rep.stalls).max(1) as f64;

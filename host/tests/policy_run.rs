@@ -169,6 +169,24 @@ fn policy_runs_the_simulated_robot_async_and_sync() {
         &dir.join("sync.json"),
     );
     check_episode(&r["episodes"][0], true);
+    // ACT's temporal ensembling: a chunk at every step, averaged
+    let r = run_policy(
+        &[
+            "--checkpoint",
+            ckpt,
+            "--dataset",
+            ds,
+            "--episode-time",
+            "3",
+            "--temporal-ensemble",
+            "0.01",
+        ],
+        &dir.join("ensemble.json"),
+    );
+    assert_eq!(r["mode"], "temporal-ensembling");
+    let e = &r["episodes"][0];
+    assert_eq!(e["chunks"], e["actions_sent"], "{e}");
+    check_episode(e, false);
 }
 
 #[test]

@@ -130,6 +130,10 @@ pub struct RunArgs {
     /// Async mode: request the next chunk this many steps earlier than the measured latency.
     #[arg(long, default_value_t = 2)]
     pub margin_steps: usize,
+    /// ACT's temporal ensembling with this coefficient (e.g. 0.01) instead of the chunk queue:
+    /// a chunk per step, synchronously, as LeRobot does (default: the checkpoint's setting).
+    #[arg(long, value_name = "COEFF")]
+    pub temporal_ensemble: Option<f64>,
     /// Actions used per chunk (default: the checkpoint's n_action_steps).
     #[arg(long)]
     pub n_action_steps: Option<usize>,
@@ -361,6 +365,7 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
     // size. A policy server is reached on a session of its own, so the robot's traffic stays
     // off that link.
     let mut policy_session = None;
+    let mut ensemble_coeff = None;
     let (infer, spec) = match (&a.checkpoint, &a.server) {
         (_, Some(server)) => {
             let s = crate::net::ZenohArgs {
@@ -385,6 +390,7 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         (Some(dir), None) => {
             let l = pr::LocalPolicy::load(dir, &a.device, &a.dtype)?;
             let spec = l.spec().clone();
+            ensemble_coeff = l.temporal_ensemble_coeff();
             (pr::local_infer(l), spec)
         }
         (None, None) => bail!("give --checkpoint DIR or --server ENDPOINT"),
@@ -462,6 +468,8 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         episode_s: a.episode_time,
         task: a.task.clone(),
         session: format!("{}-{}", a.robot, std::process::id()),
+        temporal_ensemble: a.temporal_ensemble.or(ensemble_coeff),
+        chunk_size: spec.chunk_size,
     };
     println!(
         "policy run: {} action(s) → {} joint(s), {} camera(s), {fps} Hz, {} mode, {} episode(s) \
@@ -469,7 +477,13 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         spec.action_dim,
         map.action.len(),
         map.images.len(),
-        if a.sync { "sync" } else { "async" },
+        if opts.temporal_ensemble.is_some() {
+            "temporal-ensembling"
+        } else if a.sync {
+            "sync"
+        } else {
+            "async"
+        },
         a.episodes,
         a.episode_time,
         if sim.is_some() {
@@ -510,7 +524,13 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
     drop(policy_session);
     let summary = serde_json::json!({
         "fps": fps,
-        "mode": if a.sync { "sync" } else { "async" },
+        "mode": if opts.temporal_ensemble.is_some() {
+            "temporal-ensembling"
+        } else if a.sync {
+            "sync"
+        } else {
+            "async"
+        },
         "server": a.server,
         "features": map,
         "spec": spec,
