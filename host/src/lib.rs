@@ -28,6 +28,7 @@ pub mod net;
 pub mod pick_place;
 pub mod policy_run;
 pub mod policy_serve;
+pub mod record;
 pub mod replay;
 pub mod schema;
 pub mod serial;

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod firmware;
 pub mod kin;
 pub mod policy;
+pub mod record;
 pub mod replay;
 pub mod sim;
 pub mod teleop;
@@ -54,6 +55,9 @@ pub enum Command {
     /// JSON lines on stdin, each target solved by the daemon's IK, one verdict line back each.
     /// A running daemon (--connect) or the simulated robot started in this process.
     Teleop(teleop::TeleopArgs),
+    /// Record the robot into a LeRobot v3 dataset (joint positions as `observation.state`,
+    /// commanded targets as `action`) while teleop, a policy or a script drives it.
+    Record(record::RecordArgs),
     /// Replay an episode of a LeRobot dataset (its `action` rows, joints named `<joint>.pos`) on
     /// a running daemon (--connect) or the simulated robot started in this process.
     Replay(replay::ReplayArgs),
@@ -132,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Record(args) => record::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
         Command::Replay(args) => replay::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
         Command::Router(z) => crate::net::run_router(&z).map(|_| ExitCode::SUCCESS),
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
