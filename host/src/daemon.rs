@@ -434,6 +434,7 @@ impl Daemon {
             "cartesian",
             "look_at",
             "gripper",
+            "torque",
             "cancel",
             "estop",
             "info",
@@ -823,6 +824,31 @@ impl Loop {
                     reply(&q, "rejected", Some(&e.to_string()));
                 }
             },
+            "torque" => {
+                let r = schema::decode_robot::<schema::TorqueRequest>(&payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| self.check_lease(t.lease).map(|_| t));
+                match r {
+                    Ok(t) => {
+                        self.torque = t.on;
+                        if let Some(g) = self.goto.take() {
+                            reply(&g.query, "cancelled", Some("torque changed"));
+                        }
+                        // either way, hold (or follow) where the robot is: no jump when torque
+                        // comes back
+                        if let Some(m) = self.backend.read() {
+                            self.sent = m.position.clone();
+                            self.desired = m.position;
+                        }
+                        self.last_stream = None;
+                        reply(&q, "ok", None);
+                    }
+                    Err(e) => {
+                        reject(&self.rejected, &format!("torque: {e}"));
+                        reply(&q, "rejected", Some(&e));
+                    }
+                }
+            }
             "cancel" => {
                 if let Some(g) = self.goto.take() {
                     self.desired = self.sent.clone();
@@ -1191,7 +1217,8 @@ impl Loop {
                 self.last_stream = None;
             }
         }
-        if self.estop {
+        if self.estop || !self.torque {
+            // limp: the targets follow the measured joints, so torque comes back without a jump
             self.desired = m.position.clone();
         }
         for i in 0..self.sent.len() {
@@ -1199,7 +1226,7 @@ impl Loop {
             let step = (self.desired[i] - self.sent[i]).clamp(-vmax * dt, vmax * dt);
             self.sent[i] = (self.sent[i] + step).clamp(lo, hi);
         }
-        if self.estop {
+        if self.estop || !self.torque {
             self.sent = m.position.clone();
         }
         self.backend.write(&self.sent, self.torque && !self.estop)?;
@@ -1234,6 +1261,17 @@ impl Loop {
                 });
             }
         }
+        let gaze = self.model.chain("head").ok().and_then(|c| {
+            let mut q: JointVec = [0.0; MAX_DOF];
+            for (k, n) in c.joint_names().iter().enumerate() {
+                q[k] = m.position[self.names.iter().position(|x| x == n)?] as f64;
+            }
+            let f = c.fk(&q);
+            Some(schema::PoseMsg {
+                position: [f.t.x as f32, f.t.y as f32, f.t.z as f32],
+                orientation: f.quat_xyzw().map(|x| x as f32),
+            })
+        });
         let gripper = ["r_gripper", "l_gripper"]
             .iter()
             .filter_map(|g| {
@@ -1276,6 +1314,7 @@ impl Loop {
             stale,
             rejected: self.rejected.load(Ordering::Relaxed),
             cartesian: self.cartesian.clone(),
+            gaze,
         };
         self.state_pub
             .put(schema::encode(&st))

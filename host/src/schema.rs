@@ -444,6 +444,10 @@ pub struct RobotState {
     /// Outcome of the last streaming TCP target of each arm that received one.
     #[serde(default)]
     pub cartesian: Vec<CartesianStatus>,
+    /// Head gaze: the pose of the head chain's tip (the head camera's optical frame looks along
+    /// its +z) from the measured joints.
+    #[serde(default)]
+    pub gaze: Option<PoseMsg>,
 }
 
 /// A servo fault.
@@ -621,6 +625,18 @@ pub struct EstopRequest {
     pub engage: bool,
 }
 
+/// Request of the `torque` queryable: compliant mode (the joints go limp and can be moved by
+/// hand, e.g. to teach a pose) or torque back on (holding where the robot is). Needs the lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TorqueRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Lease token.
+    pub lease: u64,
+    /// true: torque on; false: compliant.
+    pub on: bool,
+}
+
 /// Reply of the daemon's `info` queryable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonInfo {
@@ -646,6 +662,7 @@ versioned!(
     RobotState,
     JointTargets,
     CartesianTarget,
+    TorqueRequest,
     LeaseRequest,
     LeaseReply,
     GotoRequest,

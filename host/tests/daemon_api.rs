@@ -267,3 +267,78 @@ fn leases_goto_rejections_and_estop() {
     daemon.stop().unwrap();
     bridge.stop().unwrap();
 }
+
+fn torque(s: &zenoh::Session, token: u64, on: bool) -> schema::CommandReply {
+    get(
+        s,
+        &keys::daemon_query("t2", "torque"),
+        schema::encode(&schema::TorqueRequest {
+            v: V,
+            lease: token,
+            on,
+        }),
+    )
+}
+
+fn state_of(s: &zenoh::Session, robot: &str) -> schema::RobotState {
+    let sub = s.declare_subscriber(keys::state(robot)).wait().unwrap();
+    let m = sub.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    schema::decode_robot(&m.payload().to_bytes()).unwrap()
+}
+
+#[test]
+fn compliant_mode_and_head_gaze() {
+    let (session, bridge, daemon) = start(DaemonConfig {
+        robot: "t2".into(),
+        ..Default::default()
+    });
+    let st = state_of(&session, "t2");
+    let gaze = st.gaze.expect("the head's pose");
+    assert!(gaze.position[2] > st.tcp[0].pose.position[2], "{gaze:?}");
+    // torque needs the lease
+    let r = torque(&session, 42, false);
+    assert_eq!(r.status, "rejected", "{r:?}");
+    let l = get::<schema::LeaseReply>(
+        &session,
+        &keys::daemon_query("t2", "lease"),
+        schema::encode(&schema::LeaseRequest {
+            v: V,
+            client: "teach".into(),
+            priority: "teleop".into(),
+            release: None,
+        }),
+    );
+    assert!(l.granted);
+    let i = st.names.iter().position(|n| n == "r_elbow_pitch").unwrap();
+    let before = st.position[i];
+    assert_eq!(torque(&session, l.token, false).status, "ok");
+    std::thread::sleep(Duration::from_millis(1500));
+    // limp: the forearm falls under gravity, the targets follow, and that is no fault
+    let st = state_of(&session, "t2");
+    assert!(!st.torque);
+    assert!(st.faults.is_empty(), "{:?}", st.faults);
+    assert!(
+        (st.position[i] - before).abs() > 0.05,
+        "r_elbow_pitch stayed at {before} with torque off"
+    );
+    assert!((st.target[i] - st.position[i]).abs() < 0.05);
+    // torque back on: it holds where it is, no jump back
+    assert_eq!(torque(&session, l.token, true).status, "ok");
+    std::thread::sleep(Duration::from_millis(300));
+    let a = state_of(&session, "t2");
+    std::thread::sleep(Duration::from_millis(500));
+    let b = state_of(&session, "t2");
+    assert!(a.torque && b.torque);
+    assert!(
+        (a.position[i] - b.position[i]).abs() < 0.02,
+        "{} → {}",
+        a.position[i],
+        b.position[i]
+    );
+    assert!(
+        (b.position[i] - before).abs() > 0.03,
+        "it did not jump back to {before}"
+    );
+    daemon.stop().unwrap();
+    bridge.stop().unwrap();
+}
