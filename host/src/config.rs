@@ -30,6 +30,9 @@ pub struct Config {
     /// Serial backend.
     #[serde(default)]
     pub serial: SerialConfig,
+    /// Acceleration limit of every joint (rad/s²); absent: none. `[limits]` can set one per joint.
+    #[serde(default)]
+    pub max_acceleration: Option<f32>,
     /// Per-joint limits tighter than the URDF's.
     #[serde(default)]
     pub limits: BTreeMap<String, LimitOverride>,
@@ -63,7 +66,7 @@ impl Default for SerialConfig {
     }
 }
 
-/// `[limits] joint = { lower, upper, velocity }` (each optional).
+/// `[limits] joint = { lower, upper, velocity, acceleration }` (each optional).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverride {
@@ -73,6 +76,9 @@ pub struct LimitOverride {
     pub upper: Option<f32>,
     /// Velocity limit (rad/s).
     pub velocity: Option<f32>,
+    /// Acceleration limit (rad/s²).
+    #[serde(default)]
+    pub acceleration: Option<f32>,
 }
 
 /// `[servos] joint = { offset, direction }`
@@ -150,6 +156,12 @@ impl Config {
             if let Some(v) = l.velocity {
                 anyhow::ensure!(v > 0.0, "{what}: limits.{j}.velocity must be positive");
             }
+            if let Some(a) = l.acceleration {
+                anyhow::ensure!(a > 0.0, "{what}: limits.{j}.acceleration must be positive");
+            }
+        }
+        if let Some(a) = c.max_acceleration {
+            anyhow::ensure!(a > 0.0, "{what}: max_acceleration must be positive");
         }
         Ok(c)
     }
@@ -179,6 +191,7 @@ mod tests {
         assert_eq!(c.rate_hz, 100.0);
         assert_eq!(c.serial.bus, "r_arm");
         assert!(c.limits.is_empty() && c.servos.is_empty());
+        assert_eq!(c.max_acceleration, Some(30.0));
     }
 
     #[test]
@@ -197,6 +210,8 @@ mod tests {
             "unknown_key = 1",
             "[servos]\nx = { direction = 2 }",
             "[limits]\nx = { velocity = -1.0 }",
+            "[limits]\nx = { acceleration = 0.0 }",
+            "max_acceleration = -3.0",
             "robot = ",
         ] {
             let e = Config::parse(bad, "t").unwrap_err().to_string();

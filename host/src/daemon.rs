@@ -318,6 +318,8 @@ pub struct DaemonConfig {
     pub lease_timeout: f64,
     /// Per-joint limits tighter than the URDF's.
     pub limits: std::collections::BTreeMap<String, crate::config::LimitOverride>,
+    /// Acceleration limit of every joint (rad/s²), unless `limits` sets one; None: none.
+    pub max_acceleration: Option<f32>,
 }
 
 impl DaemonConfig {
@@ -329,6 +331,7 @@ impl DaemonConfig {
             stream_timeout: c.stream_timeout_s,
             lease_timeout: c.lease_timeout_s,
             limits: c.limits.clone(),
+            max_acceleration: c.max_acceleration,
         }
     }
 }
@@ -341,6 +344,7 @@ impl Default for DaemonConfig {
             stream_timeout: 0.5,
             lease_timeout: 2.0,
             limits: Default::default(),
+            max_acceleration: None,
         }
     }
 }
@@ -476,6 +480,16 @@ impl Daemon {
                     .unwrap_or((f32::NEG_INFINITY, f32::INFINITY, 1.0))
             })
             .collect();
+        let accel: Vec<f32> = names
+            .iter()
+            .map(|n| {
+                cfg.limits
+                    .get(n)
+                    .and_then(|o| o.acceleration)
+                    .or(cfg.max_acceleration)
+                    .unwrap_or(f32::INFINITY)
+            })
+            .collect();
         let thread = {
             let stop = stop.clone();
             let rejected = rejected.clone();
@@ -492,7 +506,9 @@ impl Daemon {
                         backend,
                         names,
                         limits,
+                        accel,
                         sent: Vec::new(),
+                        sent_vel: Vec::new(),
                         desired: Vec::new(),
                         goto: None,
                         lease: None,
@@ -569,7 +585,11 @@ struct Loop {
     backend: Box<dyn Backend>,
     names: Vec<String>,
     limits: Vec<(f32, f32, f32)>,
+    /// Acceleration limit per joint (rad/s²; infinite: none).
+    accel: Vec<f32>,
     sent: Vec<f32>,
+    /// Velocity of the sent targets over the last write (rad/s).
+    sent_vel: Vec<f32>,
     desired: Vec<f32>,
     goto: Option<Goto>,
     lease: Option<Lease>,
@@ -1221,13 +1241,32 @@ impl Loop {
             // limp: the targets follow the measured joints, so torque comes back without a jump
             self.desired = m.position.clone();
         }
+        if self.sent_vel.len() != self.sent.len() {
+            self.sent_vel = vec![0.0; self.sent.len()];
+        }
         for i in 0..self.sent.len() {
             let (lo, hi, vmax) = self.limits[i];
-            let step = (self.desired[i] - self.sent[i]).clamp(-vmax * dt, vmax * dt);
-            self.sent[i] = (self.sent[i] + step).clamp(lo, hi);
+            let err = self.desired[i] - self.sent[i];
+            let mut v = if dt > 0.0 { err / dt } else { 0.0 }.clamp(-vmax, vmax);
+            let amax = self.accel[i];
+            if amax.is_finite() && dt > 0.0 {
+                // no faster than it can brake before the target, no faster change than amax
+                let vstop = (2.0 * amax * err.abs()).sqrt();
+                v = v.clamp(-vstop, vstop);
+                let vp = self.sent_vel[i];
+                v = v.clamp(vp - amax * dt, vp + amax * dt);
+            }
+            let before = self.sent[i];
+            self.sent[i] = (self.sent[i] + v * dt).clamp(lo, hi);
+            self.sent_vel[i] = if dt > 0.0 {
+                (self.sent[i] - before) / dt
+            } else {
+                0.0
+            };
         }
         if self.estop || !self.torque {
             self.sent = m.position.clone();
+            self.sent_vel.iter_mut().for_each(|v| *v = 0.0);
         }
         self.backend.write(&self.sent, self.torque && !self.estop)?;
         self.last_write = Some(Instant::now());

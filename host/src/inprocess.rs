@@ -113,9 +113,10 @@ impl SimRobot {
             session.clone(),
             model,
             Box::new(backend),
+            // the limits of `reachy daemon`'s built-in configuration
             DaemonConfig {
                 robot: opts.robot.clone(),
-                ..DaemonConfig::default()
+                ..DaemonConfig::from_config(&crate::config::Config::default_config())
             },
         )?;
         Ok(Self {

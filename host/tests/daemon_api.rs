@@ -86,6 +86,48 @@ fn start(cfg: DaemonConfig) -> (zenoh::Session, SimBridge, Daemon) {
 }
 
 #[test]
+fn acceleration_limit_ramps_every_command() {
+    let conf = reachy_host::config::Config::parse("robot = \"ta\"\nmax_acceleration = 2.0\n", "t")
+        .unwrap();
+    let (session, bridge, daemon) = start(DaemonConfig::from_config(&conf));
+    let l = get::<schema::LeaseReply>(
+        &session,
+        &keys::daemon_query("ta", "lease"),
+        schema::encode(&schema::LeaseRequest {
+            v: V,
+            client: "c".into(),
+            priority: "script".into(),
+            release: None,
+        }),
+    );
+    let st = state_of(&session, "ta");
+    let i = st.names.iter().position(|n| n == "neck_yaw").unwrap();
+    let q0 = st.target[i];
+    // a 0.5 rad jump, streamed: after 0.2 s at 2 rad/s² the target has moved about
+    // a t² / 2 = 0.04 rad, not the URDF velocity limit's worth
+    let p = session
+        .declare_publisher(keys::joint_targets("ta"))
+        .wait()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_millis(200) {
+        p.put(schema::encode(&schema::JointTargets {
+            v: V,
+            lease: l.token,
+            names: vec!["neck_yaw".into()],
+            position: vec![q0 + 0.5],
+        }))
+        .wait()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let moved = state_of(&session, "ta").target[i] - q0;
+    assert!(moved > 0.01 && moved < 0.07, "moved {moved} rad in 0.2 s");
+    daemon.stop().unwrap();
+    bridge.stop().unwrap();
+}
+
+#[test]
 fn configured_limits_tighten_the_urdf() {
     let conf = reachy_host::config::Config::parse(
         "robot = \"t\"\n[limits]\nneck_yaw = { upper = 0.5 }\n",
