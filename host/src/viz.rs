@@ -222,6 +222,7 @@ impl ApiViz {
         let mut cfg = reachy_sim::world::WorldConfig::new(urdf);
         cfg.scene = None;
         let mut geometry = World::new(cfg)?;
+        let model = crate::model::RobotModel::from_urdf_str(urdf)?;
         let (state, state_sub) = crate::net::subscribe_latest(session, &keys::state(robot), |b| {
             schema::decode_robot::<schema::RobotState>(b).ok()
         })?;
@@ -269,6 +270,25 @@ impl ApiViz {
                         .map(|p| (p.name.clone(), p.pose.position))
                         .collect();
                     viz.log_tcps(&tcps)?;
+                    // where the commanded joints put each TCP: the target next to the pose
+                    let targets: Vec<(String, [f32; 3])> = model
+                        .chains
+                        .iter()
+                        .filter(|c| c.name().ends_with("_arm"))
+                        .filter_map(|c| {
+                            let mut q = [0.0; crate::kinematics::MAX_DOF];
+                            for (k, n) in c.joint_names().iter().enumerate() {
+                                let i = s.names.iter().position(|m| m == n)?;
+                                q[k] = *s.target.get(i)? as f64;
+                            }
+                            let t = c.fk(&q).t;
+                            Some((
+                                format!("{}_target", c.name()),
+                                [t.x as f32, t.y as f32, t.z as f32],
+                            ))
+                        })
+                        .collect();
+                    viz.log_tcps(&targets)?;
                     viz.log_joints(&s.names, &s.position, &s.target)?;
                     for (latest, seen) in frames.iter().zip(frame_seq.iter_mut()) {
                         if let Some(f) = latest.lock().ok().and_then(|l| l.clone()) {

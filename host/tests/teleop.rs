@@ -17,8 +17,10 @@ fn dist(a: &serde_json::Value, b: [f64; 3]) -> f64 {
 
 #[test]
 fn teleop_streams_cartesian_targets_with_verdicts() {
+    let rrd = std::env::temp_dir().join(format!("reachy-teleop-{}.rrd", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_reachy"))
-        .args(["teleop", "--robot", "tele"])
+        .args(["teleop", "--robot", "tele", "--rerun", "save"])
+        .arg(&rrd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
