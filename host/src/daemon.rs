@@ -399,38 +399,25 @@ impl Daemon {
         let rejected = Arc::new(AtomicU64::new(0));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
         let robot = cfg.robot.clone();
-        let sub = {
-            let tx = tx.clone();
-            let rejected = rejected.clone();
-            session
-                .declare_subscriber(keys::joint_targets(&robot))
-                .callback(move |s| {
-                    match schema::decode_robot::<schema::JointTargets>(&s.payload().to_bytes()) {
-                        Ok(t) => {
-                            let _ = tx.send(Msg::Targets(t));
-                        }
-                        Err(e) => reject(&rejected, &format!("joint targets: {e}")),
-                    }
-                })
-                .wait()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-        };
-        let cartesian_sub = {
-            let tx = tx.clone();
-            let rejected = rejected.clone();
-            session
-                .declare_subscriber(keys::cartesian_targets(&robot))
-                .callback(move |s| {
-                    match schema::decode_robot::<schema::CartesianTarget>(&s.payload().to_bytes()) {
-                        Ok(t) => {
-                            let _ = tx.send(Msg::Cartesian(t));
-                        }
-                        Err(e) => reject(&rejected, &format!("cartesian target: {e}")),
-                    }
-                })
-                .wait()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-        };
+        // streaming commands: decoded on arrival, malformed ones counted
+        let subs = vec![
+            command_subscriber(
+                &session,
+                keys::joint_targets(&robot),
+                "joint targets",
+                &tx,
+                &rejected,
+                Msg::Targets,
+            )?,
+            command_subscriber(
+                &session,
+                keys::cartesian_targets(&robot),
+                "cartesian target",
+                &tx,
+                &rejected,
+                Msg::Cartesian,
+            )?,
+        ];
         let mut queryables = Vec::new();
         for name in [
             "lease",
@@ -524,8 +511,7 @@ impl Daemon {
                         state_pub,
                     };
                     let r = rt.block_on(d.run(rx, &stop));
-                    drop(sub);
-                    drop(cartesian_sub);
+                    drop(subs);
                     drop(queryables);
                     r
                 })
@@ -561,6 +547,32 @@ impl Drop for Daemon {
             let _ = t.join();
         }
     }
+}
+
+/// A subscriber that decodes each message on `key` as a `T` and hands it to the loop as
+/// `wrap(T)`; what does not decode is counted as rejected.
+fn command_subscriber<T: serde::de::DeserializeOwned + schema::Versioned + 'static>(
+    session: &zenoh::Session,
+    key: String,
+    what: &'static str,
+    tx: &tokio::sync::mpsc::UnboundedSender<Msg>,
+    rejected: &Arc<AtomicU64>,
+    wrap: fn(T) -> Msg,
+) -> anyhow::Result<zenoh::pubsub::Subscriber<()>> {
+    let tx = tx.clone();
+    let rejected = rejected.clone();
+    session
+        .declare_subscriber(key)
+        .callback(
+            move |s| match schema::decode_robot::<T>(&s.payload().to_bytes()) {
+                Ok(t) => {
+                    let _ = tx.send(wrap(t));
+                }
+                Err(e) => reject(&rejected, &format!("{what}: {e}")),
+            },
+        )
+        .wait()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn reject(counter: &AtomicU64, why: &str) {

@@ -27,34 +27,122 @@ pub fn wants_in_process(backend: Option<&str>, zenoh: &ZenohArgs) -> anyhow::Res
     }
 }
 
-/// The robot a client command (teleop, replay, policy run) works on: the simulated robot started
-/// in this process (`--backend sim`, or no `--connect`) with `cameras` rendered, or a running
-/// daemon reached through `zenoh`. Returns the session to use and the sim to stop at the end.
-pub fn robot_for_client(
-    backend: Option<&str>,
-    zenoh: &ZenohArgs,
-    robot: &str,
-    seed: u64,
-    cameras: Vec<reachy_sim::camera::CameraSpec>,
-    camera_fps: f64,
-    urdf: Option<&std::path::Path>,
-) -> anyhow::Result<(zenoh::Session, Option<SimRobot>)> {
-    if !wants_in_process(backend, zenoh)? {
-        return Ok((zenoh.open()?, None));
+/// Where a client command (teleop, record, replay, policy run) finds its robot.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RobotArgs {
+    /// `sim`: start the simulated robot in this process (the default without --connect).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Robot name.
+    #[arg(long = "robot", value_name = "ROBOT", default_value = "reachy")]
+    pub name: String,
+    /// Scene seed of the in-process sim.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Zenoh endpoints: --connect reaches a running daemon.
+    #[command(flatten)]
+    pub zenoh: ZenohArgs,
+}
+
+/// The robot a client command works on: the simulated robot started in this process
+/// (`--backend sim`, or no `--connect`) or a running daemon, and its rerun recording if asked.
+/// Fields drop in order: the recording stops before the sim.
+pub struct ClientRobot {
+    /// The session to use.
+    pub session: zenoh::Session,
+    /// Robot name.
+    pub name: String,
+    urdf: String,
+    viz: Option<crate::viz::ApiViz>,
+    sim: Option<SimRobot>,
+}
+
+impl ClientRobot {
+    /// Start the in-process robot (with `cameras` rendered at `camera_fps`) or open the session
+    /// to a running daemon.
+    pub fn open(
+        a: &RobotArgs,
+        urdf: Option<&std::path::Path>,
+        cameras: Vec<reachy_sim::camera::CameraSpec>,
+        camera_fps: f64,
+    ) -> anyhow::Result<Self> {
+        let in_process = wants_in_process(a.backend.as_deref(), &a.zenoh)?;
+        let (urdf, model) = crate::cli::urdf_and_model(urdf)?;
+        let (session, sim) = if in_process {
+            let world = SimRobot::world(&urdf, a.seed, cameras)?;
+            let sim = SimRobot::start(
+                world,
+                model,
+                SimRobotOptions {
+                    robot: a.name.clone(),
+                    camera_fps,
+                    zenoh: a.zenoh.clone(),
+                    observer: None,
+                },
+            )?;
+            (sim.session.clone(), Some(sim))
+        } else {
+            (a.zenoh.open()?, None)
+        };
+        Ok(Self {
+            session,
+            name: a.name.clone(),
+            urdf,
+            viz: None,
+            sim,
+        })
     }
-    let (urdf_text, model) = crate::cli::urdf_and_model(urdf)?;
-    let world = SimRobot::world(&urdf_text, seed, cameras)?;
-    let sim = SimRobot::start(
-        world,
-        model,
-        SimRobotOptions {
-            robot: robot.to_string(),
-            camera_fps,
-            zenoh: zenoh.clone(),
-            observer: None,
-        },
-    )?;
-    Ok((sim.session.clone(), Some(sim)))
+
+    /// The in-process sim, if this command started one.
+    pub fn sim(&self) -> Option<&SimRobot> {
+        self.sim.as_ref()
+    }
+
+    /// Take the lease as `client` (the process id is appended) with `priority`.
+    pub fn connect(
+        &self,
+        client: &str,
+        priority: &str,
+    ) -> anyhow::Result<crate::client::RobotClient> {
+        crate::client::RobotClient::connect(
+            &self.session,
+            &self.name,
+            &format!("{client}-{}", std::process::id()),
+            priority,
+            Duration::from_secs(10),
+        )
+    }
+
+    /// Record the robot (and `cameras`) to `sink` until [`ClientRobot::stop`]; nothing when
+    /// `sink` is `None`.
+    pub fn record_to(
+        &mut self,
+        sink: Option<&crate::viz::RerunSink>,
+        cameras: &[String],
+    ) -> anyhow::Result<()> {
+        if let Some(s) = sink {
+            self.viz = Some(crate::viz::ApiViz::spawn(
+                &self.session,
+                &self.name,
+                &self.urdf,
+                cameras,
+                s,
+                25.0,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Flush the recording, then stop the in-process robot.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(v) = self.viz.take() {
+            v.stop()?;
+        }
+        match self.sim.take() {
+            Some(s) => s.stop(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What to start.

@@ -96,12 +96,6 @@ pub struct RunArgs {
     /// Name of the policy server.
     #[arg(long, default_value = "default")]
     pub server_name: String,
-    /// `sim`: start the simulated robot in this process (the default without --connect).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Robot name.
-    #[arg(long, default_value = "reachy")]
-    pub robot: String,
     /// A LeRobot dataset whose meta/info.json names the state and action features (and gives
     /// the fps).
     #[arg(long, value_name = "DIR")]
@@ -140,9 +134,6 @@ pub struct RunArgs {
     /// Language instruction (for policies that take one).
     #[arg(long)]
     pub task: Option<String>,
-    /// Scene seed of the in-process sim (episode i uses seed + i).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// `cpu` or `cuda[:N]` (local inference).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -155,9 +146,9 @@ pub struct RunArgs {
     /// Record to rerun: `spawn`, `save FILE` or `connect ADDR` (robot, joints, camera images).
     #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
     pub rerun: Option<Vec<String>>,
-    /// Zenoh endpoints: --connect reaches a running daemon.
+    /// The robot: --connect to a daemon, or the in-process sim (episode i on scene seed + i).
     #[command(flatten)]
-    pub zenoh: crate::net::ZenohArgs,
+    pub robot: crate::inprocess::RobotArgs,
 }
 
 /// lerobot timing script, embedded so the binary works from any directory.
@@ -371,7 +362,7 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
             let s = crate::net::ZenohArgs {
                 connect: vec![server.clone()],
                 listen: Vec::new(),
-                zenoh_config: a.zenoh.zenoh_config.clone(),
+                zenoh_config: a.robot.zenoh.zenoh_config.clone(),
             }
             .open()?;
             let (remote, info) =
@@ -413,22 +404,8 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         .into_iter()
         .filter(|c| wanted.contains(&c.name))
         .collect();
-    let (session, sim) = crate::inprocess::robot_for_client(
-        a.backend.as_deref(),
-        &a.zenoh,
-        &a.robot,
-        a.seed,
-        cameras,
-        fps,
-        urdf,
-    )?;
-    let mut client = crate::client::RobotClient::connect(
-        &session,
-        &a.robot,
-        &format!("policy-{}", std::process::id()),
-        "policy",
-        Duration::from_secs(10),
-    )?;
+    let mut robot = crate::inprocess::ClientRobot::open(&a.robot, urdf, cameras, fps)?;
+    let mut client = robot.connect("policy", "policy")?;
     let joints: Vec<String> = client
         .info()
         .joints
@@ -449,16 +426,8 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         action_names.as_deref(),
         &overrides,
     )?;
-    let viz = match &sink {
-        Some(sink) => {
-            let (urdf_text, _) = super::urdf_and_model(urdf)?;
-            let cams: Vec<String> = map.images.iter().map(|(_, c, _)| c.clone()).collect();
-            Some(crate::viz::ApiViz::spawn(
-                &session, &a.robot, &urdf_text, &cams, sink, 25.0,
-            )?)
-        }
-        None => None,
-    };
+    let cams: Vec<String> = map.images.iter().map(|(_, c, _)| c.clone()).collect();
+    robot.record_to(sink.as_ref(), &cams)?;
     let opts = pr::RunOptions {
         fps,
         n_action_steps: a.n_action_steps.unwrap_or(spec.n_action_steps).max(1),
@@ -467,34 +436,34 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         episodes: a.episodes,
         episode_s: a.episode_time,
         task: a.task.clone(),
-        session: format!("{}-{}", a.robot, std::process::id()),
+        session: format!("{}-{}", robot.name, std::process::id()),
         temporal_ensemble: a.temporal_ensemble.or(ensemble_coeff),
         chunk_size: spec.chunk_size,
     };
+    let mode = if opts.temporal_ensemble.is_some() {
+        "temporal-ensembling"
+    } else if a.sync {
+        "sync"
+    } else {
+        "async"
+    };
     println!(
-        "policy run: {} action(s) → {} joint(s), {} camera(s), {fps} Hz, {} mode, {} episode(s) \
-         of {} s on {}",
+        "policy run: {} action(s) → {} joint(s), {} camera(s), {fps} Hz, {mode} mode, {} \
+         episode(s) of {} s on {}",
         spec.action_dim,
         map.action.len(),
         map.images.len(),
-        if opts.temporal_ensemble.is_some() {
-            "temporal-ensembling"
-        } else if a.sync {
-            "sync"
-        } else {
-            "async"
-        },
         a.episodes,
         a.episode_time,
-        if sim.is_some() {
+        if robot.sim().is_some() {
             "the simulated robot (in this process)".to_string()
         } else {
-            format!("robot `{}`", a.robot)
+            format!("robot `{}`", robot.name)
         }
     );
     let home = client.state()?.position;
-    let seed = a.seed;
-    let sim_ref = sim.as_ref();
+    let seed = a.robot.seed;
+    let sim_ref = robot.sim();
     let mut before = |ep: usize, c: &mut crate::client::RobotClient| -> anyhow::Result<()> {
         if ep > 0 {
             let r = c.goto(&joints, &home, 1.5)?;
@@ -515,22 +484,11 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         println!("  {s}")
     })?;
     drop(client);
-    if let Some(v) = viz {
-        v.stop()?;
-    }
-    if let Some(s) = sim {
-        s.stop()?;
-    }
+    robot.stop()?;
     drop(policy_session);
     let summary = serde_json::json!({
         "fps": fps,
-        "mode": if opts.temporal_ensemble.is_some() {
-            "temporal-ensembling"
-        } else if a.sync {
-            "sync"
-        } else {
-            "async"
-        },
+        "mode": mode,
         "server": a.server,
         "features": map,
         "spec": spec,

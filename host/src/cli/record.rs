@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::net::ZenohArgs;
 use crate::record::{DatasetWriter, Frame};
 use crate::schema::{self, keys};
 
@@ -33,18 +32,9 @@ pub struct RecordArgs {
     /// `robot_type` written in the dataset.
     #[arg(long, default_value = "reachy2")]
     pub robot_type: String,
-    /// `sim`: start the simulated robot in this process (the default without --connect).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Robot name.
-    #[arg(long, default_value = "reachy")]
-    pub robot: String,
-    /// Scene seed of the in-process sim.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Zenoh endpoints: --connect reaches a running daemon.
+    /// The robot: --connect to a daemon, or the in-process sim.
     #[command(flatten)]
-    pub zenoh: ZenohArgs,
+    pub robot: crate::inprocess::RobotArgs,
 }
 
 /// Run `reachy record`.
@@ -52,22 +42,15 @@ pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
     if !(a.episode_time > 0.0 && a.episode_time <= 86_400.0) {
         bail!("--episode-time must be within 0..=86400 s");
     }
-    let (session, sim) = crate::inprocess::robot_for_client(
-        a.backend.as_deref(),
-        &a.zenoh,
-        &a.robot,
-        a.seed,
-        Vec::new(),
-        30.0,
-        urdf,
-    )?;
+    let robot = crate::inprocess::ClientRobot::open(&a.robot, urdf, Vec::new(), 30.0)?;
     // passive: no lease, the daemon's state only
-    let (latest, _sub) = crate::net::subscribe_latest(&session, &keys::state(&a.robot), |b| {
-        schema::decode_robot::<schema::RobotState>(b).ok()
-    })?;
+    let (latest, _sub) =
+        crate::net::subscribe_latest(&robot.session, &keys::state(&robot.name), |b| {
+            schema::decode_robot::<schema::RobotState>(b).ok()
+        })?;
     let first = crate::net::retry(
         Duration::from_secs(10),
-        || format!("no state from the daemon of `{}`", a.robot),
+        || format!("no state from the daemon of `{}`", robot.name),
         || {
             latest
                 .lock()
@@ -83,7 +66,7 @@ pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
         a.episodes,
         a.episode_time,
         a.fps,
-        a.robot,
+        robot.name,
         a.out.display()
     );
     use std::io::Write;
@@ -128,9 +111,7 @@ pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
             std::thread::sleep(Duration::from_secs_f64(a.reset_time));
         }
     }
-    if let Some(s) = sim {
-        s.stop()?;
-    }
+    robot.stop()?;
     println!(
         "dataset: {} episode(s) in {}",
         writer.episodes(),

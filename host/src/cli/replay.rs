@@ -1,11 +1,8 @@
 //! `reachy replay`: an episode of a LeRobot dataset replayed on the robot.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
-
-use crate::net::ZenohArgs;
 
 /// `reachy replay`
 #[derive(Debug, clap::Args)]
@@ -22,24 +19,15 @@ pub struct ReplayArgs {
     /// Seconds to reach the first frame (minimum jerk) before streaming.
     #[arg(long, default_value_t = 2.0)]
     pub approach: f32,
-    /// `sim`: start the simulated robot in this process (the default without --connect).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Robot name.
-    #[arg(long, default_value = "reachy")]
-    pub robot: String,
-    /// Scene seed of the in-process sim.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Write the report (JSON) here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Record to rerun: `spawn`, `save FILE` or `connect ADDR`.
     #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
     pub rerun: Option<Vec<String>>,
-    /// Zenoh endpoints: --connect reaches a running daemon.
+    /// The robot: --connect to a daemon, or the in-process sim.
     #[command(flatten)]
-    pub zenoh: ZenohArgs,
+    pub robot: crate::inprocess::RobotArgs,
 }
 
 /// Run `reachy replay`.
@@ -47,36 +35,9 @@ pub fn run(a: ReplayArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
     // read and check the whole episode before touching the robot
     let ep = crate::replay::load_episode(&a.dataset, a.episode)?;
     let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
-    let (session, sim) = crate::inprocess::robot_for_client(
-        a.backend.as_deref(),
-        &a.zenoh,
-        &a.robot,
-        a.seed,
-        Vec::new(),
-        30.0,
-        urdf,
-    )?;
-    let mut client = crate::client::RobotClient::connect(
-        &session,
-        &a.robot,
-        &format!("replay-{}", std::process::id()),
-        "script",
-        Duration::from_secs(10),
-    )?;
-    let viz = match &sink {
-        Some(s) => {
-            let (urdf_text, _) = super::urdf_and_model(urdf)?;
-            Some(crate::viz::ApiViz::spawn(
-                &session,
-                &a.robot,
-                &urdf_text,
-                &[],
-                s,
-                25.0,
-            )?)
-        }
-        None => None,
-    };
+    let mut robot = crate::inprocess::ClientRobot::open(&a.robot, urdf, Vec::new(), 30.0)?;
+    let mut client = robot.connect("replay", "script")?;
+    robot.record_to(sink.as_ref(), &[])?;
     println!(
         "replay: episode {} of {} ({} frames at {} fps, {} joints)",
         ep.index,
@@ -87,12 +48,7 @@ pub fn run(a: ReplayArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
     );
     let report = crate::replay::replay(&mut client, &ep, a.speed, a.approach)?;
     drop(client);
-    if let Some(v) = viz {
-        v.stop()?;
-    }
-    if let Some(s) = sim {
-        s.stop()?;
-    }
+    robot.stop()?;
     println!(
         "replay: {} frames in {:.2} s ({} late), final error {:.4} rad",
         report.frames, report.wall_s, report.late_steps, report.final_error

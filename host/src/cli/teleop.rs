@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde::Deserialize;
 
-use crate::client::RobotClient;
-use crate::net::ZenohArgs;
-
 /// `reachy teleop`
 #[derive(Debug, clap::Args)]
 pub struct TeleopArgs {
@@ -28,24 +25,15 @@ pub struct TeleopArgs {
     /// or `{"hold": SECONDS}`.
     #[arg(long, default_value = "stdin")]
     pub input: String,
-    /// `sim`: start the simulated robot in this process (the default without --connect).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Robot name.
-    #[arg(long, default_value = "reachy")]
-    pub robot: String,
-    /// Scene seed of the in-process sim.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Rate at which `hold` re-sends the last targets (Hz).
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
     /// Record to rerun: `spawn`, `save FILE` or `connect ADDR`.
     #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
     pub rerun: Option<Vec<String>>,
-    /// Zenoh endpoints: --connect reaches a running daemon.
+    /// The robot: --connect to a daemon, or the in-process sim.
     #[command(flatten)]
-    pub zenoh: ZenohArgs,
+    pub robot: crate::inprocess::RobotArgs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,34 +66,9 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
         bail!("--rate must be within 0..=1000 Hz");
     }
     let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
-    let (urdf_text, _) = super::urdf_and_model(urdf)?;
-    let (session, sim) = crate::inprocess::robot_for_client(
-        a.backend.as_deref(),
-        &a.zenoh,
-        &a.robot,
-        a.seed,
-        Vec::new(),
-        30.0,
-        urdf,
-    )?;
-    let client = RobotClient::connect(
-        &session,
-        &a.robot,
-        &format!("teleop-{}", std::process::id()),
-        "teleop",
-        Duration::from_secs(10),
-    )?;
-    let viz = match &sink {
-        Some(s) => Some(crate::viz::ApiViz::spawn(
-            &session,
-            &a.robot,
-            &urdf_text,
-            &[],
-            s,
-            25.0,
-        )?),
-        None => None,
-    };
+    let mut robot = crate::inprocess::ClientRobot::open(&a.robot, urdf, Vec::new(), 30.0)?;
+    let client = robot.connect("teleop", "teleop")?;
+    robot.record_to(sink.as_ref(), &[])?;
     let first = client.state()?;
     let mut counts: std::collections::BTreeMap<String, u64> = first
         .cartesian
@@ -191,12 +154,7 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
             "faults": s.faults}})
     );
     drop(client);
-    if let Some(v) = viz {
-        v.stop()?;
-    }
-    if let Some(s) = sim {
-        s.stop()?;
-    }
+    robot.stop()?;
     Ok(bad == 0)
 }
 
