@@ -38,28 +38,71 @@ impl Force {
     }
 }
 
-#[cfg(feature = "dim2")]
-fn concat_rb_mass_matrix(mass: Vector, inertia: Real) -> SMatrix<Real, SPATIAL_DIM, SPATIAL_DIM> {
-    let mut result = SMatrix::<Real, SPATIAL_DIM, SPATIAL_DIM>::zeros();
-    result[(0, 0)] = mass.x;
-    result[(1, 1)] = mass.y;
-    result[(2, 2)] = inertia;
-    result
+/// reachy patch: largest mass matrix inverted instead of LU-factored.
+const MAX_DENSE_INVERSE_DOFS: usize = 32;
+
+/// reachy patch: `x ← M⁻¹·x` with the augmented mass matrix `M`, by its inverse `dense` when it
+/// was computed (as many columns as `x` has rows), else by its LU factors.
+fn solve_augmented<S: StorageMut<Real, Dyn>>(
+    dense: &DMatrix<Real>,
+    lu: &LU<Real, Dyn, Dyn>,
+    x: &mut na::Matrix<Real, Dyn, na::U1, S>,
+) {
+    let n = x.nrows();
+    if dense.ncols() == n && n <= MAX_DENSE_INVERSE_DOFS {
+        let mut b = [0.0; MAX_DENSE_INVERSE_DOFS];
+        for (t, v) in b.iter_mut().zip(x.iter()) {
+            *t = *v;
+        }
+        let d = dense.as_slice();
+        for r in 0..n {
+            x[r] = 0.0;
+        }
+        // column-major: x += M⁻¹[:, c] · b[c]
+        for c in 0..n {
+            let col = &d[c * n..c * n + n];
+            let bc = b[c];
+            for r in 0..n {
+                x[r] += col[r] * bc;
+            }
+        }
+    } else {
+        lu.solve_mut(x);
+    }
 }
 
-#[cfg(feature = "dim3")]
-fn concat_rb_mass_matrix(
-    mass: Vector,
-    inertia: na::Matrix3<Real>,
-) -> SMatrix<Real, SPATIAL_DIM, SPATIAL_DIM> {
-    let mut result = SMatrix::<Real, SPATIAL_DIM, SPATIAL_DIM>::zeros();
-    result[(0, 0)] = mass.x;
-    result[(1, 1)] = mass.y;
-    result[(2, 2)] = mass.z;
-    result
-        .fixed_view_mut::<ANG_DIM, ANG_DIM>(DIM, DIM)
-        .copy_from(&inertia);
-    result
+/// reachy patch: inverse of a small symmetric positive-definite matrix (the augmented mass
+/// matrix) by Gauss-Jordan elimination on the diagonal pivots, which needs no row exchanges for
+/// such a matrix. `None` on a non-positive pivot.
+fn spd_inverse(m: &DMatrix<Real>) -> Option<DMatrix<Real>> {
+    let n = m.nrows();
+    let mut out = m.clone();
+    // symmetric: rows and columns are interchangeable, so work on columns (contiguous)
+    let a = out.as_mut_slice();
+    for p in 0..n {
+        let pivot = a[p * n + p];
+        if pivot <= 0.0 || !pivot.is_finite() {
+            return None;
+        }
+        let inv_pivot = 1.0 / pivot;
+        // column p /= pivot, with column p of the identity carried in place
+        for v in &mut a[p * n..p * n + n] {
+            *v *= inv_pivot;
+        }
+        a[p * n + p] = inv_pivot;
+        let (before, rest) = a.split_at_mut(p * n);
+        let (col_p, after) = rest.split_at_mut(n);
+        for col in before.chunks_exact_mut(n).chain(after.chunks_exact_mut(n)) {
+            let f = col[p];
+            if f != 0.0 {
+                for (x, y) in col.iter_mut().zip(col_p.iter()) {
+                    *x -= f * y;
+                }
+                col[p] = -f * inv_pivot;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// A holonomic coupling between two generalized coordinates of a single
@@ -117,6 +160,10 @@ pub struct Multibody {
 
     acc_augmented_mass: DMatrix<Real>,
     acc_inv_augmented_mass: LU<Real, Dyn, Dyn>,
+    // reachy patch: `augmented_mass⁻¹` (all dofs dynamic; empty otherwise), whose columns are the
+    // `M⁻¹·Jᵀ` of the one-dof joint constraints (motor, limit and friction of every dof) that
+    // upstream gets by one LU solve each.
+    inv_augmented_mass_dense: DMatrix<Real>,
 
     ndofs: usize,
     pub(crate) root_is_dynamic: bool,
@@ -160,6 +207,7 @@ impl Multibody {
             inv_augmented_mass: LU::new(DMatrix::zeros(0, 0)),
             acc_augmented_mass: DMatrix::zeros(0, 0),
             acc_inv_augmented_mass: LU::new(DMatrix::zeros(0, 0)),
+            inv_augmented_mass_dense: DMatrix::zeros(0, 0),
             augmented_mass_indices: IndexSequence::new(),
             ndofs: 0,
             solver_id: 0,
@@ -362,9 +410,23 @@ impl Multibody {
         self.self_contacts_enabled = enabled;
     }
 
-    /// The inverse augmented mass matrix of this multibody.
-    pub fn inv_augmented_mass(&self) -> &LU<Real, Dyn, Dyn> {
-        &self.inv_augmented_mass
+    // reachy patch: `inv_augmented_mass()` (the LU factors) is gone: with every dof dynamic the
+    // mass matrix is inverted instead of factored (see `solve_augmented`).
+
+    /// `out = M⁻¹·e_dof` (`out` has `ndofs` rows): from the cached inverse when every dof is
+    /// dynamic, else by an LU solve of the unit vector.
+    pub(crate) fn solve_unit_dof(&self, dof: usize, out: &mut DVectorViewMut<'_, Real>) {
+        if self.inv_augmented_mass_dense.ncols() == self.ndofs && dof < self.ndofs {
+            out.copy_from(&self.inv_augmented_mass_dense.column(dof));
+        } else {
+            out.fill(0.0);
+            out[dof] = 1.0;
+            solve_augmented(
+                &self.inv_augmented_mass_dense,
+                &self.inv_augmented_mass,
+                out,
+            );
+        }
     }
 
     /// The first link of this multibody.
@@ -599,9 +661,11 @@ impl Multibody {
                 rb.forces.force - rb_mass * acc.linvel,
                 rb.forces.torque - gyroscopic - rb_inertia * acc.angvel,
             );
-            self.accelerations.gemv_tr(
+            // reachy patch: only the link's non-zero Jacobian columns
+            let width = link.assembly_id + link.joint.ndofs();
+            self.accelerations.rows_mut(0, width).gemv_tr(
                 1.0,
-                &self.body_jacobians[i],
+                &self.body_jacobians[i].columns(0, width),
                 external_forces.as_vector(),
                 1.0,
             );
@@ -716,7 +780,11 @@ impl Multibody {
                 self.augmented_mass_indices.with_rearranged_rows_mut(
                     &mut self.accelerations,
                     |accs| {
-                        self.inv_augmented_mass.solve_mut(accs);
+                        solve_augmented(
+                            &self.inv_augmented_mass_dense,
+                            &self.inv_augmented_mass,
+                            accs,
+                        );
                     },
                 );
 
@@ -765,9 +833,12 @@ impl Multibody {
         }
     }
 
+    // reachy patch: a link's Jacobian is zero beyond column `assembly_id + ndofs` (see
+    // `update_mass_matrix`); it is only written up to there, and the columns beyond stay zero.
     fn update_body_jacobians(&mut self) {
         for i in 0..self.links.len() {
             let link = &self.links[i];
+            let width = link.assembly_id + link.joint.ndofs();
 
             if self.body_jacobians[i].ncols() != self.ndofs {
                 // TODO: use a resize instead.
@@ -779,14 +850,22 @@ impl Multibody {
             if i != 0 {
                 let parent_id = link.parent_internal_id;
                 let parent_link = &self.links[parent_id];
+                let parent_width = parent_link.assembly_id + parent_link.joint.ndofs();
                 parent_to_world = parent_link.local_to_world;
 
                 let (link_j, parent_j) = self.body_jacobians.index_mut_const(i, parent_id);
-                link_j.copy_from(parent_j);
+                link_j
+                    .columns_mut(0, parent_width)
+                    .copy_from(&parent_j.columns(0, parent_width));
+                link_j
+                    .columns_mut(parent_width, width - parent_width)
+                    .fill(0.0);
 
                 {
-                    let mut link_j_v = link_j.fixed_rows_mut::<DIM>(0);
-                    let parent_j_w = parent_j.fixed_rows::<ANG_DIM>(DIM);
+                    let mut link_j_v =
+                        link_j.generic_view_mut((0, 0), (na::Const::<DIM>, Dyn(parent_width)));
+                    let parent_j_w =
+                        parent_j.generic_view((DIM, 0), (na::Const::<ANG_DIM>, Dyn(parent_width)));
 
                     let shift_tr = vect_to_na(link.shift02).gcross_matrix_tr();
                     link_j_v.gemm(1.0, &shift_tr, &parent_j_w, 1.0);
@@ -807,7 +886,7 @@ impl Multibody {
             link_j_part += link_joint_j;
 
             {
-                let link_j = &mut self.body_jacobians[i];
+                let mut link_j = self.body_jacobians[i].columns_mut(0, width);
                 let (mut link_j_v, link_j_w) =
                     link_j.rows_range_pair_mut(0..DIM, DIM..DIM + ANG_DIM);
                 let shift_tr = vect_to_na(link.shift23).gcross_matrix_tr();
@@ -842,13 +921,16 @@ impl Multibody {
         }
 
         let mut curr_assembly_id = 0;
+        let n = self.ndofs;
 
         for i in 0..self.links.len() {
             let link = &self.links[i];
             let rb = &bodies[link.rigid_body];
             let rb_mass = rb.mprops.effective_mass();
             let rb_inertia = rb.mprops.effective_angular_inertia().into_matrix();
-            let body_jacobian = &self.body_jacobians[i];
+            let ndofs = link.joint.ndofs();
+            // columns of this link's Jacobian that can be non-zero
+            let width = link.assembly_id + ndofs;
 
             // NOTE: the mass matrix index reordering operates on the assumption that the assembly
             //       ids are traversed in order. This assert is here to ensure the assumption always
@@ -857,95 +939,54 @@ impl Multibody {
                 curr_assembly_id, link.assembly_id,
                 "Internal error: contiguity assumption on assembly_id does not hold."
             );
-            curr_assembly_id += link.joint.ndofs();
+            curr_assembly_id += ndofs;
 
             if link.joint.kinematic {
-                for k in link.assembly_id..link.assembly_id + link.joint.ndofs() {
+                for k in link.assembly_id..link.assembly_id + ndofs {
                     self.augmented_mass_indices.remove(k);
                 }
             } else {
-                for k in link.assembly_id..link.assembly_id + link.joint.ndofs() {
+                for k in link.assembly_id..link.assembly_id + ndofs {
                     self.augmented_mass_indices.keep(k);
                 }
             }
 
-            #[allow(unused_mut)] // mut is needed for 3D but not for 2D.
-            let mut augmented_inertia = rb_inertia;
-
-            #[cfg(feature = "dim3")]
-            {
-                // Derivative of gyroscopic forces.
-                let gyroscopic_matrix = rb.vels.angvel.gcross_matrix() * rb_inertia
-                    - (rb_inertia * rb.vels.angvel).gcross_matrix();
-
-                augmented_inertia += gyroscopic_matrix * dt;
-            }
-
-            // TODO: optimize that (knowing the structure of the augmented inertia matrix).
-            // TODO: this could be better optimized in 2D.
-            #[allow(clippy::useless_conversion)] // Needed in 3D, no-op in 2D
-            let rb_mass_matrix_wo_gyro = concat_rb_mass_matrix(rb_mass, rb_inertia.into());
-            #[allow(clippy::useless_conversion)] // Needed in 3D, no-op in 2D
-            let rb_mass_matrix = concat_rb_mass_matrix(rb_mass, augmented_inertia.into());
-            self.augmented_mass
-                .quadform(1.0, &rb_mass_matrix_wo_gyro, body_jacobian, 1.0);
-            self.acc_augmented_mass
-                .quadform(1.0, &rb_mass_matrix, body_jacobian, 1.0);
-
             /*
-             *
-             * Coriolis matrix.
-             *
+             * Coriolis terms and the mass matrices, one column `b` of this link's non-zero
+             * width at a time, with the per-link 3×3 operators formed once. With M the 6×6
+             * inertia of the body, G its gyroscopic derivative and C = [C_v; C_w] the Coriolis
+             * terms:
+             *   augmented     += Jᵀ·M·J
+             *   acc_augmented += Jᵀ·(M + dt·G)·J + Jᵀ·(dt·M)·C
+             * (upstream: the same products as dynamic `gemm`/`quadform` calls over all dofs).
              */
-            let rb_j = &self.body_jacobians[i];
-            let rb_j_w = rb_j.fixed_rows::<ANG_DIM>(DIM);
+            let v3 = |sl: &[Real], at: usize| na::Vector3::new(sl[at], sl[at + 1], sl[at + 2]);
 
-            let ndofs = link.joint.ndofs();
-
-            if i != 0 {
+            // Terms inherited from the parent link, and this link's own joint Jacobian.
+            struct FromParent {
+                width: usize,
+                shift02_tr: na::Matrix3<Real>,
+                k02: na::Matrix3<Real>,
+                vel_wrt_joint_w: na::Matrix3<Real>,
+                parent_w: na::Matrix3<Real>,
+                joint_j: Option<SMatrix<Real, SPATIAL_DIM, SPATIAL_DIM>>,
+                id: usize,
+            }
+            let from_parent = if i != 0 {
                 let parent_id = link.parent_internal_id;
                 let parent_link = &self.links[parent_id];
                 let parent_rb = &bodies[parent_link.rigid_body];
-                let parent_j = &self.body_jacobians[parent_id];
-                let parent_j_w = parent_j.fixed_rows::<ANG_DIM>(DIM);
                 let parent_w = SimdAngVector::<Real>::from(parent_rb.vels.angvel).gcross_matrix();
-
-                let (coriolis_v, parent_coriolis_v) = self.coriolis_v.index_mut2(i, parent_id);
-                let (coriolis_w, parent_coriolis_w) = self.coriolis_w.index_mut2(i, parent_id);
-
-                coriolis_v.copy_from(parent_coriolis_v);
-                coriolis_w.copy_from(parent_coriolis_w);
-
-                // [c1 - c0].gcross() * (JDot + JDot/u * qdot)"
-                let shift_cross_tr = vect_to_na(link.shift02).gcross_matrix_tr();
-                coriolis_v.gemm(1.0, &shift_cross_tr, parent_coriolis_w, 1.0);
-
-                // JDot (but the 2.0 originates from the sum of two identical terms in JDot and JDot/u * gdot)
-                let dvel_cross = vect_to_na(
+                let shift02_tr = vect_to_na(link.shift02).gcross_matrix_tr();
+                // JDot (the 2.0 originates from the sum of two identical terms in JDot and
+                // JDot/u * gdot), JDot/u * qdot
+                let k02 = vect_to_na(
                     rb.vels.angvel.gcross(link.shift02) + 2.0 * link.joint_velocity.linvel,
                 )
-                .gcross_matrix_tr();
-                coriolis_v.gemm(1.0, &dvel_cross, &parent_j_w, 1.0);
-
-                // JDot/u * qdot
-                coriolis_v.gemm(
-                    1.0,
-                    &vect_to_na(link.joint_velocity.linvel).gcross_matrix_tr(),
-                    &parent_j_w,
-                    1.0,
-                );
-                coriolis_v.gemm(1.0, &(parent_w * shift_cross_tr), &parent_j_w, 1.0);
-
-                #[cfg(feature = "dim3")]
-                {
-                    let vel_wrt_joint_w = vect_to_na(link.joint_velocity.angvel).gcross_matrix();
-                    coriolis_w.gemm(-1.0, &vel_wrt_joint_w, &parent_j_w, 1.0);
-                }
-
-                // JDot (but the 2.0 originates from the sum of two identical terms in JDot and JDot/u * gdot)
-                if !link.joint.kinematic {
-                    let mut coriolis_v_part = coriolis_v.columns_mut(link.assembly_id, ndofs);
-
+                .gcross_matrix_tr()
+                    + vect_to_na(link.joint_velocity.linvel).gcross_matrix_tr()
+                    + parent_w * shift02_tr;
+                let joint_j = (!link.joint.kinematic).then(|| {
                     let mut tmp1 = SMatrix::<Real, SPATIAL_DIM, SPATIAL_DIM>::zeros();
                     let mut rb_joint_j = tmp1.columns_mut(0, ndofs);
                     link.joint.jacobian(
@@ -953,72 +994,111 @@ impl Multibody {
                             * link.joint.data.local_frame1.rotation),
                         &mut rb_joint_j,
                     );
+                    tmp1
+                });
+                Some(FromParent {
+                    width: parent_link.assembly_id + parent_link.joint.ndofs(),
+                    shift02_tr,
+                    k02,
+                    vel_wrt_joint_w: vect_to_na(link.joint_velocity.angvel).gcross_matrix(),
+                    parent_w,
+                    joint_j,
+                    id: parent_id,
+                })
+            } else {
+                None
+            };
 
-                    let rb_joint_j_v = rb_joint_j.fixed_rows::<DIM>(0);
-                    coriolis_v_part.gemm(2.0, &parent_w, &rb_joint_j_v, 1.0);
+            let shift23_tr = vect_to_na(link.shift23).gcross_matrix_tr();
+            let k23 = vect_to_na(rb.vels.angvel.gcross(link.shift23)).gcross_matrix_tr()
+                + SimdAngVector::<Real>::from(rb.vels.angvel).gcross_matrix() * shift23_tr;
+            let inertia = mat_to_na(rb_inertia);
+            let angvel = vect_to_na(rb.vels.angvel);
+            // Derivative of gyroscopic forces.
+            let gyro_dt =
+                (angvel.cross_matrix() * inertia - (inertia * angvel).cross_matrix()) * dt;
+            let mass = vect_to_na(rb_mass);
+            let mass_dt = mass * dt;
+            let inertia_dt = inertia * dt;
 
-                    #[cfg(feature = "dim3")]
-                    {
-                        let rb_joint_j_w = rb_joint_j.fixed_rows::<ANG_DIM>(DIM);
-                        let mut coriolis_w_part = coriolis_w.columns_mut(link.assembly_id, ndofs);
-                        coriolis_w_part.gemm(1.0, &parent_w, &rb_joint_j_w, 1.0);
+            let jac = self.body_jacobians[i].as_slice();
+            let (cor_v, cor_w, parent_bufs) = match &from_parent {
+                Some(p) => {
+                    let (cv, pcv) = self.coriolis_v.index_mut2(i, p.id);
+                    let (cw, pcw) = self.coriolis_w.index_mut2(i, p.id);
+                    let pjac = self.body_jacobians[p.id].as_slice();
+                    (
+                        cv.as_mut_slice(),
+                        cw.as_mut_slice(),
+                        Some((&*pcv.as_slice(), &*pcw.as_slice(), pjac)),
+                    )
+                }
+                None => (
+                    self.coriolis_v[i].as_mut_slice(),
+                    self.coriolis_w[i].as_mut_slice(),
+                    None,
+                ),
+            };
+            let aug = self.augmented_mass.as_mut_slice();
+            let acc = self.acc_augmented_mass.as_mut_slice();
+            for b in 0..width {
+                let mut cv = na::Vector3::zeros();
+                let mut cw = na::Vector3::zeros();
+                if let (Some(p), Some((pcv, pcw, pjac))) = (&from_parent, parent_bufs) {
+                    if b < p.width {
+                        let pcw_b = v3(pcw, 3 * b);
+                        let pjw = v3(pjac, 6 * b + 3);
+                        cv = v3(pcv, 3 * b) + p.shift02_tr * pcw_b + p.k02 * pjw;
+                        cw = pcw_b - p.vel_wrt_joint_w * pjw;
+                    }
+                    if let Some(jj) = &p.joint_j {
+                        if b >= link.assembly_id {
+                            let c = b - link.assembly_id;
+                            let jv = na::Vector3::new(jj[(0, c)], jj[(1, c)], jj[(2, c)]);
+                            let jw = na::Vector3::new(jj[(3, c)], jj[(4, c)], jj[(5, c)]);
+                            cv += p.parent_w * jv * 2.0;
+                            cw += p.parent_w * jw;
+                        }
                     }
                 }
-            } else {
-                self.coriolis_v[i].fill(0.0);
-                self.coriolis_w[i].fill(0.0);
+                let jb = &jac[6 * b..6 * b + 6];
+                let jb_w = v3(jb, 3);
+                // [c3 - c2].gcross() * (JDot + JDot/u * qdot), JDot, JDot/u * qdot
+                cv += shift23_tr * cw + k23 * jb_w;
+                cor_v[3 * b..3 * b + 3].copy_from_slice(cv.as_slice());
+                cor_w[3 * b..3 * b + 3].copy_from_slice(cw.as_slice());
+
+                let m_w = inertia * jb_w;
+                let y_w = m_w + gyro_dt * jb_w + inertia_dt * cw;
+                // W = M·J_b and Y = (M + dt·G)·J_b + dt·M·C_b
+                let w_col = [
+                    mass.x * jb[0],
+                    mass.y * jb[1],
+                    mass.z * jb[2],
+                    m_w.x,
+                    m_w.y,
+                    m_w.z,
+                ];
+                let y_col = [
+                    w_col[0] + mass_dt.x * cv.x,
+                    w_col[1] + mass_dt.y * cv.y,
+                    w_col[2] + mass_dt.z * cv.z,
+                    y_w.x,
+                    y_w.y,
+                    y_w.z,
+                ];
+                for a in 0..width {
+                    let ja = &jac[6 * a..6 * a + 6];
+                    let mut m = 0.0;
+                    let mut y = 0.0;
+                    for k in 0..6 {
+                        m += ja[k] * w_col[k];
+                        y += ja[k] * y_col[k];
+                    }
+                    aug[a + b * n] += m;
+                    acc[a + b * n] += y;
+                }
             }
-
-            let coriolis_v = &mut self.coriolis_v[i];
-            let coriolis_w = &mut self.coriolis_w[i];
-
-            {
-                // [c3 - c2].gcross() * (JDot + JDot/u * qdot)
-                let shift_cross_tr = vect_to_na(link.shift23).gcross_matrix_tr();
-                coriolis_v.gemm(1.0, &shift_cross_tr, coriolis_w, 1.0);
-
-                // JDot
-                let dvel_cross = vect_to_na(rb.vels.angvel.gcross(link.shift23)).gcross_matrix_tr();
-                coriolis_v.gemm(1.0, &dvel_cross, &rb_j_w, 1.0);
-
-                // JDot/u * qdot
-                coriolis_v.gemm(
-                    1.0,
-                    &(SimdAngVector::<Real>::from(rb.vels.angvel).gcross_matrix() * shift_cross_tr),
-                    &rb_j_w,
-                    1.0,
-                );
-            }
-
-            let coriolis_v = &mut self.coriolis_v[i];
-            let coriolis_w = &mut self.coriolis_w[i];
-
-            /*
-             * Meld with the mass matrix.
-             */
-            {
-                let mut i_coriolis_dt_v = self.i_coriolis_dt.fixed_rows_mut::<DIM>(0);
-                i_coriolis_dt_v.copy_from(coriolis_v);
-                let rb_mass_dt = vect_to_na(rb_mass * dt);
-                i_coriolis_dt_v
-                    .column_iter_mut()
-                    .for_each(|mut c| c.component_mul_assign(&rb_mass_dt));
-            }
-
-            #[cfg(feature = "dim2")]
-            {
-                let mut i_coriolis_dt_w = self.i_coriolis_dt.fixed_rows_mut::<ANG_DIM>(DIM);
-                // NOTE: this is just an axpy, but on row columns.
-                i_coriolis_dt_w.zip_apply(coriolis_w, |o, x| *o = x * dt * rb_inertia);
-            }
-            #[cfg(feature = "dim3")]
-            {
-                let mut i_coriolis_dt_w = self.i_coriolis_dt.fixed_rows_mut::<ANG_DIM>(DIM);
-                i_coriolis_dt_w.gemm(dt, &mat_to_na(rb_inertia), coriolis_w, 0.0);
-            }
-
-            self.acc_augmented_mass
-                .gemm_tr(1.0, rb_j, &self.i_coriolis_dt, 1.0);
         }
 
         /*
@@ -1077,11 +1157,21 @@ impl Multibody {
                 .view((0, 0), (effective_dim, effective_dim))
                 .into_owned(),
         );
-        self.inv_augmented_mass = LU::new(
-            self.augmented_mass
-                .view((0, 0), (effective_dim, effective_dim))
-                .into_owned(),
-        );
+        // reachy patch: invert the (symmetric positive-definite) mass matrix when every dof is
+        // dynamic; factor it only otherwise (kinematic dofs, or a failed inversion).
+        self.inv_augmented_mass_dense =
+            if effective_dim == self.ndofs && effective_dim <= MAX_DENSE_INVERSE_DOFS {
+                spd_inverse(&self.augmented_mass).unwrap_or_else(|| DMatrix::zeros(0, 0))
+            } else {
+                DMatrix::zeros(0, 0)
+            };
+        if self.inv_augmented_mass_dense.ncols() != effective_dim {
+            self.inv_augmented_mass = LU::new(
+                self.augmented_mass
+                    .view((0, 0), (effective_dim, effective_dim))
+                    .into_owned(),
+            );
+        }
     }
 
     /// Per-DoF inverse joint-space inertia `diag(M⁻¹)` at the current configuration, where `M`
@@ -1110,7 +1200,7 @@ impl Multibody {
             e[i] = 1.0;
             self.augmented_mass_indices
                 .with_rearranged_rows_mut(&mut e, |b| {
-                    self.inv_augmented_mass.solve_mut(b);
+                    solve_augmented(&self.inv_augmented_mass_dense, &self.inv_augmented_mass, b);
                 });
             out[i] = e[i];
         }
@@ -1200,8 +1290,11 @@ impl Multibody {
             for k in 0..ndofs {
                 jacobians[j_id + ndofs + k] = jacobians[j_id + k];
             }
-            self.inv_augmented_mass
-                .solve_mut(&mut jacobians.rows_mut(j_id + ndofs, ndofs));
+            solve_augmented(
+                &self.inv_augmented_mass_dense,
+                &self.inv_augmented_mass,
+                &mut jacobians.rows_mut(j_id + ndofs, ndofs),
+            );
 
             // lhs = Jᵀ M⁻¹ J = Σ J[k]·WJ[k]; only g1/g2 entries of J are nonzero.
             let lhs = jacobians[j_id + ndofs + g2] - c.coeff * jacobians[j_id + ndofs + g1];
@@ -1643,7 +1736,11 @@ impl Multibody {
             let mut out_invm_j = jacobians.rows_mut(wj_id, self.ndofs);
             self.augmented_mass_indices
                 .with_rearranged_rows_mut(&mut out_invm_j, |out_invm_j| {
-                    self.inv_augmented_mass.solve_mut(out_invm_j);
+                    solve_augmented(
+                        &self.inv_augmented_mass_dense,
+                        &self.inv_augmented_mass,
+                        out_invm_j,
+                    );
                 });
         }
 
@@ -1716,7 +1813,11 @@ impl Multibody {
             let mut out_invm_j = jacobians.rows_mut(wj_id, self.ndofs);
             self.augmented_mass_indices
                 .with_rearranged_rows_mut(&mut out_invm_j, |out_invm_j| {
-                    self.inv_augmented_mass.solve_mut(out_invm_j);
+                    solve_augmented(
+                        &self.inv_augmented_mass_dense,
+                        &self.inv_augmented_mass,
+                        out_invm_j,
+                    );
                 });
         }
 

@@ -35,10 +35,10 @@ pub fn unit_joint_limit_constraint(
     let dof_j_id = *j_id + dof_id + link.assembly_id;
     jacobians.rows_mut(*j_id, ndofs * 2).fill(0.0);
     jacobians[dof_j_id] = 1.0;
-    jacobians[dof_j_id + ndofs] = 1.0;
-    multibody
-        .inv_augmented_mass()
-        .solve_mut(&mut jacobians.rows_mut(*j_id + ndofs, ndofs));
+    multibody.solve_unit_dof(
+        dof_id + link.assembly_id,
+        &mut jacobians.rows_mut(*j_id + ndofs, ndofs),
+    );
 
     let lhs = jacobians[dof_j_id + ndofs]; // = J^t * M^-1 J
     let impulse_bounds = [
@@ -98,10 +98,10 @@ pub fn unit_joint_friction_constraint(
     let dof_j_id = *j_id + dof_id + link.assembly_id;
     jacobians.rows_mut(*j_id, ndofs * 2).fill(0.0);
     jacobians[dof_j_id] = 1.0;
-    jacobians[dof_j_id + ndofs] = 1.0;
-    multibody
-        .inv_augmented_mass()
-        .solve_mut(&mut jacobians.rows_mut(*j_id + ndofs, ndofs));
+    multibody.solve_unit_dof(
+        dof_id + link.assembly_id,
+        &mut jacobians.rows_mut(*j_id + ndofs, ndofs),
+    );
 
     let lhs = jacobians[dof_j_id + ndofs]; // = J^t * M^-1 J
     let max_impulse = friction * params.dt;
@@ -155,10 +155,10 @@ pub fn unit_joint_motor_constraint(
     let dof_j_id = *j_id + dof_id + link.assembly_id;
     jacobians.rows_mut(*j_id, ndofs * 2).fill(0.0);
     jacobians[dof_j_id] = 1.0;
-    jacobians[dof_j_id + ndofs] = 1.0;
-    multibody
-        .inv_augmented_mass()
-        .solve_mut(&mut jacobians.rows_mut(*j_id + ndofs, ndofs));
+    multibody.solve_unit_dof(
+        dof_id + link.assembly_id,
+        &mut jacobians.rows_mut(*j_id + ndofs, ndofs),
+    );
 
     let lhs = jacobians[dof_j_id + ndofs]; // = J^t * M^-1 J
     let impulse_bounds = [-motor_params.max_impulse, motor_params.max_impulse];
