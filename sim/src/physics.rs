@@ -562,13 +562,17 @@ impl RobotPhysics {
                 None => j.target,
             };
             if let Some((mb, link)) = self.world.multibody_joints.get_mut(j.handle) {
-                if let Some(l) = mb.link_mut(link) {
-                    l.joint
-                        .data
-                        .set_motor_model(j.axis, MotorModel::AccelerationBased)
-                        .set_motor_position(j.axis, target, j.gains.stiffness, j.gains.damping)
-                        .set_motor_max_force(j.axis, if self.compliant { 0.0 } else { j.effort });
-                }
+                // not `link_mut`, which marks the links moved and costs a forward kinematics
+                // at the next step (vendored rapier, see sim/vendor/rapier3d/PATCHES.md)
+                mb.set_link_motor(
+                    link,
+                    j.axis,
+                    MotorModel::AccelerationBased,
+                    target,
+                    j.gains.stiffness,
+                    j.gains.damping,
+                    if self.compliant { 0.0 } else { j.effort },
+                );
             }
         }
     }

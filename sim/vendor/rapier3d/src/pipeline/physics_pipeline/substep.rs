@@ -435,11 +435,16 @@ impl PhysicsPipeline {
 
         // TODO: do this only on user-change.
         // TODO: do we want some kind of automatic inverse kinematics?
+        // reachy patch: only for multibodies the user changed (or whose bodies were modified):
+        // the last step's integration left the others' links and bodies where this would.
         for multibody in &mut multibody_joints.multibodies {
-            multibody.1.forward_kinematics(bodies, true);
-            multibody
-                .1
-                .update_rigid_bodies_internal(bodies, true, false, false);
+            if multibody.1.kinematics_dirty || !modified_bodies.is_empty() {
+                multibody.1.forward_kinematics(bodies, true);
+                multibody
+                    .1
+                    .update_rigid_bodies_internal(bodies, true, false, false);
+                multibody.1.kinematics_dirty = false;
+            }
         }
 
         // The soft meshes' vertex caches, read by the soft contact passes.

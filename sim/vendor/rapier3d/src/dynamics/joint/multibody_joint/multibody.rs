@@ -164,6 +164,11 @@ pub struct Multibody {
     // `M⁻¹·Jᵀ` of the one-dof joint constraints (motor, limit and friction of every dof) that
     // upstream gets by one LU solve each.
     inv_augmented_mass_dense: DMatrix<Real>,
+    // reachy patch: set by every change that can move the links (coordinates, joint frames,
+    // topology, root type) since the last forward kinematics of a step; a clean multibody skips
+    // the forward kinematics at the start of the next step (the previous step's integration
+    // already left its links and rigid bodies there).
+    pub(crate) kinematics_dirty: bool,
 
     ndofs: usize,
     pub(crate) root_is_dynamic: bool,
@@ -208,6 +213,7 @@ impl Multibody {
             acc_augmented_mass: DMatrix::zeros(0, 0),
             acc_inv_augmented_mass: LU::new(DMatrix::zeros(0, 0)),
             inv_augmented_mass_dense: DMatrix::zeros(0, 0),
+            kinematics_dirty: true,
             augmented_mass_indices: IndexSequence::new(),
             ndofs: 0,
             solver_id: 0,
@@ -323,6 +329,7 @@ impl Multibody {
     }
 
     pub(crate) fn append(&mut self, mut rhs: Multibody, parent: usize, joint: MultibodyJoint) {
+        self.kinematics_dirty = true;
         let joint_ndofs = joint.ndofs();
         let rhs_root_ndofs = rhs.links[0].joint.ndofs();
         let ndofs_before_append = self.velocities.len();
@@ -429,6 +436,32 @@ impl Multibody {
         }
     }
 
+    /// reachy patch: set the motor of one axis of a link's joint (what
+    /// `link_mut(id).joint.data.set_motor_model(..).set_motor_position(..).set_motor_max_force(..)`
+    /// does) without marking the links as moved, so the next step keeps skipping the forward
+    /// kinematics a `link_mut` would force. `false` if there is no such link.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_link_motor(
+        &mut self,
+        id: usize,
+        axis: crate::dynamics::JointAxis,
+        model: crate::dynamics::MotorModel,
+        target_pos: Real,
+        stiffness: Real,
+        damping: Real,
+        max_force: Real,
+    ) -> bool {
+        let Some(link) = self.links.get_mut(id) else {
+            return false;
+        };
+        link.joint
+            .data
+            .set_motor_model(axis, model)
+            .set_motor_position(axis, target_pos, stiffness, damping)
+            .set_motor_max_force(axis, max_force);
+        true
+    }
+
     /// The first link of this multibody.
     #[inline]
     pub fn root(&self) -> &MultibodyLink {
@@ -438,6 +471,7 @@ impl Multibody {
     /// Mutable reference to the first link of this multibody.
     #[inline]
     pub fn root_mut(&mut self) -> &mut MultibodyLink {
+        self.kinematics_dirty = true;
         &mut self.links[0]
     }
 
@@ -454,6 +488,7 @@ impl Multibody {
     /// Return `None` if the given id does not identifies a multibody link part of `self`.
     #[inline]
     pub fn link_mut(&mut self, id: usize) -> Option<&mut MultibodyLink> {
+        self.kinematics_dirty = true;
         self.links.get_mut(id)
     }
 
@@ -473,6 +508,7 @@ impl Multibody {
     ///
     /// All link are guaranteed to be yielded before its descendant.
     pub fn links_mut(&mut self) -> impl Iterator<Item = &mut MultibodyLink> {
+        self.kinematics_dirty = true;
         self.links.iter_mut()
     }
 
@@ -1375,6 +1411,7 @@ impl Multibody {
     /// Note this does **not** updates the link poses, only their generalized coordinates.
     /// To update the link poses and associated rigid-bodies, call [`Self::forward_kinematics`].
     pub fn apply_displacements(&mut self, disp: &[Real]) {
+        self.kinematics_dirty = true;
         for link in self.links.iter_mut() {
             link.joint.apply_displacement(&disp[link.assembly_id..])
         }
@@ -1383,6 +1420,7 @@ impl Multibody {
     pub(crate) fn update_root_type(&mut self, bodies: &RigidBodySet, take_body_pose: bool) {
         if let Some(rb) = bodies.get(self.links[0].rigid_body) {
             if rb.is_dynamic() != self.root_is_dynamic {
+                self.kinematics_dirty = true;
                 let root_pose = if take_body_pose {
                     *rb.position()
                 } else {
