@@ -161,6 +161,44 @@ pub fn urdf_pose(xyz: [f64; 3], rpy: [f64; 3]) -> Pose {
     Pose::from_parts(Vector::new(xyz[0] as f32, xyz[1] as f32, xyz[2] as f32), r)
 }
 
+/// A link's mass properties from its URDF `<inertial>`: the inertia tensor is rotated by the
+/// inertial origin's rpy and diagonalised here, in f64, into principal moments and a proper
+/// rotation. (rapier3d-urdf goes through parry 0.31's `MassProperties::with_inertia_matrix`,
+/// which exchanged the x and z moments of the gripper fingers' diagonal tensor; the Pinocchio
+/// cross-check of the dynamics found it.) `None` without mass.
+fn urdf_mass_properties(inertial: &urdf_rs::Inertial) -> Option<MassProperties> {
+    let mass = inertial.mass.value;
+    if mass <= 0.0 || !mass.is_finite() {
+        return None;
+    }
+    let i = &inertial.inertia;
+    #[rustfmt::skip]
+    let tensor = nalgebra::Matrix3::new(
+        i.ixx, i.ixy, i.ixz,
+        i.ixy, i.iyy, i.iyz,
+        i.ixz, i.iyz, i.izz,
+    );
+    let [roll, pitch, yaw] = inertial.origin.rpy.0;
+    // URDF rpy: R = Rz(yaw)·Ry(pitch)·Rx(roll), nalgebra's Euler convention
+    let r = nalgebra::Rotation3::from_euler_angles(roll, pitch, yaw);
+    let tensor = r.matrix() * tensor * r.matrix().transpose();
+    let eigen = tensor.symmetric_eigen();
+    let mut axes = eigen.eigenvectors;
+    if axes.determinant() < 0.0 {
+        axes.column_mut(2).neg_mut();
+    }
+    let q = nalgebra::UnitQuaternion::from_matrix(&axes);
+    let frame = Rotation::from_xyzw(q.i as f32, q.j as f32, q.k as f32, q.w as f32).normalize();
+    let moments = eigen.eigenvalues.map(|e| e.max(0.0) as f32);
+    let [x, y, z] = inertial.origin.xyz.0;
+    Some(MassProperties::with_principal_inertia_frame(
+        Vector::new(x as f32, y as f32, z as f32),
+        mass as f32,
+        Vector::new(moments[0], moments[1], moments[2]),
+        frame,
+    ))
+}
+
 /// The robot in a rapier world.
 pub struct RobotPhysics {
     objects: Vec<SceneObject>,
@@ -295,6 +333,12 @@ impl RobotPhysics {
             if trunk[k] {
                 body.set_body_type(RigidBodyType::Fixed, false);
             }
+            if let Some(mp) = urdf_of_link
+                .get(k)
+                .and_then(|&u| urdf_mass_properties(&desc.links[u].inertial))
+            {
+                body.set_additional_mass_properties(mp, false);
+            }
             poses.push(*body.position());
             let h = world.bodies.insert(body);
             let cols = link
@@ -380,6 +424,26 @@ impl RobotPhysics {
                 target: 0.0f32.clamp(lower, upper),
                 mimic: None,
             });
+        }
+        // the URDF's <dynamics>: viscous damping (N·m·s/rad, implicit in rapier's multibody) and
+        // dry friction (N·m, a friction constraint per dof); rapier's own default is a damping of
+        // 0.1 on every revolute dof whatever the URDF says
+        for j in &joints {
+            let Some(d) = desc.joints.iter().find(|u| u.name == j.name) else {
+                continue;
+            };
+            let (damping, friction) = d
+                .dynamics
+                .as_ref()
+                .map(|d| (d.damping as f32, d.friction as f32))
+                .unwrap_or((0.0, 0.0));
+            if let Some((mb, link)) = world.multibody_joints.get_mut(j.handle) {
+                let Some(dof) = mb.link(link).map(|l| l.assembly_id()) else {
+                    continue;
+                };
+                mb.damping_mut()[dof] = damping.max(0.0);
+                mb.frictions_mut()[dof] = friction.max(0.0);
+            }
         }
         // mimic joints follow their leader
         for k in 0..joints.len() {
@@ -604,6 +668,25 @@ impl RobotPhysics {
                     .get(j.handle)
                     .and_then(|(mb, link)| mb.link(link).map(|l| l.joint().coords()[idx]))
                     .unwrap_or(f32::NAN)
+            })
+            .collect()
+    }
+
+    /// Every moving joint, actuated and mimic (whose motion is free when the robot is compliant):
+    /// name, position and velocity (rad or m, rad/s or m/s; the multibody's generalized
+    /// velocity, not a finite difference), in URDF order.
+    pub fn joint_states(&self) -> Vec<(String, f32, f32)> {
+        self.joints
+            .iter()
+            .filter_map(|j| {
+                let (mb, link) = self.world.multibody_joints.get(j.handle)?;
+                let l = mb.link(link)?;
+                let idx = match j.axis {
+                    JointAxis::LinX => 0,
+                    _ => 3,
+                };
+                let v = mb.joint_velocity(l).get(0).copied()?;
+                Some((j.name.clone(), l.joint().coords()[idx], v))
             })
             .collect()
     }

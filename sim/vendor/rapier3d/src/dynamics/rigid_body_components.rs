@@ -460,6 +460,15 @@ impl RigidBodyMassProps {
                             .mprops
                             .mass_properties(&*co.shape)
                             .transform_by(&co_parent.pos_wrt_parent);
+                        // reachy patch: a massless collider (density 0, as every URDF link's)
+                        // adds nothing; adding it anyway re-diagonalised the body's inertia
+                        // with parry's `with_inertia_matrix`, whose eigen-solver returns a
+                        // wrong principal frame for small tensors (≈ 1e-6 kg·m²).
+                        if to_add.inv_mass == 0.0
+                            && to_add.inv_principal_inertia == Default::default()
+                        {
+                            continue;
+                        }
                         self.local_mprops += to_add;
                     }
                 }

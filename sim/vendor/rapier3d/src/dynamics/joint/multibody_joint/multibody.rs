@@ -1105,8 +1105,8 @@ impl Multibody {
                 cor_w[3 * b..3 * b + 3].copy_from_slice(cw.as_slice());
 
                 let m_w = inertia * jb_w;
-                let y_w = m_w + gyro_dt * jb_w + inertia_dt * cw;
-                // W = M·J_b and Y = (M + dt·G)·J_b + dt·M·C_b
+                let d_w = gyro_dt * jb_w + inertia_dt * cw;
+                // W = M·J_b (symmetric part, upper triangle only) and D = dt·G·J_b + dt·M·C_b
                 let w_col = [
                     mass.x * jb[0],
                     mass.y * jb[1],
@@ -1115,25 +1115,47 @@ impl Multibody {
                     m_w.y,
                     m_w.z,
                 ];
-                let y_col = [
-                    w_col[0] + mass_dt.x * cv.x,
-                    w_col[1] + mass_dt.y * cv.y,
-                    w_col[2] + mass_dt.z * cv.z,
-                    y_w.x,
-                    y_w.y,
-                    y_w.z,
+                let d_col = [
+                    mass_dt.x * cv.x,
+                    mass_dt.y * cv.y,
+                    mass_dt.z * cv.z,
+                    d_w.x,
+                    d_w.y,
+                    d_w.z,
                 ];
-                for a in 0..width {
+                let aug_b = &mut aug[b * n..b * n + b + 1];
+                for (a, m_ab) in aug_b.iter_mut().enumerate() {
                     let ja = &jac[6 * a..6 * a + 6];
                     let mut m = 0.0;
-                    let mut y = 0.0;
                     for k in 0..6 {
                         m += ja[k] * w_col[k];
-                        y += ja[k] * y_col[k];
                     }
-                    aug[a + b * n] += m;
-                    acc[a + b * n] += y;
+                    *m_ab += m;
                 }
+                let acc_b = &mut acc[b * n..b * n + width];
+                for (a, y_ab) in acc_b.iter_mut().enumerate() {
+                    let ja = &jac[6 * a..6 * a + 6];
+                    let mut y = 0.0;
+                    for k in 0..6 {
+                        y += ja[k] * d_col[k];
+                    }
+                    *y_ab += y;
+                }
+            }
+        }
+
+        // `augmented_mass` holds its upper triangle: mirror it, and add it to `acc_augmented_mass`
+        // (which holds the gyroscopic and Coriolis parts so far)
+        {
+            let aug = self.augmented_mass.as_mut_slice();
+            let acc = self.acc_augmented_mass.as_mut_slice();
+            for b in 0..n {
+                for a in 0..b {
+                    aug[b + a * n] = aug[a + b * n];
+                }
+            }
+            for (y, m) in acc.iter_mut().zip(aug.iter()) {
+                *y += *m;
             }
         }
 
