@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use rand::{Rng, SeedableRng};
 use reachy_host::kinematics::MAX_DOF;
 use reachy_host::model::RobotModel;
@@ -34,21 +31,11 @@ fn fk_equals_pinocchio_on_every_chain() {
             ours.push(chain.fk(&q));
         }
     }
-    let mut child = Command::new(&py)
-        .arg(common::repo_root().join("host/tests/python/pinocchio_fk.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(json!({"urdf": urdf, "cases": cases}).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "pinocchio script failed");
-    let theirs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs: Vec<serde_json::Value> = common::pinocchio(
+        &py,
+        "pinocchio_fk.py",
+        &json!({"urdf": urdf, "cases": cases}),
+    );
     assert_eq!(theirs.len(), ours.len());
     let mut worst = 0.0f64;
     for (a, b) in ours.iter().zip(&theirs) {
@@ -139,22 +126,12 @@ fn free_fall_accelerations_equal_pinocchio() {
         }
         measure(&mut physics);
     }
-    let mut child = Command::new(&py)
-        .arg(common::repo_root().join("host/tests/python/pinocchio_aba.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(json!({"urdf": urdf, "cases": cases}).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let theirs: Vec<Vec<f64>> = common::pinocchio(
+        &py,
+        "pinocchio_aba.py",
+        &json!({"urdf": urdf, "cases": cases}),
+    );
     let _ = std::fs::remove_file(&urdf);
-    assert!(out.status.success(), "pinocchio script failed");
-    let theirs: Vec<Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(theirs.len(), ours.len());
     for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
         let scale = b.iter().fold(1.0f64, |m, x| m.max(x.abs()));

@@ -103,3 +103,37 @@ pub fn run_python_json(py: &std::path::Path, script: &str, args: &[&str]) -> ser
     eprintln!("{v}");
     v
 }
+
+/// Run `cmd` with `input` on its stdin (stdout and stderr captured) and wait for it.
+#[allow(dead_code)]
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A Pinocchio reference script (`host/tests/python/<script>`) answering `request` on stdout.
+#[allow(dead_code)]
+pub fn pinocchio<T: serde::de::DeserializeOwned>(
+    py: &std::path::Path,
+    script: &str,
+    request: &serde_json::Value,
+) -> T {
+    let out = run_with_stdin(
+        Command::new(py).arg(repo_root().join("host/tests/python").join(script)),
+        request.to_string().as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
