@@ -38,6 +38,73 @@ impl Force {
     }
 }
 
+/// reachy patch: dot product of a 6-row Jacobian column with a spatial vector.
+#[inline(always)]
+fn dot6(col: &[Real], v: &[Real; 6]) -> Real {
+    let c: &[Real; 6] = col.try_into().unwrap();
+    c[0] * v[0] + c[1] * v[1] + c[2] * v[2] + c[3] * v[3] + c[4] * v[4] + c[5] * v[5]
+}
+
+/// reachy patch: LU factorisation with partial pivoting of the column-major `n`×`n` matrix `a`,
+/// in place (unit lower triangle below the diagonal, upper triangle on and above it); `piv[k]` is
+/// the row exchanged with row `k` at step `k`. `false` on a zero or non-finite pivot.
+fn lu_in_place(a: &mut [Real], n: usize, piv: &mut Vec<usize>) -> bool {
+    piv.clear();
+    for k in 0..n {
+        let mut p = k;
+        let mut best = a[k + k * n].abs();
+        for i in k + 1..n {
+            let v = a[i + k * n].abs();
+            if v > best {
+                best = v;
+                p = i;
+            }
+        }
+        if best == 0.0 || !best.is_finite() {
+            return false;
+        }
+        piv.push(p);
+        if p != k {
+            for c in 0..n {
+                a.swap(k + c * n, p + c * n);
+            }
+        }
+        let inv = 1.0 / a[k + k * n];
+        for i in k + 1..n {
+            a[i + k * n] *= inv;
+        }
+        for c in k + 1..n {
+            let akc = a[k + c * n];
+            if akc != 0.0 {
+                for i in k + 1..n {
+                    a[i + c * n] -= a[i + k * n] * akc;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// reachy patch: `x ← A⁻¹·x` with the factors of [`lu_in_place`].
+fn lu_solve_in_place(a: &[Real], n: usize, piv: &[usize], x: &mut [Real]) {
+    for (k, &p) in piv.iter().enumerate() {
+        x.swap(k, p);
+    }
+    for k in 0..n {
+        let xk = x[k];
+        for i in k + 1..n {
+            x[i] -= a[i + k * n] * xk;
+        }
+    }
+    for k in (0..n).rev() {
+        x[k] /= a[k + k * n];
+        let xk = x[k];
+        for i in 0..k {
+            x[i] -= a[i + k * n] * xk;
+        }
+    }
+}
+
 /// reachy patch: largest mass matrix inverted instead of LU-factored.
 const MAX_DENSE_INVERSE_DOFS: usize = 32;
 
@@ -160,6 +227,9 @@ pub struct Multibody {
 
     acc_augmented_mass: DMatrix<Real>,
     acc_inv_augmented_mass: LU<Real, Dyn, Dyn>,
+    // reachy patch: with every dof dynamic, `acc_augmented_mass` is LU-factored in place (row
+    // exchanges here) instead of copied into `acc_inv_augmented_mass`; empty otherwise.
+    acc_lu_pivots: Vec<usize>,
     // reachy patch: `augmented_mass⁻¹` (all dofs dynamic; empty otherwise), whose columns are the
     // `M⁻¹·Jᵀ` of the one-dof joint constraints (motor, limit and friction of every dof) that
     // upstream gets by one LU solve each.
@@ -212,6 +282,7 @@ impl Multibody {
             inv_augmented_mass: LU::new(DMatrix::zeros(0, 0)),
             acc_augmented_mass: DMatrix::zeros(0, 0),
             acc_inv_augmented_mass: LU::new(DMatrix::zeros(0, 0)),
+            acc_lu_pivots: Vec::new(),
             inv_augmented_mass_dense: DMatrix::zeros(0, 0),
             kinematics_dirty: true,
             augmented_mass_indices: IndexSequence::new(),
@@ -628,7 +699,7 @@ impl Multibody {
             return; // Nothing to do.
         }
 
-        self.accelerations.fill(0.0);
+        self.accelerations.as_mut_slice().fill(0.0);
 
         // If there is significant movement, the semi-implicit coriolis term
         // occasionally cause instabilities due to the matrix being near singular.
@@ -697,23 +768,26 @@ impl Multibody {
                 rb.forces.force - rb_mass * acc.linvel,
                 rb.forces.torque - gyroscopic - rb_inertia * acc.angvel,
             );
-            // reachy patch: only the link's non-zero Jacobian columns
+            // reachy patch: Jᵀ·F over the link's non-zero Jacobian columns only
             let width = link.assembly_id + link.joint.ndofs();
-            self.accelerations.rows_mut(0, width).gemv_tr(
-                1.0,
-                &self.body_jacobians[i].columns(0, width),
-                external_forces.as_vector(),
-                1.0,
-            );
+            let jac = self.body_jacobians[i].as_slice();
+            let f: &[Real; 6] = external_forces.as_vector().as_slice().try_into().unwrap();
+            for (out, col) in self.accelerations.as_mut_slice()[..width]
+                .iter_mut()
+                .zip(jac.chunks_exact(6))
+            {
+                *out += dot6(col, f);
+            }
 
             if check_implicit_coriolis_divergence {
                 let applied_forces = Force::new(rb.forces.force, rb.forces.torque);
-                pos_forces.gemv_tr(
-                    1.0,
-                    &self.body_jacobians[i],
-                    applied_forces.as_vector(),
-                    1.0,
-                );
+                let f: &[Real; 6] = applied_forces.as_vector().as_slice().try_into().unwrap();
+                for (out, col) in pos_forces.as_mut_slice()[..width]
+                    .iter_mut()
+                    .zip(jac.chunks_exact(6))
+                {
+                    *out += dot6(col, f);
+                }
             }
         }
 
@@ -751,10 +825,29 @@ impl Multibody {
             DVector::zeros(0)
         };
 
-        self.augmented_mass_indices
-            .with_rearranged_rows_mut(&mut self.accelerations, |accs| {
-                self.acc_inv_augmented_mass.solve_mut(accs);
-            });
+        if self.augmented_mass_indices.dim_after_removal(self.ndofs) == self.ndofs {
+            // reachy patch: every dof dynamic: the in-place factors, or (singular matrix) the
+            // plain mass matrix without the implicit gyroscopic and Coriolis terms
+            if self.acc_lu_pivots.len() == self.ndofs {
+                lu_solve_in_place(
+                    self.acc_augmented_mass.as_slice(),
+                    self.ndofs,
+                    &self.acc_lu_pivots,
+                    self.accelerations.as_mut_slice(),
+                );
+            } else {
+                solve_augmented(
+                    &self.inv_augmented_mass_dense,
+                    &self.inv_augmented_mass,
+                    &mut self.accelerations,
+                );
+            }
+        } else {
+            self.augmented_mass_indices
+                .with_rearranged_rows_mut(&mut self.accelerations, |accs| {
+                    self.acc_inv_augmented_mass.solve_mut(accs);
+                });
+        }
 
         if check_implicit_coriolis_divergence {
             self.free_velocity_energy_guard(dt, &gen_forces, &pos_forces);
@@ -773,6 +866,50 @@ impl Multibody {
     fn free_velocity_energy_guard(&mut self, dt: Real, gen_forces: &DVector, pos_forces: &DVector) {
         let eff_dim = self.augmented_mass_indices.dim_after_removal(self.ndofs);
         if eff_dim == 0 {
+            return;
+        }
+
+        // reachy patch: every dof dynamic (the mass matrix in its own ordering): the energy
+        // balance from the matrix directly, without the copies and temporaries below
+        if eff_dim == self.ndofs {
+            let n = self.ndofs;
+            let m = self.augmented_mass.as_slice();
+            let v = self.velocities.as_slice();
+            let a = self.accelerations.as_slice();
+            let dot = |x: &[Real], y: &[Real]| x.iter().zip(y).map(|(p, q)| p * q).sum::<Real>();
+            let excess = if a.iter().all(|x| x.is_finite()) {
+                let (mut v_ma, mut a_ma, mut v_mv) = (0.0, 0.0, 0.0);
+                for c in 0..n {
+                    let col = &m[c * n..c * n + n];
+                    let (mut vm, mut am) = (0.0, 0.0);
+                    for r in 0..n {
+                        vm += v[r] * col[r];
+                        am += a[r] * col[r];
+                    }
+                    // (vᵀM)_c and (aᵀM)_c times a_c, and (vᵀM)_c times v_c
+                    v_ma += vm * a[c];
+                    a_ma += am * a[c];
+                    v_mv += vm * v[c];
+                }
+                let energy_delta = dt * v_ma + 0.5 * dt * dt * a_ma;
+                let work = dt * dot(v, gen_forces.as_slice())
+                    + 0.5 * dt * dt * dot(a, pos_forces.as_slice());
+                let energy_margin = 1.0e-2 * 0.5 * v_mv + 1.0e-8;
+                Some(energy_delta - work - energy_margin)
+            } else {
+                None
+            };
+            if !matches!(excess, Some(e) if e <= 0.0) {
+                self.accelerations.copy_from(gen_forces);
+                solve_augmented(
+                    &self.inv_augmented_mass_dense,
+                    &self.inv_augmented_mass,
+                    &mut self.accelerations,
+                );
+                if !self.accelerations.iter().all(|x| x.is_finite()) {
+                    self.accelerations.fill(0.0);
+                }
+            }
             return;
         }
 
@@ -890,12 +1027,10 @@ impl Multibody {
                 parent_to_world = parent_link.local_to_world;
 
                 let (link_j, parent_j) = self.body_jacobians.index_mut_const(i, parent_id);
-                link_j
-                    .columns_mut(0, parent_width)
-                    .copy_from(&parent_j.columns(0, parent_width));
-                link_j
-                    .columns_mut(parent_width, width - parent_width)
-                    .fill(0.0);
+                // column-major 6×n: the first columns are one contiguous run
+                link_j.as_mut_slice()[..SPATIAL_DIM * parent_width]
+                    .copy_from_slice(&parent_j.as_slice()[..SPATIAL_DIM * parent_width]);
+                link_j.as_mut_slice()[SPATIAL_DIM * parent_width..SPATIAL_DIM * width].fill(0.0);
 
                 {
                     let mut link_j_v =
@@ -907,7 +1042,7 @@ impl Multibody {
                     link_j_v.gemm(1.0, &shift_tr, &parent_j_w, 1.0);
                 }
             } else {
-                self.body_jacobians[i].fill(0.0);
+                self.body_jacobians[i].as_mut_slice().fill(0.0);
                 parent_to_world = Pose::IDENTITY;
             }
 
@@ -941,8 +1076,8 @@ impl Multibody {
             self.augmented_mass = DMatrix::zeros(self.ndofs, self.ndofs);
             self.acc_augmented_mass = DMatrix::zeros(self.ndofs, self.ndofs);
         } else {
-            self.augmented_mass.fill(0.0);
-            self.acc_augmented_mass.fill(0.0);
+            self.augmented_mass.as_mut_slice().fill(0.0);
+            self.acc_augmented_mass.as_mut_slice().fill(0.0);
         }
 
         self.augmented_mass_indices.clear();
@@ -1123,23 +1258,17 @@ impl Multibody {
                     d_w.y,
                     d_w.z,
                 ];
-                let aug_b = &mut aug[b * n..b * n + b + 1];
-                for (a, m_ab) in aug_b.iter_mut().enumerate() {
-                    let ja = &jac[6 * a..6 * a + 6];
-                    let mut m = 0.0;
-                    for k in 0..6 {
-                        m += ja[k] * w_col[k];
-                    }
-                    *m_ab += m;
+                for (m_ab, ja) in aug[b * n..b * n + b + 1]
+                    .iter_mut()
+                    .zip(jac.chunks_exact(6))
+                {
+                    *m_ab += dot6(ja, &w_col);
                 }
-                let acc_b = &mut acc[b * n..b * n + width];
-                for (a, y_ab) in acc_b.iter_mut().enumerate() {
-                    let ja = &jac[6 * a..6 * a + 6];
-                    let mut y = 0.0;
-                    for k in 0..6 {
-                        y += ja[k] * d_col[k];
-                    }
-                    *y_ab += y;
+                for (y_ab, ja) in acc[b * n..b * n + width]
+                    .iter_mut()
+                    .zip(jac.chunks_exact(6))
+                {
+                    *y_ab += dot6(ja, &d_col);
                 }
             }
         }
@@ -1210,11 +1339,24 @@ impl Multibody {
             .rearrange_rows(&mut self.augmented_mass, true);
 
         // TODO: avoid allocation inside LU at each timestep.
-        self.acc_inv_augmented_mass = LU::new(
-            self.acc_augmented_mass
-                .view((0, 0), (effective_dim, effective_dim))
-                .into_owned(),
-        );
+        self.acc_lu_pivots.clear();
+        if effective_dim == self.ndofs {
+            // reachy patch: factored in place (the matrix is not read again before the next
+            // assembly), without the copy and allocation of `LU::new`
+            if !lu_in_place(
+                self.acc_augmented_mass.as_mut_slice(),
+                effective_dim,
+                &mut self.acc_lu_pivots,
+            ) {
+                self.acc_lu_pivots.clear();
+            }
+        } else {
+            self.acc_inv_augmented_mass = LU::new(
+                self.acc_augmented_mass
+                    .view((0, 0), (effective_dim, effective_dim))
+                    .into_owned(),
+            );
+        }
         // reachy patch: invert the (symmetric positive-definite) mass matrix when every dof is
         // dynamic; factor it only otherwise (kinematic dofs, or a failed inversion).
         self.inv_augmented_mass_dense =

@@ -33,7 +33,7 @@ pub fn unit_joint_limit_constraint(
     let rhs_wo_bias = 0.0;
 
     let dof_j_id = *j_id + dof_id + link.assembly_id;
-    jacobians.rows_mut(*j_id, ndofs * 2).fill(0.0);
+    jacobians.as_mut_slice()[*j_id..*j_id + ndofs * 2].fill(0.0);
     jacobians[dof_j_id] = 1.0;
     multibody.solve_unit_dof(
         dof_id + link.assembly_id,
@@ -96,7 +96,7 @@ pub fn unit_joint_friction_constraint(
     let cfm_coeff = softness.cfm_coeff(params.dt);
 
     let dof_j_id = *j_id + dof_id + link.assembly_id;
-    jacobians.rows_mut(*j_id, ndofs * 2).fill(0.0);
+    jacobians.as_mut_slice()[*j_id..*j_id + ndofs * 2].fill(0.0);
     jacobians[dof_j_id] = 1.0;
     multibody.solve_unit_dof(
         dof_id + link.assembly_id,
@@ -153,7 +153,7 @@ pub fn unit_joint_motor_constraint(
     let motor_params = motor.motor_params(params.dt);
 
     let dof_j_id = *j_id + dof_id + link.assembly_id;
-    jacobians.rows_mut(*j_id, ndofs * 2).fill(0.0);
+    jacobians.as_mut_slice()[*j_id..*j_id + ndofs * 2].fill(0.0);
     jacobians[dof_j_id] = 1.0;
     multibody.solve_unit_dof(
         dof_id + link.assembly_id,

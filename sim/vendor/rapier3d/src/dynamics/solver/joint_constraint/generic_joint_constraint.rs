@@ -277,6 +277,11 @@ impl GenericJointConstraint {
         solver_vels: &mut SolverBodies,
         generic_solver_vels: &mut DVector,
     ) {
+        // reachy patch: a row whose impulse is bounded to [0, 0] (an inactive joint limit, a
+        // motor without force) never applies anything: skip its two dot products and axpys
+        if self.impulse_bounds[0] == 0.0 && self.impulse_bounds[1] == 0.0 {
+            return;
+        }
         let jacobians = jacobians.as_slice();
 
         let solver_vel1 = self.solver_vel1(solver_vels, generic_solver_vels);

@@ -537,7 +537,8 @@ impl StagedIslandSolver {
         impulse_joints: &[JointGraphEdge],
     ) {
         let joints = &mut self.joint_constraints;
-        joints.generic_jacobians.fill(0.0);
+        // reachy patch: a memset (nalgebra's `fill` walks the vector element by element)
+        joints.generic_jacobians.as_mut_slice().fill(0.0);
         joints.generic_velocity_constraints.clear();
         joints.generic_velocity_constraints_builder.clear();
         let mut j_id = 0;
