@@ -164,8 +164,9 @@ pub fn urdf_pose(xyz: [f64; 3], rpy: [f64; 3]) -> Pose {
 /// A link's mass properties from its URDF `<inertial>`: the inertia tensor is rotated by the
 /// inertial origin's rpy and diagonalised here, in f64, into principal moments and a proper
 /// rotation. (rapier3d-urdf goes through parry 0.31's `MassProperties::with_inertia_matrix`,
-/// which exchanged the x and z moments of the gripper fingers' diagonal tensor; the Pinocchio
-/// cross-check of the dynamics found it.) `None` without mass.
+/// which permuted the moments of the gripper fingers' diagonal 1e-6 kg·m² tensor — the same
+/// tensor at unit scale comes out right; the Pinocchio cross-check of the dynamics found it.)
+/// `None` without mass.
 fn urdf_mass_properties(inertial: &urdf_rs::Inertial) -> Option<MassProperties> {
     let mass = inertial.mass.value;
     if mass <= 0.0 || !mass.is_finite() {
