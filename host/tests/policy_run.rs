@@ -78,14 +78,7 @@ fn run_policy(args: &[&str], report: &Path) -> serde_json::Value {
         .arg(report)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        out.status.success(),
-        "policy run {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
+    common::report_of(&out, report, &format!("policy run {args:?}"))
 }
 
 /// The episode reached the pose the actions are centred on, and every control step after the
@@ -237,14 +230,7 @@ fn policy_server_serves_two_robots() {
         .collect();
     for (child, report) in runners {
         let out = child.wait_with_output().unwrap();
-        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+        let r = common::report_of(&out, &report, "policy run --server");
         assert_eq!(r["server"], endpoint.as_str());
         check_episode(&r["episodes"][0], false);
     }

@@ -37,14 +37,7 @@ fn replays_a_lerobot_episode_on_the_simulated_robot() {
         "--report",
         report.to_str().unwrap(),
     ]);
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = common::report_of(&out, &report, "replay");
     assert_eq!(r["episode"], 1);
     assert_eq!(r["frames"], made["lengths"][1]);
     assert_eq!(r["fps"], 30.0);

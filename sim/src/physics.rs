@@ -53,6 +53,16 @@ struct SimJoint {
     mimic: Option<(usize, f32, f32)>,
 }
 
+impl SimJoint {
+    /// Index of this joint's coordinate in rapier's 6-vector of joint coordinates.
+    fn coord(&self) -> usize {
+        match self.axis {
+            JointAxis::LinX => 0,
+            _ => 3,
+        }
+    }
+}
+
 /// The manipulation scene: a table in front of the robot and cubes placed from a seed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SceneConfig {
@@ -410,6 +420,19 @@ impl RobotPhysics {
                 urdf_rs::JointType::Continuous => (f32::NEG_INFINITY, f32::INFINITY),
                 _ => (j.limit.lower as f32, j.limit.upper as f32),
             };
+            // the URDF's <dynamics>: viscous damping (N·m·s/rad, implicit in rapier's multibody)
+            // and dry friction (N·m, a friction constraint per dof); rapier's own default is a
+            // damping of 0.1 on every revolute dof whatever the URDF says
+            if let Some((mb, link)) = world.multibody_joints.get_mut(handle) {
+                if let Some(dof) = mb.link(link).map(|l| l.assembly_id()) {
+                    let (damping, friction) = j
+                        .dynamics
+                        .as_ref()
+                        .map_or((0.0, 0.0), |d| (d.damping as f32, d.friction as f32));
+                    mb.damping_mut()[dof] = damping.max(0.0);
+                    mb.frictions_mut()[dof] = friction.max(0.0);
+                }
+            }
             joints.push(SimJoint {
                 name: j.name.clone(),
                 handle,
@@ -425,26 +448,6 @@ impl RobotPhysics {
                 target: 0.0f32.clamp(lower, upper),
                 mimic: None,
             });
-        }
-        // the URDF's <dynamics>: viscous damping (N·m·s/rad, implicit in rapier's multibody) and
-        // dry friction (N·m, a friction constraint per dof); rapier's own default is a damping of
-        // 0.1 on every revolute dof whatever the URDF says
-        for j in &joints {
-            let Some(d) = desc.joints.iter().find(|u| u.name == j.name) else {
-                continue;
-            };
-            let (damping, friction) = d
-                .dynamics
-                .as_ref()
-                .map(|d| (d.damping as f32, d.friction as f32))
-                .unwrap_or((0.0, 0.0));
-            if let Some((mb, link)) = world.multibody_joints.get_mut(j.handle) {
-                let Some(dof) = mb.link(link).map(|l| l.assembly_id()) else {
-                    continue;
-                };
-                mb.damping_mut()[dof] = damping.max(0.0);
-                mb.frictions_mut()[dof] = friction.max(0.0);
-            }
         }
         // mimic joints follow their leader
         for k in 0..joints.len() {
@@ -662,10 +665,7 @@ impl RobotPhysics {
             .iter()
             .map(|&k| {
                 let j = &self.joints[k];
-                let idx = match j.axis {
-                    JointAxis::LinX => 0,
-                    _ => 3,
-                };
+                let idx = j.coord();
                 self.world
                     .multibody_joints
                     .get(j.handle)
@@ -684,10 +684,7 @@ impl RobotPhysics {
             .filter_map(|j| {
                 let (mb, link) = self.world.multibody_joints.get(j.handle)?;
                 let l = mb.link(link)?;
-                let idx = match j.axis {
-                    JointAxis::LinX => 0,
-                    _ => 3,
-                };
+                let idx = j.coord();
                 let v = mb.joint_velocity(l).get(0).copied()?;
                 Some((j.name.clone(), l.joint().coords()[idx], v))
             })
@@ -730,10 +727,7 @@ impl RobotPhysics {
                     disp.len() - 1
                 }
             };
-            let idx = match j.axis {
-                JointAxis::LinX => 0,
-                _ => 3,
-            };
+            let idx = j.coord();
             let now = l.joint().coords()[idx];
             if let Some(x) = disp[slot].2.get_mut(l.assembly_id()) {
                 *x = want[k] - now;

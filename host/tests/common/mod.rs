@@ -137,3 +137,20 @@ pub fn pinocchio<T: serde::de::DeserializeOwned>(
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The JSON report a `reachy` command wrote to `report`, once its output shows it exited 0 (its
+/// stdout echoed; `what` and its stderr in the failure message).
+#[allow(dead_code)]
+pub fn report_of(
+    out: &std::process::Output,
+    report: &std::path::Path,
+    what: &str,
+) -> serde_json::Value {
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
+}

@@ -255,7 +255,6 @@ pub struct Multibody {
     workspace: MultibodyWorkspace,
     coriolis_v: Vec<OMatrix<Real, Dim, Dyn>>,
     coriolis_w: Vec<OMatrix<Real, AngDim, Dyn>>,
-    i_coriolis_dt: Jacobian<Real>,
 }
 impl Default for Multibody {
     fn default() -> Self {
@@ -291,7 +290,6 @@ impl Multibody {
             workspace: MultibodyWorkspace::new(),
             coriolis_v: Vec::new(),
             coriolis_w: Vec::new(),
-            i_coriolis_dt: Jacobian::zeros(0),
             root_is_dynamic: false,
             self_contacts_enabled,
             couplings: Vec::new(),
@@ -1088,7 +1086,6 @@ impl Multibody {
             self.coriolis_v = vec![OMatrix::<Real, Dim, Dyn>::zeros(self.ndofs); self.links.len()];
             self.coriolis_w =
                 vec![OMatrix::<Real, AngDim, Dyn>::zeros(self.ndofs); self.links.len()];
-            self.i_coriolis_dt = Jacobian::zeros(self.ndofs);
         }
 
         let mut curr_assembly_id = 0;
