@@ -8,11 +8,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reachy_host::daemon::{Daemon, DaemonConfig, SimBackend};
-use reachy_host::model::{RobotModel, REACHY_URDF};
-use reachy_host::net::ZenohArgs;
-use reachy_host::schema::{self, keys};
-use reachy_host::sim_bridge::{BridgeConfig, SimBridge};
+use reachy_api::net::ZenohOptions;
+use reachy_api::schema::{self, keys};
+use reachy_apps::sim_bridge::{BridgeConfig, SimBridge};
+use reachy_daemon::{Daemon, DaemonConfig, SimBackend};
+use reachy_kinematics::model::{RobotModel, REACHY_URDF};
 use reachy_sim::world::{World, WorldConfig};
 use zenoh::Wait;
 
@@ -28,13 +28,13 @@ fn main() {
         .unwrap()
         .port();
     let ep = format!("tcp/127.0.0.1:{port}");
-    let server = ZenohArgs {
+    let server = ZenohOptions {
         listen: vec![ep.clone()],
         ..Default::default()
     }
     .open()
     .unwrap();
-    let client = ZenohArgs {
+    let client = ZenohOptions {
         connect: vec![ep],
         ..Default::default()
     }
@@ -89,7 +89,7 @@ fn main() {
         },
     )
     .unwrap();
-    let mut c = reachy_host::client::RobotClient::connect(
+    let mut c = reachy_api::client::RobotClient::connect(
         &client,
         "reachy",
         "bench",
@@ -97,7 +97,7 @@ fn main() {
         Duration::from_secs(5),
     )
     .unwrap();
-    let names = reachy_host::pick_place::RobotIo::joint_names(&c);
+    let names = reachy_api::RobotIo::joint_names(&c);
     let i = names.iter().position(|x| x == "neck_yaw").unwrap();
     let latest: Arc<Mutex<Option<schema::RobotState>>> = Arc::new(Mutex::new(None));
     let seqs: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
@@ -121,7 +121,7 @@ fn main() {
         // small steps: within one period's velocity limit, so the target is applied at once
         let goal = 0.1 + (k % 200) as f32 * 1e-4;
         let t = Instant::now();
-        reachy_host::pick_place::RobotIo::command(&mut c, &[i], &[goal]).unwrap();
+        reachy_api::RobotIo::command(&mut c, &[i], &[goal]).unwrap();
         loop {
             if latest
                 .lock()

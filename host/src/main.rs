@@ -1,6 +1,10 @@
 //! `reachy`: the command-line entry point. See `reachy --help`.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -10,8 +14,8 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = reachy_host::cli::Cli::parse();
-    match reachy_host::cli::run(cli) {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

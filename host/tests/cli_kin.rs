@@ -1,6 +1,6 @@
 //! The `reachy` binary as a script would use it: JSON lines in, JSON lines out, exit codes.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -63,9 +63,7 @@ fn urdf_passes_check_urdf() {
         .arg(common::repo_root().join("urdf/reachy.urdf"))
         .output()
     else {
-        eprintln!(
-            "SKIPPED: check_urdf not installed (Debian liburdfdom-tools; .ci/run installs it)"
-        );
+        reachy_test_support::missing("check_urdf", "Debian liburdfdom-tools; .ci/run installs it");
         return;
     };
     let text = String::from_utf8_lossy(&out.stdout);

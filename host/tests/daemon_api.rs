@@ -1,12 +1,12 @@
 //! The daemon's zenoh API, in one process with the simulator: leases and their priorities,
 //! goto with honest replies, malformed and unauthorised commands rejected and counted, e-stop.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use reachy_host::daemon::{Daemon, DaemonConfig, SimBackend};
-use reachy_host::model::{RobotModel, REACHY_URDF};
-use reachy_host::schema::{self, keys, ROBOT_SCHEMA_VERSION as V};
-use reachy_host::sim_bridge::{BridgeConfig, SimBridge};
+use reachy_api::schema::{self, keys, ROBOT_SCHEMA_VERSION as V};
+use reachy_apps::sim_bridge::{BridgeConfig, SimBridge};
+use reachy_daemon::{Daemon, DaemonConfig, SimBackend};
+use reachy_kinematics::model::{RobotModel, REACHY_URDF};
 use reachy_sim::world::{World, WorldConfig};
 use zenoh::Wait;
 
@@ -54,14 +54,60 @@ fn goto(s: &zenoh::Session, token: u64, joint: &str, q: f32, d: f32) -> schema::
 }
 
 fn state(s: &zenoh::Session) -> schema::RobotState {
-    let sub = s.declare_subscriber(keys::state("t")).wait().unwrap();
-    let m = sub.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
-    schema::decode_robot(&m.payload().to_bytes()).unwrap()
+    state_of(s, "t")
+}
+
+/// The first state of `robot` for which `ok` holds. Fails after 10 s: the condition never came
+/// (a bound on failure, not a window the test depends on).
+fn state_where(
+    s: &zenoh::Session,
+    robot: &str,
+    what: &str,
+    ok: impl Fn(&schema::RobotState) -> bool,
+) -> schema::RobotState {
+    let sub = s.declare_subscriber(keys::state(robot)).wait().unwrap();
+    let t0 = Instant::now();
+    let mut last = None;
+    while t0.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(m)) = sub.recv_timeout(Duration::from_millis(500)) {
+            let st: schema::RobotState = schema::decode_robot(&m.payload().to_bytes()).unwrap();
+            if ok(&st) {
+                return st;
+            }
+            last = Some(st);
+        }
+    }
+    panic!("no state of `{robot}` where {what} within 10 s; the last: {last:?}");
+}
+
+/// The first state at least `ticks` control periods after `after`.
+fn ticks_after(
+    s: &zenoh::Session,
+    robot: &str,
+    after: &schema::RobotState,
+    ticks: u64,
+) -> schema::RobotState {
+    state_where(s, robot, "enough ticks passed", |st| {
+        st.seq >= after.seq + ticks
+    })
+}
+
+/// Wait until `counter` reached `n`; fails after 10 s.
+fn count_reaches(counter: &std::sync::atomic::AtomicU64, n: u64) {
+    let t0 = Instant::now();
+    while counter.load(std::sync::atomic::Ordering::Relaxed) < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the count stayed below {n}"
+        );
+        std::thread::yield_now();
+    }
 }
 
 /// The sim (no scene) and a daemon with `cfg` on one in-process session, warmed up.
 fn start(cfg: DaemonConfig) -> (zenoh::Session, SimBridge, Daemon) {
-    let session = reachy_host::net::ZenohArgs::default().open().unwrap();
+    let session = reachy_api::net::ZenohOptions::default().open().unwrap();
+    let robot = cfg.robot.clone();
     let mut world = WorldConfig::new(REACHY_URDF);
     world.scene = None;
     let bridge = SimBridge::spawn(
@@ -81,14 +127,18 @@ fn start(cfg: DaemonConfig) -> (zenoh::Session, SimBridge, Daemon) {
         cfg,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // warmed up: the daemon publishes states of the sim's joints
+    state_where(&session, &robot, "the daemon is up", |s| {
+        !s.names.is_empty()
+    });
     (session, bridge, daemon)
 }
 
 #[test]
 fn acceleration_limit_ramps_every_command() {
-    let conf = reachy_host::config::Config::parse("robot = \"ta\"\nmax_acceleration = 2.0\n", "t")
-        .unwrap();
+    let conf =
+        reachy_daemon::config::Config::parse("robot = \"ta\"\nmax_acceleration = 2.0\n", "t")
+            .unwrap();
     let (session, bridge, daemon) = start(DaemonConfig::from_config(&conf));
     let l = get::<schema::LeaseReply>(
         &session,
@@ -103,14 +153,18 @@ fn acceleration_limit_ramps_every_command() {
     let st = state_of(&session, "ta");
     let i = st.names.iter().position(|n| n == "neck_yaw").unwrap();
     let q0 = st.target[i];
-    // a 0.5 rad jump, streamed: after 0.2 s at 2 rad/s² the target has moved about
-    // a t² / 2 = 0.04 rad, not the URDF velocity limit's worth
+    // a 0.5 rad jump, streamed, one target per state: after t s of the daemon's own clock at
+    // 2 rad/s² the target has moved about a t² / 2 (0.04 rad at 0.2 s), not the URDF velocity
+    // limit's worth
     let p = session
         .declare_publisher(keys::joint_targets("ta"))
         .wait()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_millis(200) {
+    let sub = session
+        .declare_subscriber(keys::state("ta"))
+        .wait()
+        .unwrap();
+    let send = || {
         p.put(schema::encode(&schema::JointTargets {
             v: V,
             lease: l.token,
@@ -118,18 +172,41 @@ fn acceleration_limit_ramps_every_command() {
             position: vec![q0 + 0.5],
         }))
         .wait()
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let moved = state_of(&session, "ta").target[i] - q0;
-    assert!(moved > 0.01 && moved < 0.07, "moved {moved} rad in 0.2 s");
+        .unwrap()
+    };
+    send();
+    let next = || -> schema::RobotState {
+        let m = sub.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        schema::decode_robot(&m.payload().to_bytes()).unwrap()
+    };
+    // the first state that shows the stream moving: the ramp starts there
+    let first = loop {
+        let s = next();
+        if s.target[i] != q0 {
+            break s;
+        }
+    };
+    let last = loop {
+        send();
+        let s = next();
+        if s.t - first.t >= 0.2 {
+            break s;
+        }
+    };
+    let dt = (last.t - first.t) as f32;
+    let moved = last.target[i] - first.target[i];
+    let bound = 2.0 * (dt + 0.02) * (dt + 0.02) / 2.0;
+    assert!(
+        moved > 0.25 * bound && moved <= bound,
+        "moved {moved} rad in {dt} s (at most {bound} at 2 rad/s²)"
+    );
     daemon.stop().unwrap();
     bridge.stop().unwrap();
 }
 
 #[test]
 fn configured_limits_tighten_the_urdf() {
-    let conf = reachy_host::config::Config::parse(
+    let conf = reachy_daemon::config::Config::parse(
         "robot = \"t\"\n[limits]\nneck_yaw = { upper = 0.5 }\n",
         "test",
     )
@@ -138,10 +215,18 @@ fn configured_limits_tighten_the_urdf() {
     let l = lease(&session, "c", "script");
     let r = goto(&session, l.token, "neck_yaw", 0.8, 0.3);
     assert_eq!(r.status, "clamped", "{r:?}");
-    std::thread::sleep(Duration::from_millis(400));
-    let st = state(&session);
-    let i = st.names.iter().position(|n| n == "neck_yaw").unwrap();
-    assert!((st.position[i] - 0.5).abs() < 0.02, "{}", st.position[i]);
+    let i = state(&session)
+        .names
+        .iter()
+        .position(|n| n == "neck_yaw")
+        .unwrap();
+    let st = state_where(&session, "t", "neck_yaw settles", |s| {
+        (s.position[i] - 0.5).abs() < 0.02
+    });
+    assert!(
+        st.target[i] <= 0.5 + 1e-6,
+        "the target stays within the limit"
+    );
     daemon.stop().unwrap();
     bridge.stop().unwrap();
 }
@@ -169,14 +254,14 @@ fn leases_goto_rejections_and_estop() {
     assert!(r.reason.unwrap().contains("teleop@vr"));
     let r = goto(&session, teleop.token, "neck_yaw", 0.4, 0.5);
     assert_eq!(r.status, "ok", "{r:?}");
-    std::thread::sleep(Duration::from_millis(300));
-    let st = state(&session);
-    let i = st.names.iter().position(|n| n == "neck_yaw").unwrap();
-    assert!(
-        (st.position[i] - 0.4).abs() < 0.02,
-        "neck_yaw {}",
-        st.position[i]
-    );
+    let i = state(&session)
+        .names
+        .iter()
+        .position(|n| n == "neck_yaw")
+        .unwrap();
+    let st = state_where(&session, "t", "neck_yaw reaches 0.4", |s| {
+        (s.position[i] - 0.4).abs() < 0.02
+    });
     assert_eq!(st.lease.as_deref(), Some("teleop@vr"));
     assert_eq!(st.tcp.len(), 2);
     assert_eq!(st.gripper.len(), 2);
@@ -199,17 +284,22 @@ fn leases_goto_rejections_and_estop() {
     };
     let r = cart([0.35, -0.3, 0.9]);
     assert_eq!(r.status, "ok", "{r:?}");
-    std::thread::sleep(Duration::from_millis(400));
-    let st = state(&session);
-    let tcp = &st
-        .tcp
-        .iter()
-        .find(|p| p.name == "r_arm")
-        .unwrap()
-        .pose
-        .position;
-    let err = ((tcp[0] - 0.35).powi(2) + (tcp[1] + 0.3).powi(2) + (tcp[2] - 0.9).powi(2)).sqrt();
-    assert!(err < 0.02, "measured TCP {tcp:?}, {err} m from the target");
+    let tcp_err = |st: &schema::RobotState| {
+        let tcp = &st
+            .tcp
+            .iter()
+            .find(|p| p.name == "r_arm")
+            .unwrap()
+            .pose
+            .position;
+        ((tcp[0] - 0.35).powi(2) + (tcp[1] + 0.3).powi(2) + (tcp[2] - 0.9).powi(2)).sqrt()
+    };
+    state_where(
+        &session,
+        "t",
+        "the measured TCP is within 2 cm of the target",
+        |s| tcp_err(s) < 0.02,
+    );
     let r = cart([2.0, 0.0, 1.0]);
     assert_eq!(r.status, "unreachable", "{r:?}");
     assert!(r.reason.unwrap().contains("out of reach"));
@@ -238,9 +328,9 @@ fn leases_goto_rejections_and_estop() {
         )
     };
     assert_eq!(grip(1.0).status, "ok");
-    std::thread::sleep(Duration::from_millis(300));
-    let g = state(&session).gripper;
-    assert!(g[1] > 0.8, "the left gripper opened: {g:?}");
+    state_where(&session, "t", "the left gripper opened", |s| {
+        s.gripper[1] > 0.8
+    });
     assert_eq!(grip(1.5).status, "rejected");
 
     // a goal beyond the limit is clamped and says so
@@ -271,7 +361,7 @@ fn leases_goto_rejections_and_estop() {
     }))
     .wait()
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    count_reaches(&daemon.rejected, before + 3);
     let after = daemon.rejected.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(after - before, 3);
     let st = state(&session);
@@ -288,7 +378,7 @@ fn leases_goto_rejections_and_estop() {
         schema::encode(&schema::EstopRequest { v: V, engage: true }),
     );
     assert_eq!(r.status, "ok");
-    std::thread::sleep(Duration::from_millis(100));
+    // the reply comes after the e-stop latched: the next state shows it
     assert!(state(&session).estop);
     assert_eq!(
         goto(&session, teleop.token, "neck_yaw", 0.0, 0.3).status,
@@ -303,7 +393,6 @@ fn leases_goto_rejections_and_estop() {
         }),
     );
     assert_eq!(r.status, "ok");
-    std::thread::sleep(Duration::from_millis(100));
     assert!(!state(&session).estop);
 
     daemon.stop().unwrap();
@@ -354,9 +443,10 @@ fn compliant_mode_and_head_gaze() {
     let i = st.names.iter().position(|n| n == "r_elbow_pitch").unwrap();
     let before = st.position[i];
     assert_eq!(torque(&session, l.token, false).status, "ok");
-    std::thread::sleep(Duration::from_millis(1500));
     // limp: the forearm falls under gravity, the targets follow, and that is no fault
-    let st = state_of(&session, "t2");
+    let st = state_where(&session, "t2", "the limp forearm fell", |s| {
+        (s.position[i] - before).abs() > 0.05
+    });
     assert!(!st.torque);
     assert!(st.faults.is_empty(), "{:?}", st.faults);
     assert!(
@@ -366,10 +456,10 @@ fn compliant_mode_and_head_gaze() {
     assert!((st.target[i] - st.position[i]).abs() < 0.05);
     // torque back on: it holds where it is, no jump back
     assert_eq!(torque(&session, l.token, true).status, "ok");
-    std::thread::sleep(Duration::from_millis(300));
-    let a = state_of(&session, "t2");
-    std::thread::sleep(Duration::from_millis(500));
-    let b = state_of(&session, "t2");
+    let on = state_where(&session, "t2", "torque is back", |s| s.torque);
+    // 30 periods to settle, then 50 more (0.5 s at 100 Hz) holding
+    let a = ticks_after(&session, "t2", &on, 30);
+    let b = ticks_after(&session, "t2", &a, 50);
     assert!(a.torque && b.torque);
     assert!(
         (a.position[i] - b.position[i]).abs() < 0.02,

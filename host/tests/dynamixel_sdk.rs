@@ -1,7 +1,7 @@
 //! ROBOTIS's official Dynamixel SDK (`pip install dynamixel-sdk`) drives `reachy sim servos` on
 //! a pseudo-terminal: broadcast ping, ping, read, write, sync read, sync write.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,11 +1,11 @@
 //! Forward kinematics cross-checked against Pinocchio (`pip install pin`) to 1e-9 on random
 //! configurations of every chain.
 
-mod common;
+use crate::common;
 
 use rand::{Rng, SeedableRng};
-use reachy_host::kinematics::MAX_DOF;
-use reachy_host::model::RobotModel;
+use reachy_kinematics::model::RobotModel;
+use reachy_kinematics::MAX_DOF;
 use serde_json::json;
 
 #[test]

@@ -3,14 +3,14 @@
 //! sit near that pose), a LeRobot `meta/info.json` naming the features (`r_shoulder_pitch.pos`…),
 //! and the simulated robot started in the runner's process with its head camera rendered.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{free_port, start_reachy};
+use crate::common::{free_port, start_reachy};
 
 const NAMES: [&str; 8] = [
     "r_shoulder_pitch",
@@ -236,14 +236,14 @@ fn policy_server_serves_two_robots() {
     }
 
     // the server's own account, and bad input answered with a reason
-    let session = reachy_host::net::ZenohArgs {
+    let session = reachy_api::net::ZenohOptions {
         connect: vec![endpoint.clone()],
         ..Default::default()
     }
     .open()
     .unwrap();
     let (remote, info) =
-        reachy_host::policy_run::RemotePolicy::connect(&session, "shared", Duration::from_secs(5))
+        reachy_apps::policy_run::RemotePolicy::connect(&session, "shared", Duration::from_secs(5))
             .unwrap();
     assert_eq!(
         (info.state_dim, info.action_dim, info.chunk_size),
@@ -257,8 +257,8 @@ fn policy_server_serves_two_robots() {
     assert_eq!(served.len(), 2, "{:?}", info.sessions);
     assert!(served.iter().all(|s| s.p50_ms > 0.0 && s.errors == 0));
 
-    let mut req = reachy_host::schema::PolicyRequest {
-        v: reachy_host::schema::POLICY_SCHEMA_VERSION,
+    let mut req = reachy_api::schema::PolicyRequest {
+        v: reachy_api::schema::POLICY_SCHEMA_VERSION,
         session: "probe".into(),
         seq: 1,
         t_obs: 0.0,
@@ -271,9 +271,9 @@ fn policy_server_serves_two_robots() {
         format!("{e:#}").contains("observation.state has 3 values"),
         "{e:#}"
     );
-    let e = reachy_host::policy_run::policy_query::<reachy_host::schema::PolicyChunk>(
+    let e = reachy_apps::policy_run::policy_query::<reachy_api::schema::PolicyChunk>(
         &session,
-        &reachy_host::schema::keys::policy_infer("shared"),
+        &reachy_api::schema::keys::policy_infer("shared"),
         Some(b"\xff\x00garbage".to_vec()),
         Duration::from_secs(5),
     )
@@ -282,7 +282,7 @@ fn policy_server_serves_two_robots() {
 
     // a burst from one session: only the newest observation is computed
     req.state = POSE.to_vec();
-    req.images = vec![reachy_host::schema::ImageMsg {
+    req.images = vec![reachy_api::schema::ImageMsg {
         key: "observation.images.head".into(),
         width: 64,
         height: 48,
@@ -294,8 +294,8 @@ fn policy_server_serves_two_robots() {
             req.t_obs = seq as f64;
             use zenoh::Wait;
             session
-                .get(reachy_host::schema::keys::policy_infer("shared"))
-                .payload(reachy_host::schema::encode(&req))
+                .get(reachy_api::schema::keys::policy_infer("shared"))
+                .payload(reachy_api::schema::encode(&req))
                 .timeout(Duration::from_secs(10))
                 .wait()
                 .unwrap()
@@ -305,8 +305,8 @@ fn policy_server_serves_two_robots() {
     for p in pending {
         let r = p.recv().unwrap();
         if let Ok(s) = r.result() {
-            let c: reachy_host::schema::PolicyChunk =
-                reachy_host::schema::decode_policy(&s.payload().to_bytes()).unwrap();
+            let c: reachy_api::schema::PolicyChunk =
+                reachy_api::schema::decode_policy(&s.payload().to_bytes()).unwrap();
             assert_eq!(c.actions.len(), 20);
             ok.push(c.seq);
         }
@@ -314,7 +314,7 @@ fn policy_server_serves_two_robots() {
     assert!(ok.contains(&6), "the newest is always served: {ok:?}");
     assert!(ok.len() < 6, "older queued requests are dropped: {ok:?}");
     let (_, info) =
-        reachy_host::policy_run::RemotePolicy::connect(&session, "shared", Duration::from_secs(5))
+        reachy_apps::policy_run::RemotePolicy::connect(&session, "shared", Duration::from_secs(5))
             .unwrap();
     let probe = info.sessions.iter().find(|s| s.session == "probe").unwrap();
     assert!(probe.dropped >= 1 && probe.errors == 1, "{probe:?}");

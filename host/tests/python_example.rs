@@ -1,9 +1,9 @@
 //! `examples/python/reachy_client.py` (eclipse-zenoh + cbor2 only) against `reachy sim` and
 //! `reachy daemon` running as separate processes linked by zenoh endpoints.
 
-mod common;
+use crate::common;
 
-use common::{free_port, run_python_json, start_reachy};
+use crate::common::{free_port, run_python_json, start_reachy};
 
 #[test]
 fn python_example_reads_state_and_sends_a_goto() {

@@ -2,12 +2,12 @@
 //! the right arm, `reachy record` samples the daemon's state into a LeRobot v3 dataset; lerobot
 //! itself loads every frame of it, and `reachy replay` plays an episode back.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 
-use common::{free_port, start_reachy};
+use crate::common::{free_port, start_reachy};
 
 #[test]
 fn records_a_teleoperated_robot_that_lerobot_loads() {

@@ -2,7 +2,7 @@
 //! parquet file): the episode's actions reach the simulated robot, which ends on the last frame;
 //! a missing episode and a corrupt data file are clear errors.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,19 +2,17 @@
 //! without it, accepts it with zenoh's user-password authentication, and then answers only the
 //! clients that present valid credentials.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, start_reachy};
-use reachy_host::net::ZenohArgs;
-use reachy_host::schema::{self, keys};
+use crate::common::{free_port, start_reachy};
+use reachy_api::net::ZenohOptions;
+use reachy_api::schema::{self, keys};
 use zenoh::Wait;
 
 fn sim_info(config: &Path, endpoint: &str, wait: Duration) -> Option<schema::SimInfo> {
-    let session = ZenohArgs {
+    let session = ZenohOptions {
         connect: vec![endpoint.to_string()],
         zenoh_config: Some(config.to_path_buf()),
         ..Default::default()

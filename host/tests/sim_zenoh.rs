@@ -2,11 +2,11 @@
 //! state stream, steps the sim in lock-step, commands a joint; malformed commands are rejected,
 //! counted, and leave the sim undisturbed.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use common::{free_port, run_python_json, start_reachy};
+use crate::common::{free_port, run_python_json, start_reachy};
 
 #[test]
 fn python_zenoh_client_drives_the_lockstep_sim() {

@@ -73,6 +73,42 @@ pub fn device(cuda: Option<usize>) -> Result<Device, PolicyError> {
     }
 }
 
+/// `cpu`, `cuda` or `cuda:N` (a command-line or config value) → the candle device.
+pub fn parse_device(s: &str) -> Result<Device, PolicyError> {
+    let cuda = match s {
+        "cpu" => None,
+        "cuda" => Some(0),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return Err(PolicyError::Unsupported(format!(
+                    "device `{s}`: bad CUDA ordinal"
+                )))
+            }
+            None => {
+                return Err(PolicyError::Unsupported(format!(
+                    "device must be `cpu`, `cuda` or `cuda:N`, not `{s}`"
+                )))
+            }
+        },
+    };
+    device(cuda)
+}
+
+/// `f32`, `f16` or `bf16` → the candle dtype.
+pub fn parse_dtype(s: &str) -> Result<DType, PolicyError> {
+    Ok(match s {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        _ => {
+            return Err(PolicyError::Unsupported(format!(
+                "dtype must be f32, f16 or bf16, not `{s}`"
+            )))
+        }
+    })
+}
+
 /// A LeRobot ACT checkpoint with its processors.
 pub struct ActPolicy {
     model: Act,

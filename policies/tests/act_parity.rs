@@ -11,38 +11,11 @@ use std::process::Command;
 use candle_core::{DType, Device};
 use reachy_policies::ActPolicy;
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("REACHY_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    Command::new("python3")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| PathBuf::from("python3"))
-}
-
 #[test]
 fn act_chunk_matches_lerobot() {
-    let Some(py) = python() else {
-        eprintln!("SKIPPED: no Python interpreter; install Python 3 and lerobot to run the ACT parity test");
+    let Some(py) = reachy_test_support::python_with("lerobot", "lerobot") else {
         return;
     };
-    let has_lerobot = Command::new(&py)
-        .args(["-c", "import lerobot"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        has_lerobot,
-        "{} cannot import lerobot: run `.ci/run` or `pip install lerobot` (or set REACHY_PYTHON)",
-        py.display()
-    );
     let dir = std::env::temp_dir().join(format!("reachy-act-{}", std::process::id()));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_act_fixture.py");
     let modes = ["MEAN_STD", "MIN_MAX", "QUANTILES"];

@@ -231,7 +231,7 @@ fn link_round_trip() {
     );
     reachy_e2e::wait_for(&linkp, 20);
     let mut l =
-        reachy_host::firmware_link::FirmwareLink::open(linkp.to_str().expect("utf8"), 1_000_000)
+        reachy_daemon::firmware_link::FirmwareLink::open(linkp.to_str().expect("utf8"), 1_000_000)
             .expect("link");
     l.send(&Command::Safety(link::SafetyConfig {
         telemetry_every: 1,

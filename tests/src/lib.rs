@@ -101,7 +101,7 @@ impl embedded_io::ReadReady for PipeEnd {
 }
 
 /// The `reachy` binary next to the running test (built by `cargo test --workspace`, which
-/// builds `reachy-host`'s binary for its own integration tests).
+/// builds the `reachy` package's binary for its own integration tests).
 pub fn reachy_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -111,7 +111,7 @@ pub fn reachy_bin() -> std::path::PathBuf {
     let bin = dir.join("reachy");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo test --workspace` or `cargo build -p reachy-host` first",
+        "{} is missing: run `cargo test --workspace` or `cargo build -p reachy` first",
         bin.display()
     );
     bin

@@ -4,20 +4,20 @@
 
 use std::time::Duration;
 
+use reachy_daemon::{Daemon, DaemonConfig, SerialBackend};
 use reachy_e2e::{spawn_firmware_on_sim_servos, spawn_firmware_on_sim_servos_with};
-use reachy_host::daemon::{Daemon, DaemonConfig, SerialBackend};
-use reachy_host::model::RobotModel;
+use reachy_kinematics::model::RobotModel;
 
 /// The daemon on the firmware at `link` (bus r_arm), and a client holding the lease.
 fn serve(
     link: &std::path::Path,
     robot: &str,
-    mounts: std::collections::BTreeMap<String, reachy_host::config::ServoMount>,
-) -> (Daemon, reachy_host::client::RobotClient) {
+    mounts: std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
+) -> (Daemon, reachy_api::client::RobotClient) {
     let model = RobotModel::reachy().unwrap();
     let backend =
         SerialBackend::open(link.to_str().unwrap(), 1_000_000, &model, "r_arm", &mounts).unwrap();
-    let session = reachy_host::net::ZenohArgs::default().open().unwrap();
+    let session = reachy_api::net::ZenohOptions::default().open().unwrap();
     let daemon = Daemon::spawn(
         session.clone(),
         model,
@@ -28,7 +28,7 @@ fn serve(
         },
     )
     .unwrap();
-    let c = reachy_host::client::RobotClient::connect(
+    let c = reachy_api::client::RobotClient::connect(
         &session,
         robot,
         "test",
@@ -46,7 +46,7 @@ fn daemon_drives_the_firmware_like_the_sim() {
     // the elbow's servo mounted 0.2 rad off: the daemon speaks joint angles either way
     let mounts = [(
         "r_elbow_pitch".to_string(),
-        reachy_host::config::ServoMount {
+        reachy_daemon::config::ServoMount {
             offset: 0.2,
             direction: 1,
         },

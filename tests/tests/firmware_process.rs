@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use reachy_daemon::firmware_link::FirmwareLink;
 use reachy_e2e::spawn_firmware_on_sim_servos;
 use reachy_firmware::link::{
     joint_flags, state_flags, Command, JointState, SafetyConfig, Telemetry,
 };
-use reachy_host::firmware_link::FirmwareLink;
 
 fn state(link: &mut FirmwareLink) -> (u8, Vec<JointState>) {
     match link.next_state(Duration::from_secs(2)).unwrap() {

@@ -5,24 +5,26 @@
 //! Diagnostics: `REACHY_CONTACTS=1` prints what touches what while the script runs;
 //! `REACHY_SNAP=6.3` writes the three camera images at that simulated time to /tmp/snap_*.ppm.
 
-use reachy_host::model::{RobotModel, REACHY_URDF};
-use reachy_host::pick_place::{self, PickPlace};
+use reachy_api::RobotIo;
+use reachy_apps::pick_place::{self, LockStep, LockStepError, PickPlace};
+use reachy_kinematics::model::{RobotModel, REACHY_URDF};
 use reachy_sim::world::{World, WorldConfig};
 
 /// Prints contacts while the script runs (REACHY_CONTACTS=1), for diagnosing grasps.
 struct Traced(World);
-impl pick_place::RobotIo for Traced {
+impl RobotIo for Traced {
+    type Error = LockStepError;
     fn joint_names(&self) -> Vec<String> {
         self.0.joint_names().to_vec()
     }
-    fn positions(&mut self) -> anyhow::Result<Vec<f32>> {
-        self.0.positions()
+    fn positions(&mut self) -> Result<Vec<f32>, LockStepError> {
+        LockStep(&mut self.0).positions()
     }
-    fn command(&mut self, i: &[usize], t: &[f32]) -> anyhow::Result<()> {
-        self.0.command(i, t)
+    fn command(&mut self, i: &[usize], t: &[f32]) -> Result<(), LockStepError> {
+        LockStep(&mut self.0).command(i, t)
     }
-    fn advance(&mut self, s: f64) -> anyhow::Result<()> {
-        pick_place::RobotIo::advance(&mut self.0, s)?;
+    fn advance(&mut self, s: f64) -> Result<(), LockStepError> {
+        LockStep(&mut self.0).advance(s)?;
         if let Some(at) = std::env::var("REACHY_SNAP")
             .ok()
             .and_then(|v| v.parse::<f64>().ok())
@@ -35,7 +37,8 @@ impl pick_place::RobotIo for Traced {
                         img.width,
                         img.height,
                         &img.rgb,
-                    )?;
+                    )
+                    .expect("writing a snapshot");
                 }
             }
         }
@@ -51,8 +54,8 @@ impl pick_place::RobotIo for Traced {
         }
         Ok(())
     }
-    fn object(&mut self, n: &str) -> anyhow::Result<([f32; 3], [f32; 4], f32)> {
-        self.0.object(n)
+    fn object(&mut self, n: &str) -> Result<([f32; 3], [f32; 4], f32), LockStepError> {
+        LockStep(&mut self.0).object(n)
     }
 }
 
@@ -85,7 +88,9 @@ fn try_run(seed: u64, object: &str) -> (Result<pick_place::PickPlaceReport, Stri
         world = t.0;
         r
     } else {
-        pick_place::run(&mut world, &model, &task, &mut |s| log.push(s.to_string()))
+        pick_place::run(&mut LockStep(&mut world), &model, &task, &mut |s| {
+            log.push(s.to_string())
+        })
     }
     .map_err(|e| format!("seed {seed}: {e:#}\n{}", log.join("\n")));
     eprintln!("seed {seed} {object}:\n  {}", log.join("\n  "));

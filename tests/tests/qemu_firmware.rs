@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
+use reachy_daemon::firmware_link::FirmwareLink;
 use reachy_e2e::{spawn_sim_servos, ChildGuard};
 use reachy_firmware::link::{joint_flags, Command, Telemetry};
-use reachy_host::firmware_link::FirmwareLink;
 
 fn have(tool: &str) -> bool {
     Proc::new(tool)
@@ -45,7 +45,7 @@ fn firmware_image_in_qemu_drives_simulated_servos() {
         ),
     ] {
         if !ok {
-            eprintln!("SKIPPED: {what} is missing; .ci/run provides it");
+            reachy_test_support::missing(what, ".ci/run provides it");
             return;
         }
     }

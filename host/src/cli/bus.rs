@@ -7,7 +7,7 @@ use reachy_firmware::dynamixel::control_table::{self, Model};
 use reachy_firmware::dynamixel::{Master, PingInfo};
 use serde_json::json;
 
-use crate::serial::{SerialIo, StdClock};
+use reachy_daemon::serial::{SerialIo, StdClock};
 
 /// `reachy bus …`
 #[derive(Debug, Subcommand)]

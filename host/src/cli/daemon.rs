@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use crate::daemon::{Daemon, DaemonConfig, SimBackend};
-use crate::inprocess::{SimRobot, SimRobotOptions};
-use crate::model::RobotModel;
-use crate::net::ZenohArgs;
+use super::args::ZenohArgs;
+use reachy_apps::inprocess::{SimRobot, SimRobotOptions};
+use reachy_daemon::{Daemon, DaemonConfig, SimBackend};
+use reachy_kinematics::model::RobotModel;
 
 /// `reachy daemon`
 #[derive(Debug, clap::Args)]
@@ -37,10 +37,8 @@ pub struct DaemonArgs {
     /// Serial backend: baud rate.
     #[arg(long)]
     pub baud: Option<u32>,
-    /// Record to rerun: `spawn` (a viewer), `save FILE` (.rrd) or `connect ADDR`: the robot
-    /// posed from its measured joints, TCPs, commanded vs measured joints, camera images.
-    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
-    pub rerun: Option<Vec<String>>,
+    #[command(flatten)]
+    pub rerun: super::args::RerunArgs,
     /// Zenoh endpoints.
     #[command(flatten)]
     pub zenoh: ZenohArgs,
@@ -63,10 +61,10 @@ pub struct DemoArgs {
 
 /// Run `reachy daemon` until Ctrl-C.
 pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Result<()> {
-    let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
+    let sink = a.rerun.sink()?;
     let mut cfg = match &a.config {
-        Some(p) => crate::config::Config::load(p)?,
-        None => crate::config::Config::default_config(),
+        Some(p) => reachy_daemon::config::Config::load(p)?,
+        None => reachy_daemon::config::Config::default_config(),
     };
     // flags override the file
     if let Some(v) = a.robot {
@@ -88,13 +86,13 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
         cfg.serial.baud = v;
     }
     let session = a.zenoh.open()?;
-    let backend: Box<dyn crate::daemon::Backend> = match cfg.backend.as_str() {
+    let backend: Box<dyn reachy_daemon::Backend> = match cfg.backend.as_str() {
         "sim" => Box::new(SimBackend::connect(
             &session,
             &cfg.robot,
             Duration::from_secs(10),
         )?),
-        "serial" => Box::new(crate::daemon::SerialBackend::open(
+        "serial" => Box::new(reachy_daemon::SerialBackend::open(
             &cfg.serial.link,
             cfg.serial.baud,
             &model,
@@ -112,7 +110,7 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
         DaemonConfig::from_config(&cfg),
     )?;
     let viz = match &sink {
-        Some(s) => Some(crate::viz::ApiViz::spawn(
+        Some(s) => Some(reachy_viz::ApiViz::spawn(
             &session, &cfg.robot, urdf, &cameras, s, 25.0,
         )?),
         None => None,
@@ -132,7 +130,7 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
     if let Some(v) = viz {
         v.stop()?;
     }
-    d.stop()
+    Ok(d.stop()?)
 }
 
 /// Run the demo: sim + daemon in this process on one zenoh session, a scripted pick-and-place
@@ -146,15 +144,15 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         "no `{}` in the scene (red_cube, green_cube, blue_cube)",
         a.object
     );
-    let place = crate::pick_place::free_spot(&objects, &a.object)
+    let place = reachy_apps::pick_place::free_spot(&objects, &a.object)
         .ok_or_else(|| anyhow!("no free spot for {} with seed {}", a.object, a.seed))?;
     // the recording: the whole scene at 25 Hz of simulated time, from the sim thread
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let rrd = a.out.join("demo.rrd");
-    let viz = std::sync::Arc::new(crate::viz::Viz::open(&crate::viz::RerunSink::Save(
+    let viz = std::sync::Arc::new(reachy_viz::Viz::open(&reachy_viz::RerunSink::Save(
         rrd.clone(),
     ))?);
-    let observer: crate::sim_bridge::Observer = {
+    let observer: reachy_apps::sim_bridge::Observer = {
         let viz = viz.clone();
         let mut k = 0u64;
         Box::new(move |w| {
@@ -177,7 +175,7 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         },
     )?;
     let session = sim.session.clone();
-    let mut client = crate::client::RobotClient::connect(
+    let mut client = reachy_api::client::RobotClient::connect(
         &session,
         robot,
         "demo",
@@ -190,9 +188,10 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
     );
     // the sim settles the cubes for a moment
     std::thread::sleep(Duration::from_millis(300));
-    let task = crate::pick_place::PickPlace::new(&a.object, place);
+    let task = reachy_apps::pick_place::PickPlace::new(&a.object, place);
     let t0 = std::time::Instant::now();
-    let report = crate::pick_place::run(&mut client, &model, &task, &mut |s| println!("  {s}"));
+    let report =
+        reachy_apps::pick_place::run(&mut client, &model, &task, &mut |s| println!("  {s}"));
     let wall = t0.elapsed().as_secs_f64();
     drop(client);
     sim.stop()?;

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use reachy_firmware::control::{Controller, JointMap};
 use reachy_firmware::dynamixel::Model;
 
-use crate::serial::{SerialIo, StdClock};
+use reachy_daemon::serial::{SerialIo, StdClock};
 
 /// `reachy firmware …`
 #[derive(Debug, Subcommand)]
@@ -56,7 +56,7 @@ pub fn run(cmd: FirmwareCommand) -> anyhow::Result<()> {
     let model = Model::from_name(&model).ok_or_else(|| anyhow!("unknown model `{model}`"))?;
     let mut ports = Vec::new();
     let mut joints = Vec::new();
-    let robot = crate::model::RobotModel::reachy()?;
+    let robot = reachy_kinematics::model::RobotModel::reachy()?;
     let map = robot.servo_map();
     let mut names = Vec::new();
     for (b, spec) in bus.iter().enumerate() {

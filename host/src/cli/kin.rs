@@ -10,8 +10,8 @@ use nalgebra::Vector3;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::kinematics::{self, Frame, IkOptions, IkTarget};
-use crate::model::RobotModel;
+use reachy_kinematics::model::RobotModel;
+use reachy_kinematics::{self as kinematics, Frame, IkOptions, IkTarget};
 
 /// `reachy kin …`
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use reachy_kinematics::model::RobotModel;
+use zenoh::Wait;
 
+pub mod args;
 pub mod bus;
 pub mod daemon;
 pub mod firmware;
@@ -63,7 +66,7 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// A zenoh router: sims, daemons, policy servers and clients on several hosts all
     /// `--connect` to it (no zenohd needed). Runs until Ctrl-C.
-    Router(crate::net::ZenohArgs),
+    Router(args::ZenohArgs),
     /// The firmware core as a host process (link on a pty, servo buses on serial ports).
     #[command(subcommand)]
     Firmware(firmware::FirmwareCommand),
@@ -73,30 +76,11 @@ pub enum Command {
     Policy(policy::PolicyCommand),
 }
 
-/// The URDF text and its model: `--urdf FILE`, else the built-in robot.
-pub fn urdf_and_model(
-    urdf: Option<&std::path::Path>,
-) -> anyhow::Result<(String, crate::model::RobotModel)> {
-    Ok(match urdf {
-        Some(p) => (
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-            crate::model::RobotModel::from_urdf_file(p)?,
-        ),
-        None => (
-            crate::model::REACHY_URDF.to_string(),
-            crate::model::RobotModel::reachy()?,
-        ),
-    })
-}
-
 /// Run a parsed command line; the exit code is non-zero when any input failed.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Kin(cmd) => {
-            let model = match &cli.urdf {
-                Some(p) => crate::model::RobotModel::from_urdf_file(p)?,
-                None => crate::model::RobotModel::reachy()?,
-            };
+            let (_, model) = RobotModel::load(cli.urdf.as_deref())?;
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
             let failed = kin::run(&model, cmd, stdin.lock(), stdout.lock())?;
@@ -108,19 +92,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bus(cmd) => bus::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Sim(args) => {
-            let urdf = match &cli.urdf {
-                Some(p) => std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?,
-                None => crate::model::REACHY_URDF.to_string(),
-            };
+            let (urdf, _) = RobotModel::load(cli.urdf.as_deref())?;
             sim::run(&urdf, args).map(|_| ExitCode::SUCCESS)
         }
         Command::Daemon(args) => {
-            let (urdf, model) = urdf_and_model(cli.urdf.as_deref())?;
+            let (urdf, model) = RobotModel::load(cli.urdf.as_deref())?;
             daemon::run_daemon(&urdf, model, args).map(|_| ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
-            let (urdf, model) = urdf_and_model(cli.urdf.as_deref())?;
+            let (urdf, model) = RobotModel::load(cli.urdf.as_deref())?;
             let ok = daemon::run_demo(&urdf, model, args)?;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -138,8 +118,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Record(args) => record::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
         Command::Replay(args) => replay::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
-        Command::Router(z) => crate::net::run_router(&z).map(|_| ExitCode::SUCCESS),
+        Command::Router(z) => run_router(&z).map(|_| ExitCode::SUCCESS),
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Policy(cmd) => policy::run(cmd, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
     }
+}
+
+/// Run a zenoh router on the `--listen` endpoints until Ctrl-C.
+fn run_router(z: &args::ZenohArgs) -> anyhow::Result<()> {
+    let session = z.options().open_router()?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    println!("router ready: {}", z.listen.join(", "));
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    session
+        .close()
+        .wait()
+        .map_err(|e| anyhow::anyhow!("closing the router: {e}"))
 }

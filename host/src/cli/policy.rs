@@ -80,7 +80,7 @@ pub enum PolicyCommand {
         stats_every: f64,
         /// Zenoh endpoints (runners connect to the --listen one).
         #[command(flatten)]
-        zenoh: crate::net::ZenohArgs,
+        zenoh: super::args::ZenohArgs,
     },
 }
 
@@ -143,42 +143,15 @@ pub struct RunArgs {
     /// Write the per-episode report (JSON) here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Record to rerun: `spawn`, `save FILE` or `connect ADDR` (robot, joints, camera images).
-    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
-    pub rerun: Option<Vec<String>>,
+    #[command(flatten)]
+    pub rerun: super::args::RerunArgs,
     /// The robot: --connect to a daemon, or the in-process sim (episode i on scene seed + i).
     #[command(flatten)]
-    pub robot: crate::inprocess::RobotArgs,
+    pub robot: super::args::RobotArgs,
 }
 
 /// lerobot timing script, embedded so the binary works from any directory.
 const LEROBOT_TIMER: &str = include_str!("../../../policies/tests/python/time_lerobot_act.py");
-
-/// `cpu`, `cuda` or `cuda:N` → the candle device.
-pub fn parse_device(s: &str) -> anyhow::Result<candle_core::Device> {
-    let cuda = match s {
-        "cpu" => None,
-        "cuda" => Some(0),
-        s => match s.strip_prefix("cuda:") {
-            Some(n) => Some(
-                n.parse::<usize>()
-                    .with_context(|| format!("bad CUDA ordinal in `{s}`"))?,
-            ),
-            None => bail!("--device must be `cpu`, `cuda` or `cuda:N`, not `{s}`"),
-        },
-    };
-    Ok(reachy_policies::device(cuda)?)
-}
-
-/// `f32`, `f16` or `bf16` → the candle dtype.
-pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
-    Ok(match s {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        _ => bail!("--dtype must be f32, f16 or bf16, not `{s}`"),
-    })
-}
 
 fn load(
     checkpoint: &Path,
@@ -186,8 +159,8 @@ fn load(
     device: &str,
     dtype: &str,
 ) -> anyhow::Result<(ActPolicy, HashMap<String, Tensor>)> {
-    let device = parse_device(device)?;
-    let dtype = parse_dtype(dtype)?;
+    let device = reachy_policies::parse_device(device)?;
+    let dtype = reachy_policies::parse_dtype(dtype)?;
     if device.is_cpu() && dtype != DType::F32 {
         bail!("half precision is for GPUs; use --dtype f32 on the CPU");
     }
@@ -210,17 +183,17 @@ pub fn run(cmd: PolicyCommand, urdf: Option<&Path>) -> anyhow::Result<()> {
             stats_every,
             zenoh,
         } => {
-            let policy = crate::policy_run::LocalPolicy::load(&checkpoint, &device, &dtype)?;
+            let policy = reachy_apps::policy_run::LocalPolicy::load(&checkpoint, &device, &dtype)?;
             let spec = policy.spec().clone();
             let session = zenoh.open()?;
-            let server = crate::policy_serve::PolicyServer::spawn(&session, &name, policy)?;
+            let server = reachy_apps::policy_serve::PolicyServer::spawn(&session, &name, policy)?;
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let s2 = stop.clone();
             ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
                 .context("Ctrl-C handler")?;
             println!(
                 "policy server ready: {} (state {}, action {}, {} camera(s), chunk {}, {device})",
-                crate::schema::keys::policy_infer(&name),
+                reachy_api::schema::keys::policy_infer(&name),
                 spec.state_dim,
                 spec.action_dim,
                 spec.images.len(),
@@ -330,11 +303,11 @@ pub fn run(cmd: PolicyCommand, urdf: Option<&Path>) -> anyhow::Result<()> {
 
 /// `reachy policy run`.
 fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
-    use crate::policy_run as pr;
+    use reachy_apps::policy_run as pr;
     use std::time::Duration;
     let (ds_state, ds_action, ds_fps) = match &a.dataset {
         Some(d) => {
-            let (s, ac, f) = pr::dataset_names(d)?;
+            let (s, ac, f) = reachy_dataset::dataset_names(d)?;
             (Some(s), Some(ac), f)
         }
         None => (None, None, None),
@@ -351,7 +324,7 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow!("--camera takes KEY=CAMERA, not `{m}`"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
+    let sink = a.rerun.sink()?;
     // the policy first: its features decide which cameras the in-process sim renders, at what
     // size. A policy server is reached on a session of its own, so the robot's traffic stays
     // off that link.
@@ -359,7 +332,7 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
     let mut ensemble_coeff = None;
     let (infer, spec) = match (&a.checkpoint, &a.server) {
         (_, Some(server)) => {
-            let s = crate::net::ZenohArgs {
+            let s = super::args::ZenohArgs {
                 connect: vec![server.clone()],
                 listen: Vec::new(),
                 zenoh_config: a.robot.zenoh.zenoh_config.clone(),
@@ -404,7 +377,8 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         .into_iter()
         .filter(|c| wanted.contains(&c.name))
         .collect();
-    let mut robot = crate::inprocess::ClientRobot::open(&a.robot, urdf, cameras, fps)?;
+    let mut robot =
+        reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, cameras, fps)?;
     let mut client = robot.connect("policy", "policy")?;
     let joints: Vec<String> = client
         .info()
@@ -464,7 +438,7 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
     let home = client.state()?.position;
     let seed = a.robot.seed;
     let sim_ref = robot.sim();
-    let mut before = |ep: usize, c: &mut crate::client::RobotClient| -> anyhow::Result<()> {
+    let mut before = |ep: usize, c: &mut reachy_api::client::RobotClient| -> anyhow::Result<()> {
         if ep > 0 {
             let r = c.goto(&joints, &home, 1.5)?;
             if r.status != "ok" && r.status != "clamped" {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::record::{DatasetWriter, Frame};
-use crate::schema::{self, keys};
+use reachy_api::schema::{self, keys};
+use reachy_dataset::write::{DatasetWriter, Frame};
 
 /// `reachy record`
 #[derive(Debug, clap::Args)]
@@ -34,7 +34,7 @@ pub struct RecordArgs {
     pub robot_type: String,
     /// The robot: --connect to a daemon, or the in-process sim.
     #[command(flatten)]
-    pub robot: crate::inprocess::RobotArgs,
+    pub robot: super::args::RobotArgs,
 }
 
 /// Run `reachy record`.
@@ -42,23 +42,18 @@ pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
     if !(a.episode_time > 0.0 && a.episode_time <= 86_400.0) {
         bail!("--episode-time must be within 0..=86400 s");
     }
-    let robot = crate::inprocess::ClientRobot::open(&a.robot, urdf, Vec::new(), 30.0)?;
+    let robot =
+        reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, Vec::new(), 30.0)?;
     // passive: no lease, the daemon's state only
     let (latest, _sub) =
-        crate::net::subscribe_latest(&robot.session, &keys::state(&robot.name), |b| {
+        reachy_api::net::subscribe_latest(&robot.session, &keys::state(&robot.name), |b| {
             schema::decode_robot::<schema::RobotState>(b).ok()
         })?;
-    let first = crate::net::retry(
-        Duration::from_secs(10),
-        || format!("no state from the daemon of `{}`", robot.name),
-        || {
-            latest
-                .lock()
-                .ok()
-                .and_then(|l| l.clone())
-                .ok_or_else(|| anyhow::anyhow!("no state yet"))
-        },
-    )?;
+    let has_state = || latest.lock().is_ok_and(|l| l.is_some());
+    if !reachy_api::net::wait_until(Duration::from_secs(10), Duration::from_millis(5), has_state) {
+        bail!("no state from the daemon of `{}`", robot.name);
+    }
+    let first = latest.lock().ok().and_then(|l| l.clone()).expect("checked");
     let names: Vec<String> = first.names.iter().map(|n| format!("{n}.pos")).collect();
     let mut writer = DatasetWriter::create(&a.out, a.fps, names, &a.robot_type)?;
     println!(

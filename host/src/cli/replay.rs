@@ -22,20 +22,20 @@ pub struct ReplayArgs {
     /// Write the report (JSON) here.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Record to rerun: `spawn`, `save FILE` or `connect ADDR`.
-    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
-    pub rerun: Option<Vec<String>>,
+    #[command(flatten)]
+    pub rerun: super::args::RerunArgs,
     /// The robot: --connect to a daemon, or the in-process sim.
     #[command(flatten)]
-    pub robot: crate::inprocess::RobotArgs,
+    pub robot: super::args::RobotArgs,
 }
 
 /// Run `reachy replay`.
 pub fn run(a: ReplayArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> {
     // read and check the whole episode before touching the robot
-    let ep = crate::replay::load_episode(&a.dataset, a.episode)?;
-    let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
-    let mut robot = crate::inprocess::ClientRobot::open(&a.robot, urdf, Vec::new(), 30.0)?;
+    let ep = reachy_dataset::load_episode(&a.dataset, a.episode)?;
+    let sink = a.rerun.sink()?;
+    let mut robot =
+        reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, Vec::new(), 30.0)?;
     let mut client = robot.connect("replay", "script")?;
     robot.record_to(sink.as_ref(), &[])?;
     println!(
@@ -46,7 +46,7 @@ pub fn run(a: ReplayArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
         ep.fps,
         ep.names.len()
     );
-    let report = crate::replay::replay(&mut client, &ep, a.speed, a.approach)?;
+    let report = reachy_apps::replay::replay(&mut client, &ep, a.speed, a.approach)?;
     drop(client);
     robot.stop()?;
     println!(

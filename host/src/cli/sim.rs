@@ -54,13 +54,11 @@ pub struct SimRunArgs {
     /// No table and cubes: the robot alone.
     #[arg(long)]
     pub no_scene: bool,
-    /// Record to rerun: `spawn`, `save FILE` or `connect ADDR`: the whole scene (robot, table,
-    /// objects) at 25 Hz of simulated time, joint targets and positions, TCPs.
-    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
-    pub rerun: Option<Vec<String>>,
+    #[command(flatten)]
+    pub rerun: super::args::RerunArgs,
     /// Zenoh endpoints.
     #[command(flatten)]
-    pub zenoh: crate::net::ZenohArgs,
+    pub zenoh: super::args::ZenohArgs,
 }
 
 /// Parse `WIDTHxHEIGHT`.
@@ -119,13 +117,11 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
     if let Some(info) = world.renderer_info() {
         tracing::info!("cameras rendered on {info}");
     }
-    let viz = match a.rerun.as_deref() {
-        Some(r) => Some(Arc::new(crate::viz::Viz::open(
-            &crate::viz::RerunSink::parse(r)?,
-        )?)),
+    let viz = match a.rerun.sink()? {
+        Some(sink) => Some(Arc::new(reachy_viz::Viz::open(&sink)?)),
         None => None,
     };
-    let observer: Option<crate::sim_bridge::Observer> = viz.clone().map(|viz| {
+    let observer: Option<reachy_apps::sim_bridge::Observer> = viz.clone().map(|viz| {
         let every = (a.rate / 25.0).round().max(1.0) as u64;
         let mut k = 0u64;
         Box::new(move |w: &reachy_sim::world::World| {
@@ -135,13 +131,13 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
                 }
             }
             k += 1;
-        }) as crate::sim_bridge::Observer
+        }) as reachy_apps::sim_bridge::Observer
     });
     let session = a.zenoh.open()?;
-    let bridge = crate::sim_bridge::SimBridge::spawn_observed(
+    let bridge = reachy_apps::sim_bridge::SimBridge::spawn_observed(
         session.clone(),
         world,
-        crate::sim_bridge::BridgeConfig {
+        reachy_apps::sim_bridge::BridgeConfig {
             robot: a.robot.clone(),
             rate_hz: a.rate,
             lockstep: a.lockstep,
@@ -156,7 +152,7 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
     // one line on stdout when the keys are declared: scripts wait for it
     println!(
         "sim ready: {}/sim/** ({}, {} Hz)",
-        crate::schema::keys::robot(&a.robot),
+        reachy_api::schema::keys::robot(&a.robot),
         if a.lockstep { "lock-step" } else { "real time" },
         a.rate
     );

@@ -28,12 +28,11 @@ pub struct TeleopArgs {
     /// Rate at which `hold` re-sends the last targets (Hz).
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
-    /// Record to rerun: `spawn`, `save FILE` or `connect ADDR`.
-    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
-    pub rerun: Option<Vec<String>>,
+    #[command(flatten)]
+    pub rerun: super::args::RerunArgs,
     /// The robot: --connect to a daemon, or the in-process sim.
     #[command(flatten)]
-    pub robot: crate::inprocess::RobotArgs,
+    pub robot: super::args::RobotArgs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,8 +64,9 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
     if !(a.rate > 0.0 && a.rate <= 1000.0) {
         bail!("--rate must be within 0..=1000 Hz");
     }
-    let sink = crate::viz::RerunSink::from_flag(a.rerun.as_deref())?;
-    let mut robot = crate::inprocess::ClientRobot::open(&a.robot, urdf, Vec::new(), 30.0)?;
+    let sink = a.rerun.sink()?;
+    let mut robot =
+        reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, Vec::new(), 30.0)?;
     let client = robot.connect("teleop", "teleop")?;
     robot.record_to(sink.as_ref(), &[])?;
     let first = client.state()?;
@@ -158,7 +158,7 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
     Ok(bad == 0)
 }
 
-fn tcps(s: &crate::schema::RobotState) -> serde_json::Value {
+fn tcps(s: &reachy_api::schema::RobotState) -> serde_json::Value {
     s.tcp
         .iter()
         .map(|p| (p.name.clone(), serde_json::json!(p.pose.position)))

@@ -1,0 +1,261 @@
+//! The simulated robot in this process: the sim engine behind its zenoh bridge and the daemon on
+//! the sim backend, on one in-process zenoh session (no router, no listener unless asked). What
+//! `reachy demo` and every client command's `--backend sim` start; clients then talk to it
+//! through the daemon's API exactly as to a real robot.
+
+use std::time::Duration;
+
+use reachy_api::net::ZenohOptions;
+use reachy_api::schema::{self, keys};
+use reachy_daemon::{Daemon, DaemonConfig, SimBackend};
+use reachy_kinematics::model::RobotModel;
+
+use crate::sim_bridge::{BridgeConfig, Observer, SimBridge};
+
+/// Whether a client command starts the simulated robot itself: `--backend sim`, or no
+/// `--connect` to a running daemon.
+pub fn wants_in_process(backend: Option<&str>, zenoh: &ZenohOptions) -> anyhow::Result<bool> {
+    match backend {
+        Some("sim") => Ok(true),
+        None => Ok(zenoh.connect.is_empty()),
+        Some(other) => anyhow::bail!(
+            "--backend `{other}`: `sim` starts the simulated robot here; a real robot is reached \
+             with --connect to its daemon"
+        ),
+    }
+}
+
+/// Where a client command (teleop, record, replay, policy run) finds its robot.
+#[derive(Debug, Clone)]
+pub struct RobotOptions {
+    /// `sim`: start the simulated robot in this process (the default without `connect`).
+    pub backend: Option<String>,
+    /// Robot name.
+    pub name: String,
+    /// Scene seed of the in-process sim.
+    pub seed: u64,
+    /// Zenoh endpoints: `connect` reaches a running daemon.
+    pub zenoh: ZenohOptions,
+}
+
+/// The robot a client command works on: the simulated robot started in this process
+/// (`--backend sim`, or no `--connect`) or a running daemon, and its rerun recording if asked.
+/// Fields drop in order: the recording stops before the sim.
+pub struct ClientRobot {
+    /// The session to use.
+    pub session: zenoh::Session,
+    /// Robot name.
+    pub name: String,
+    urdf: String,
+    viz: Option<reachy_viz::ApiViz>,
+    sim: Option<SimRobot>,
+}
+
+impl ClientRobot {
+    /// Start the in-process robot (with `cameras` rendered at `camera_fps`) or open the session
+    /// to a running daemon.
+    pub fn open(
+        a: &RobotOptions,
+        urdf: Option<&std::path::Path>,
+        cameras: Vec<reachy_sim::camera::CameraSpec>,
+        camera_fps: f64,
+    ) -> anyhow::Result<Self> {
+        let in_process = wants_in_process(a.backend.as_deref(), &a.zenoh)?;
+        let (urdf, model) = RobotModel::load(urdf)?;
+        let (session, sim) = if in_process {
+            let world = SimRobot::world(&urdf, a.seed, cameras)?;
+            let sim = SimRobot::start(
+                world,
+                model,
+                SimRobotOptions {
+                    robot: a.name.clone(),
+                    camera_fps,
+                    zenoh: a.zenoh.clone(),
+                    observer: None,
+                },
+            )?;
+            (sim.session.clone(), Some(sim))
+        } else {
+            (a.zenoh.open()?, None)
+        };
+        Ok(Self {
+            session,
+            name: a.name.clone(),
+            urdf,
+            viz: None,
+            sim,
+        })
+    }
+
+    /// The in-process sim, if this command started one.
+    pub fn sim(&self) -> Option<&SimRobot> {
+        self.sim.as_ref()
+    }
+
+    /// Take the lease as `client` (the process id is appended) with `priority`.
+    pub fn connect(
+        &self,
+        client: &str,
+        priority: &str,
+    ) -> anyhow::Result<reachy_api::client::RobotClient> {
+        Ok(reachy_api::client::RobotClient::connect(
+            &self.session,
+            &self.name,
+            &format!("{client}-{}", std::process::id()),
+            priority,
+            Duration::from_secs(10),
+        )?)
+    }
+
+    /// Record the robot (and `cameras`) to `sink` until [`ClientRobot::stop`]; nothing when
+    /// `sink` is `None`.
+    pub fn record_to(
+        &mut self,
+        sink: Option<&reachy_viz::RerunSink>,
+        cameras: &[String],
+    ) -> anyhow::Result<()> {
+        if let Some(s) = sink {
+            self.viz = Some(reachy_viz::ApiViz::spawn(
+                &self.session,
+                &self.name,
+                &self.urdf,
+                cameras,
+                s,
+                25.0,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Flush the recording, then stop the in-process robot.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(v) = self.viz.take() {
+            v.stop()?;
+        }
+        match self.sim.take() {
+            Some(s) => s.stop(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What to start.
+pub struct SimRobotOptions {
+    /// Robot name (the `<robot>` key segment).
+    pub robot: String,
+    /// Camera frames per second.
+    pub camera_fps: f64,
+    /// Zenoh endpoints of the in-process session (empty: in-process only).
+    pub zenoh: ZenohOptions,
+    /// Called by the sim thread after every control period (recording).
+    pub observer: Option<Observer>,
+}
+
+impl Default for SimRobotOptions {
+    fn default() -> Self {
+        Self {
+            robot: "reachy".into(),
+            camera_fps: 30.0,
+            zenoh: ZenohOptions::default(),
+            observer: None,
+        }
+    }
+}
+
+/// A running simulated robot; dropping it stops the daemon, then the sim.
+pub struct SimRobot {
+    /// The session both run on; clients in this process use it too.
+    pub session: zenoh::Session,
+    /// Robot name.
+    pub robot: String,
+    daemon: Option<Daemon>,
+    bridge: Option<SimBridge>,
+}
+
+impl SimRobot {
+    /// Put `world` (see [`SimRobot::world`]) on zenoh and start the daemon on it.
+    pub fn start(
+        world: reachy_sim::world::World,
+        model: RobotModel,
+        opts: SimRobotOptions,
+    ) -> anyhow::Result<Self> {
+        let session = opts.zenoh.open()?;
+        let bridge = SimBridge::spawn_observed(
+            session.clone(),
+            world,
+            BridgeConfig {
+                robot: opts.robot.clone(),
+                camera_fps: opts.camera_fps,
+                ..Default::default()
+            },
+            opts.observer,
+        )?;
+        let backend = SimBackend::connect(&session, &opts.robot, Duration::from_secs(5))?;
+        let daemon = Daemon::spawn(
+            session.clone(),
+            model,
+            Box::new(backend),
+            // the limits of `reachy daemon`'s built-in configuration
+            DaemonConfig {
+                robot: opts.robot.clone(),
+                ..DaemonConfig::from_config(&reachy_daemon::config::Config::default_config())
+            },
+        )?;
+        Ok(Self {
+            session,
+            robot: opts.robot,
+            daemon: Some(daemon),
+            bridge: Some(bridge),
+        })
+    }
+
+    /// The world of `urdf`: the scene placed from `seed`, the robot at home, `cameras` rendered.
+    pub fn world(
+        urdf: &str,
+        seed: u64,
+        cameras: Vec<reachy_sim::camera::CameraSpec>,
+    ) -> anyhow::Result<reachy_sim::world::World> {
+        let mut cfg = reachy_sim::world::WorldConfig::new(urdf);
+        if let Some(s) = &mut cfg.scene {
+            s.seed = seed;
+        }
+        cfg.cameras = cameras;
+        Ok(reachy_sim::world::World::new(cfg)?)
+    }
+
+    /// Rebuild the scene with `seed` (objects re-placed, robot teleported home).
+    pub fn reset_scene(&self, seed: u64) -> anyhow::Result<()> {
+        let request = schema::encode(&schema::ResetRequest {
+            v: schema::SIM_SCHEMA_VERSION,
+            seed: Some(seed),
+        });
+        let _: schema::SimReply = reachy_api::net::get(
+            &self.session,
+            &keys::sim_query(&self.robot, "reset"),
+            Some(request),
+            Duration::from_secs(5),
+            schema::decode_sim,
+        )?;
+        Ok(())
+    }
+
+    /// Stop the daemon, then the sim; errors of either.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let d = self.daemon.take().map(|d| d.stop());
+        let b = self.bridge.take().map(|b| b.stop());
+        d.transpose()?;
+        b.transpose()?;
+        Ok(())
+    }
+}
+
+impl Drop for SimRobot {
+    fn drop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().ok();
+        }
+        if let Some(b) = self.bridge.take() {
+            b.stop().ok();
+        }
+    }
+}

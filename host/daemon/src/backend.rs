@@ -1,0 +1,297 @@
+//! Where the joints really are and where the targets go: the [`Backend`] trait and its two
+//! implementations, the simulator over zenoh ([`SimBackend`]) and the firmware over its host
+//! link ([`SerialBackend`]).
+
+use std::time::{Duration, Instant};
+
+use reachy_api::net::Latest;
+use reachy_api::schema::{self, keys, ROBOT_SCHEMA_VERSION as V};
+use reachy_api::ApiError;
+use reachy_kinematics::model::RobotModel;
+use zenoh::Wait;
+
+use crate::DaemonError;
+
+/// Measured joint state from a backend.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Positions.
+    pub position: Vec<f32>,
+    /// Velocities.
+    pub velocity: Vec<f32>,
+    /// Efforts.
+    pub effort: Vec<f32>,
+    /// Per joint: `None` when its servo is healthy, else what is wrong.
+    pub faults: Vec<Option<String>>,
+    /// When it was received.
+    pub at: Instant,
+}
+
+/// Where the joints really are and where the targets go: the simulator or the firmware.
+pub trait Backend: Send {
+    /// `sim` or `serial`.
+    fn name(&self) -> &'static str;
+    /// Joints, in the order of every vector.
+    fn joint_names(&self) -> Vec<String>;
+    /// The latest measured state, if any arrived.
+    fn read(&mut self) -> Option<Measured>;
+    /// Send targets; `torque == false` makes the joints compliant.
+    fn write(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError>;
+    /// Cameras whose frames the daemon re-publishes under `reachy/<robot>/camera/<name>`.
+    fn cameras(&self) -> Vec<schema::CameraInfo> {
+        Vec::new()
+    }
+}
+
+/// The simulator (`reachy sim`, or an in-process bridge) as a backend, over zenoh.
+pub struct SimBackend {
+    names: Vec<String>,
+    cameras: Vec<schema::CameraInfo>,
+    latest: Latest<Measured>,
+    publisher: zenoh::pubsub::Publisher<'static>,
+    _subs: Vec<zenoh::pubsub::Subscriber<()>>,
+}
+
+impl SimBackend {
+    /// Find the sim of `robot` on `session` (waiting up to `timeout` for its `info`).
+    pub fn connect(
+        session: &zenoh::Session,
+        robot: &str,
+        timeout: Duration,
+    ) -> Result<Self, DaemonError> {
+        let key = keys::sim_query(robot, "info");
+        let info: schema::SimInfo = reachy_api::net::retry(
+            timeout,
+            || format!("no sim answers on {key} (start `reachy sim`, or pass --connect)"),
+            || {
+                reachy_api::net::get(
+                    session,
+                    &key,
+                    None,
+                    Duration::from_secs(1),
+                    schema::decode_sim,
+                )
+            },
+        )?;
+        let names: Vec<String> = info.joints.iter().map(|j| j.name.clone()).collect();
+        let (latest, sub) =
+            reachy_api::net::subscribe_latest(session, &keys::sim_joint_state(robot), |b| {
+                let js = schema::decode_sim::<schema::JointState>(b).ok()?;
+                Some(Measured {
+                    faults: vec![None; js.position.len()],
+                    position: js.position,
+                    velocity: js.velocity,
+                    effort: js.effort,
+                    at: Instant::now(),
+                })
+            })?;
+        let publisher = session
+            .declare_publisher(keys::sim_joint_command(robot))
+            .wait()
+            .map_err(ApiError::zenoh(
+                "declaring the sim's joint-command publisher",
+            ))?;
+        let mut subs = vec![sub];
+        if !info.cameras.is_empty() {
+            subs.push(republish_cameras(session, robot)?);
+        }
+        Ok(Self {
+            names,
+            cameras: info.cameras,
+            latest,
+            publisher,
+            _subs: subs,
+        })
+    }
+}
+
+/// Re-publish the sim's camera frames under the daemon's keys (`reachy/<robot>/camera/<name>`,
+/// robot schema version), so clients use the daemon's API only, whatever the backend.
+fn republish_cameras(
+    session: &zenoh::Session,
+    robot: &str,
+) -> Result<zenoh::pubsub::Subscriber<()>, ApiError> {
+    let s = session.clone();
+    let robot = robot.to_string();
+    session
+        .declare_subscriber(keys::sim_camera(&robot, "*"))
+        .callback(move |sample| {
+            let Ok(mut frame) =
+                schema::decode_sim::<schema::CameraFrame>(&sample.payload().to_bytes())
+            else {
+                tracing::warn!("malformed camera frame on {}", sample.key_expr());
+                return;
+            };
+            if frame.camera.is_empty() || frame.camera.contains(['/', '*', '$', '?', '#']) {
+                return;
+            }
+            frame.v = V;
+            if let Err(e) = s
+                .put(keys::camera(&robot, &frame.camera), schema::encode(&frame))
+                .wait()
+            {
+                tracing::warn!("re-publishing camera {}: {e}", frame.camera);
+            }
+        })
+        .wait()
+        .map_err(ApiError::zenoh("subscribing to the sim's cameras"))
+}
+
+impl Backend for SimBackend {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+    fn cameras(&self) -> Vec<schema::CameraInfo> {
+        self.cameras.clone()
+    }
+    fn joint_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+    fn read(&mut self) -> Option<Measured> {
+        self.latest.lock().ok().and_then(|l| l.clone())
+    }
+    fn write(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
+        let cmd = schema::JointCommand {
+            v: schema::SIM_SCHEMA_VERSION,
+            names: self.names.clone(),
+            position: targets.to_vec(),
+            torque: Some(torque),
+        };
+        self.publisher
+            .put(schema::encode(&cmd))
+            .wait()
+            .map_err(ApiError::zenoh("sending joint commands to the sim"))?;
+        Ok(())
+    }
+}
+
+/// The firmware (`reachy firmware run`, or the Cortex-M board) as a backend, over its host
+/// link: the joints of one servo bus (a chain), in the URDF servo map's order, as the firmware
+/// numbers them with `--bus CHAIN=PORT`. Efforts are the servos' present currents (A).
+pub struct SerialBackend {
+    link: crate::firmware_link::FirmwareLink,
+    names: Vec<String>,
+    /// (direction, offset) per joint: joint = direction * servo + offset.
+    mounts: Vec<(f32, f32)>,
+    latest: Option<Measured>,
+    torque: Option<bool>,
+}
+
+impl SerialBackend {
+    /// Open the firmware link at `path` for the joints of `bus` (e.g. `r_arm`), servos mounted
+    /// as `mounts` says (joints not listed: direction 1, offset 0).
+    pub fn open(
+        path: &str,
+        baud: u32,
+        model: &RobotModel,
+        bus: &str,
+        mounts: &std::collections::BTreeMap<String, crate::config::ServoMount>,
+    ) -> Result<Self, DaemonError> {
+        let names: Vec<String> = model
+            .servo_map()
+            .into_iter()
+            .filter(|a| a.bus == bus)
+            .map(|a| a.joint)
+            .collect();
+        if names.is_empty() {
+            return Err(DaemonError::Backend(format!(
+                "no servo bus `{bus}` in the model (r_arm, l_arm, head)"
+            )));
+        }
+        let link = crate::firmware_link::FirmwareLink::open(path, baud)?;
+        let mounts = names
+            .iter()
+            .map(|n| {
+                mounts
+                    .get(n)
+                    .map_or((1.0, 0.0), |m| (m.direction as f32, m.offset))
+            })
+            .collect();
+        Ok(Self {
+            link,
+            mounts,
+            names,
+            latest: None,
+            torque: None,
+        })
+    }
+}
+
+impl Backend for SerialBackend {
+    fn name(&self) -> &'static str {
+        "serial"
+    }
+    fn joint_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+    fn read(&mut self) -> Option<Measured> {
+        match self.link.poll() {
+            Ok(ts) => {
+                for t in ts {
+                    if let reachy_firmware::link::Telemetry::State { joints, .. } = t {
+                        if joints.len() == self.names.len() {
+                            self.latest = Some(Measured {
+                                position: joints
+                                    .iter()
+                                    .zip(&self.mounts)
+                                    .map(|(j, (d, o))| d * j.position + o)
+                                    .collect(),
+                                velocity: joints
+                                    .iter()
+                                    .zip(&self.mounts)
+                                    .map(|(j, (d, _))| d * j.velocity)
+                                    .collect(),
+                                effort: joints.iter().map(|j| j.current).collect(),
+                                faults: joints.iter().map(servo_fault).collect(),
+                                at: Instant::now(),
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("firmware link: {e}"),
+        }
+        self.latest.clone()
+    }
+    fn write(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
+        if self.torque != Some(torque) {
+            let mask = if self.names.len() >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << self.names.len()) - 1
+            };
+            self.link
+                .send(&reachy_firmware::link::Command::Torque { mask, on: torque })?;
+            self.torque = Some(torque);
+        }
+        let goals: Vec<(u8, f32)> = targets
+            .iter()
+            .enumerate()
+            .zip(&self.mounts)
+            .map(|((i, &q), (d, o))| (i as u8, (q - o) * d))
+            .collect();
+        self.link.send_goals(&goals)?;
+        Ok(())
+    }
+}
+
+/// What is wrong with a servo, from the firmware's telemetry (`None`: healthy).
+pub fn servo_fault(j: &reachy_firmware::link::JointState) -> Option<String> {
+    use reachy_firmware::link::joint_flags as f;
+    let mut why = Vec::new();
+    if j.flags & f::NO_REPLY != 0 {
+        why.push("not answering".to_string());
+    }
+    if j.flags & f::SHUTDOWN != 0 {
+        why.push(format!(
+            "shut down (hardware error 0x{:02x}, {} °C)",
+            j.hardware_error, j.temperature
+        ));
+    } else if j.hardware_error != 0 {
+        why.push(format!("hardware error 0x{:02x}", j.hardware_error));
+    }
+    if j.flags & f::TORQUE_ON == 0 {
+        why.push("torque off".to_string());
+    }
+    (!why.is_empty()).then(|| why.join(", "))
+}

@@ -1,0 +1,1469 @@
+//! The daemon's control core: leases, limits, ramps, gotos, streaming targets, the e-stop and
+//! compliant mode, as a state machine with inputs in and targets and replies out. It has no
+//! transport, no runtime and no clock of its own: every input carries the time it happened, so it
+//! is driven the same way by the zenoh server ([`crate::server`]) and by tests (no sleeps).
+//!
+//! Inputs: [`Core::joint_targets`], [`Core::cartesian_target`], [`Core::request`] (the motion
+//! and mode queryables), [`Core::lease`], [`Core::tick`] (a measured state: it returns the
+//! targets to write). Outputs other than return values collect in the [`Outbox`]
+//! ([`Core::take_outbox`]): replies to requests answered later (a goto that ends or is
+//! superseded), rejected inputs with their reasons, and whether the targets should go out now
+//! rather than at the next tick.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reachy_api::schema::{self, ROBOT_SCHEMA_VERSION as V};
+use reachy_kinematics::model::RobotModel;
+use reachy_kinematics::{Chain, JointVec, MAX_DOF};
+
+use crate::backend::Measured;
+use crate::config::LimitOverride;
+
+/// A measured state older than this makes the robot's state `stale`.
+pub const STALE_AFTER: Duration = Duration::from_millis(200);
+
+/// Identifies a request whose reply comes later (a goto), chosen by the caller.
+pub type RequestId = u64;
+
+/// Settings of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Robot name (reported in `info`).
+    pub robot: String,
+    /// Control rate (Hz): the nominal period between ticks.
+    pub rate_hz: f64,
+    /// Streaming targets older than this hold the robot where it is (s).
+    pub stream_timeout: f64,
+    /// A lease without commands for this long lapses (s).
+    pub lease_timeout: f64,
+    /// Per-joint limits tighter than the URDF's.
+    pub limits: BTreeMap<String, LimitOverride>,
+    /// Acceleration limit of every joint (rad/s²), unless `limits` sets one; None: none.
+    pub max_acceleration: Option<f32>,
+}
+
+/// The limits one joint moves within.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JointLimit {
+    /// Lower position limit (rad).
+    pub lower: f32,
+    /// Upper position limit (rad).
+    pub upper: f32,
+    /// Velocity limit (rad/s).
+    pub velocity: f32,
+    /// Acceleration limit (rad/s²; infinite: none).
+    pub acceleration: f32,
+}
+
+impl JointLimit {
+    /// The tighter of the URDF's limits for `name` and the configuration's; a joint the URDF
+    /// does not know is unbounded at 1 rad/s.
+    pub fn resolve(model: &RobotModel, name: &str, cfg: &CoreConfig) -> Self {
+        let o = cfg.limits.get(name);
+        let acceleration = o
+            .and_then(|o| o.acceleration)
+            .or(cfg.max_acceleration)
+            .unwrap_or(f32::INFINITY);
+        let Some(j) = model.joints.iter().find(|j| j.name == name) else {
+            return Self {
+                lower: f32::NEG_INFINITY,
+                upper: f32::INFINITY,
+                velocity: 1.0,
+                acceleration,
+            };
+        };
+        let (lo, hi, v) = (j.lower as f32, j.upper as f32, j.velocity as f32);
+        match o {
+            Some(o) => Self {
+                lower: o.lower.map_or(lo, |x| x.max(lo)),
+                upper: o.upper.map_or(hi, |x| x.min(hi)),
+                velocity: o.velocity.map_or(v, |x| x.min(v)),
+                acceleration,
+            },
+            None => Self {
+                lower: lo,
+                upper: hi,
+                velocity: v,
+                acceleration,
+            },
+        }
+    }
+
+    /// `v` moved into the position limits.
+    pub fn clamp(&self, v: f32) -> f32 {
+        v.clamp(self.lower, self.upper)
+    }
+
+    /// The position at `opening` (0 lower … 1 upper).
+    pub fn at_fraction(&self, opening: f32) -> f32 {
+        self.lower + opening * (self.upper - self.lower)
+    }
+}
+
+/// Who may pre-empt whom: teleop over policy over script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// A script (lowest).
+    Script,
+    /// A learned policy.
+    Policy,
+    /// A human operator (highest).
+    Teleop,
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "script" => Ok(Self::Script),
+            "policy" => Ok(Self::Policy),
+            "teleop" => Ok(Self::Teleop),
+            other => Err(format!("priority `{other}`: use teleop, policy or script")),
+        }
+    }
+}
+
+/// The outcome of a command, as the `status` of its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Done as asked.
+    Ok,
+    /// Done, with the goal moved into the limits (or a limit stopped the TCP / gaze short).
+    Clamped,
+    /// Nothing moves: no joint configuration reaches the target.
+    Unreachable,
+    /// Superseded, or stopped by the e-stop, a torque change or a client.
+    Cancelled,
+    /// Refused (lease, e-stop, malformed, out of range).
+    Rejected,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Clamped => "clamped",
+            Self::Unreachable => "unreachable",
+            Self::Cancelled => "cancelled",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// A reply to a command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Outcome.
+    pub status: Status,
+    /// Why, when not `ok`.
+    pub reason: Option<String>,
+}
+
+impl Reply {
+    /// `status` with an optional reason.
+    pub fn new(status: Status, reason: Option<&str>) -> Self {
+        Self {
+            status,
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    /// The message on the wire.
+    pub fn to_msg(&self) -> schema::CommandReply {
+        schema::CommandReply {
+            v: V,
+            status: self.status.as_str().into(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// A request of a motion or mode queryable, decoded.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Joint goto.
+    Goto(schema::GotoRequest),
+    /// TCP goto through the IK.
+    Cartesian(schema::CartesianRequest),
+    /// Head look-at.
+    LookAt(schema::LookAtRequest),
+    /// Gripper opening.
+    Gripper(schema::GripperRequest),
+    /// Torque on (stiff) or off (compliant).
+    Torque(schema::TorqueRequest),
+    /// Cancel the running goto.
+    Cancel,
+    /// Engage or clear the e-stop.
+    Estop(schema::EstopRequest),
+}
+
+impl Request {
+    /// Decode the payload of the queryable `name` (`goto`, `cartesian`, `look_at`, `gripper`,
+    /// `torque`, `cancel`, `estop`).
+    pub fn decode(name: &str, payload: &[u8]) -> Result<Self, String> {
+        let d = |e: schema::SchemaError| e.to_string();
+        Ok(match name {
+            "goto" => Self::Goto(schema::decode_robot(payload).map_err(d)?),
+            "cartesian" => Self::Cartesian(schema::decode_robot(payload).map_err(d)?),
+            "look_at" => Self::LookAt(schema::decode_robot(payload).map_err(d)?),
+            "gripper" => Self::Gripper(schema::decode_robot(payload).map_err(d)?),
+            "torque" => Self::Torque(schema::decode_robot(payload).map_err(d)?),
+            "estop" => Self::Estop(schema::decode_robot(payload).map_err(d)?),
+            "cancel" => Self::Cancel,
+            other => return Err(format!("no queryable `{other}`")),
+        })
+    }
+
+    /// The queryable's name (for logs and rejection reasons).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Goto(_) => "goto",
+            Self::Cartesian(_) => "cartesian",
+            Self::LookAt(_) => "look_at",
+            Self::Gripper(_) => "gripper",
+            Self::Torque(_) => "torque",
+            Self::Cancel => "cancel",
+            Self::Estop(_) => "estop",
+        }
+    }
+}
+
+/// What the core asks of its server besides return values; see [`Core::take_outbox`].
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Replies to requests that were answered [`Answer::Later`].
+    pub replies: Vec<(RequestId, Reply)>,
+    /// Inputs rejected, with why (count them, log a few).
+    pub rejected: Vec<String>,
+    /// New targets: run a tick now (event-driven streaming) instead of at the next period.
+    pub tick_now: bool,
+    /// Nothing moves but the state changed (a Cartesian verdict): publish a state now.
+    pub publish_now: bool,
+}
+
+/// When a request is answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Now, with this reply.
+    Now(Reply),
+    /// When the motion it started ends or is superseded (through the outbox).
+    Later,
+}
+
+/// A motion solved into joint goals.
+struct Solved {
+    idx: Vec<usize>,
+    goals: Vec<f32>,
+    /// Why the goal is not exactly what was asked.
+    note: Option<String>,
+}
+
+/// IK outcome: a motion, or why the target is out of reach (nothing moves).
+type Solution = Result<Solved, String>;
+
+struct Lease {
+    client: String,
+    priority: Priority,
+    token: u64,
+    last: Instant,
+}
+
+struct Goto {
+    idx: Vec<usize>,
+    from: Vec<f32>,
+    to: Vec<f32>,
+    start: Instant,
+    duration: f64,
+    /// Why the goal is not exactly what was asked (the reply says `clamped`).
+    clamped: Option<String>,
+    id: RequestId,
+}
+
+/// What to send to the backend after a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Targets {
+    /// Position targets, in the backend's joint order.
+    pub position: Vec<f32>,
+    /// Torque on (false: compliant or e-stopped).
+    pub torque: bool,
+}
+
+/// The control core of one robot.
+pub struct Core {
+    cfg: CoreConfig,
+    backend: String,
+    model: RobotModel,
+    names: Vec<String>,
+    limits: Vec<JointLimit>,
+    sent: Vec<f32>,
+    /// Velocity of the sent targets over the last write (rad/s).
+    sent_vel: Vec<f32>,
+    desired: Vec<f32>,
+    goto: Option<Goto>,
+    lease: Option<Lease>,
+    estop: bool,
+    torque: bool,
+    last_stream: Option<Instant>,
+    /// When targets last went out: the velocity limit applies over real time, so a command
+    /// applied between two ticks moves no faster than one applied on a tick.
+    last_write: Option<Instant>,
+    /// Outcome of the last streaming TCP target per arm.
+    cartesian: Vec<schema::CartesianStatus>,
+    seq: u64,
+    t0: Instant,
+    next_token: u64,
+    outbox: Outbox,
+}
+
+fn min_jerk(s: f64) -> f64 {
+    let s = s.clamp(0.0, 1.0);
+    s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
+}
+
+impl Core {
+    /// A core for the joints `names` of the backend called `backend` (`sim`, `serial`), started
+    /// at `t0`; lease tokens follow from `token_seed`.
+    pub fn new(
+        model: RobotModel,
+        backend: &str,
+        names: Vec<String>,
+        cfg: CoreConfig,
+        t0: Instant,
+        token_seed: u64,
+    ) -> Self {
+        let limits = names
+            .iter()
+            .map(|n| JointLimit::resolve(&model, n, &cfg))
+            .collect();
+        Self {
+            cfg,
+            backend: backend.into(),
+            model,
+            names,
+            limits,
+            sent: Vec::new(),
+            sent_vel: Vec::new(),
+            desired: Vec::new(),
+            goto: None,
+            lease: None,
+            estop: false,
+            torque: true,
+            last_stream: None,
+            last_write: None,
+            cartesian: Vec::new(),
+            seq: 0,
+            t0,
+            next_token: token_seed,
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// The joints, in the order of every vector.
+    pub fn joint_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The limits of each joint.
+    pub fn limits(&self) -> &[JointLimit] {
+        &self.limits
+    }
+
+    /// Whether the e-stop is latched.
+    pub fn estopped(&self) -> bool {
+        self.estop
+    }
+
+    /// What happened since the last call besides return values.
+    pub fn take_outbox(&mut self) -> Outbox {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn reject(&mut self, why: String) {
+        self.outbox.rejected.push(why);
+    }
+
+    fn reply_later(&mut self, id: RequestId, status: Status, reason: Option<&str>) {
+        self.outbox.replies.push((id, Reply::new(status, reason)));
+    }
+
+    /// Cancel the running goto (if any), its reply saying `why`.
+    fn cancel_goto(&mut self, why: &str) -> bool {
+        match self.goto.take() {
+            Some(g) => {
+                self.reply_later(g.id, Status::Cancelled, Some(why));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn index(&self, names: &[String], values: &[f32]) -> Result<Vec<usize>, String> {
+        if names.len() != values.len() {
+            return Err(format!("{} names, {} values", names.len(), values.len()));
+        }
+        names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| {
+                if !v.is_finite() {
+                    return Err(format!("{n}: {v} is not finite"));
+                }
+                self.joint(n).ok_or_else(|| format!("unknown joint `{n}`"))
+            })
+            .collect()
+    }
+
+    fn joint(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|k| k == name)
+    }
+
+    fn check_lease(&mut self, token: u64, now: Instant) -> Result<(), String> {
+        match &mut self.lease {
+            Some(l) if l.token == token => {
+                l.last = now;
+                Ok(())
+            }
+            Some(l) => Err(format!("the lease is held by {}", l.client)),
+            None => Err("no lease: ask `lease` first".into()),
+        }
+    }
+
+    /// Streaming joint targets of the lease holder.
+    pub fn joint_targets(&mut self, t: &schema::JointTargets, now: Instant) {
+        let r = self
+            .check_lease(t.lease, now)
+            .and_then(|_| self.index(&t.names, &t.position));
+        match r {
+            Ok(idx) if !self.desired.is_empty() && !self.estop => {
+                self.stream(&idx, &t.position, now)
+            }
+            Ok(_) => self.reject("joint targets while e-stopped or before the first state".into()),
+            Err(e) => self.reject(format!("joint targets: {e}")),
+        }
+    }
+
+    /// Streaming targets for the joints at `idx` (checked): clamped into the limits, applied now.
+    fn stream(&mut self, idx: &[usize], values: &[f32], now: Instant) {
+        for (&i, &v) in idx.iter().zip(values) {
+            self.desired[i] = self.limits[i].clamp(v);
+        }
+        // streaming takes over from a goto on the same joints
+        if self
+            .goto
+            .as_ref()
+            .is_some_and(|g| g.idx.iter().any(|i| idx.contains(i)))
+        {
+            self.cancel_goto("streaming targets took over");
+        }
+        self.last_stream = Some(now);
+        // event-driven: the targets go to the backend now, not at the next tick, and the state
+        // that acknowledges them is published at once
+        self.outbox.tick_now = true;
+    }
+
+    /// A streaming TCP target: IK from the arm's current target, then like joint targets; the
+    /// verdict goes into the state's `cartesian`.
+    pub fn cartesian_target(&mut self, t: &schema::CartesianTarget, now: Instant) {
+        if let Err(e) = self.check_lease(t.lease, now) {
+            return self.reject(format!("cartesian target: {e}"));
+        }
+        if self.desired.is_empty() || self.estop {
+            return self
+                .reject("cartesian target while e-stopped or before the first state".into());
+        }
+        let finite = t.position.iter().all(|v| v.is_finite())
+            && t.orientation
+                .is_none_or(|o| o.iter().all(|v| v.is_finite()))
+            && t.gripper.is_none_or(f32::is_finite);
+        if !finite {
+            return self.reject("cartesian target: a value is not finite".into());
+        }
+        // seed the IK with where the arm is going, so a stream stays on one branch
+        let sent = std::mem::replace(&mut self.sent, self.desired.clone());
+        let solved = self.solve_cartesian(&t.arm, t.position, t.orientation);
+        self.sent = sent;
+        let (status, reason, apply) = match solved {
+            Err(e) => return self.reject(format!("cartesian target: {e}")),
+            Ok(Err(why)) => (Status::Unreachable, Some(why), None),
+            Ok(Ok(mut s)) => {
+                let gripper = format!("{}_gripper", t.arm.trim_end_matches("_arm"));
+                if let (Some(g), Some(i)) = (t.gripper, self.joint(&gripper)) {
+                    s.idx.push(i);
+                    s.goals.push(self.limits[i].at_fraction(g.clamp(0.0, 1.0)));
+                }
+                let status = if s.note.is_some() {
+                    Status::Clamped
+                } else {
+                    Status::Ok
+                };
+                (status, s.note.take(), Some((s.idx, s.goals)))
+            }
+        };
+        let count = self
+            .cartesian
+            .iter()
+            .find(|c| c.arm == t.arm)
+            .map_or(0, |c| c.count)
+            + 1;
+        self.cartesian.retain(|c| c.arm != t.arm);
+        self.cartesian.push(schema::CartesianStatus {
+            arm: t.arm.clone(),
+            status: status.as_str().into(),
+            reason,
+            count,
+        });
+        match apply {
+            Some((idx, goals)) => self.stream(&idx, &goals, now),
+            // nothing moves (the arm holds its target): publish the verdict now all the same
+            None => self.outbox.publish_now = true,
+        }
+    }
+
+    /// A motion or mode request `id`, with the latest measured state if any.
+    pub fn request(
+        &mut self,
+        id: RequestId,
+        req: Request,
+        measured: Option<&Measured>,
+        now: Instant,
+    ) -> Answer {
+        let what = req.name();
+        let motion = match req {
+            Request::Estop(r) => return Answer::Now(self.estop(r.engage)),
+            Request::Cancel => return Answer::Now(self.cancel()),
+            Request::Torque(t) => {
+                return match self.torque_request(&t, measured, now) {
+                    Ok(()) => Answer::Now(Reply::new(Status::Ok, None)),
+                    Err(e) => self.rejected(what, e),
+                }
+            }
+            Request::Goto(g) => self
+                .admit(g.lease, g.duration, now)
+                .and_then(|_| self.index(&g.names, &g.position))
+                .map(|idx| {
+                    Ok(Solved {
+                        idx,
+                        goals: g.position,
+                        note: None,
+                    })
+                })
+                .map(|s| (s, g.duration)),
+            Request::Cartesian(c) => {
+                let d = c.duration.unwrap_or(1.0);
+                self.admit(c.lease, d, now)
+                    .and_then(|_| {
+                        let finite = c
+                            .position
+                            .iter()
+                            .chain(c.orientation.iter().flatten())
+                            .all(|x| x.is_finite());
+                        finite.then_some(()).ok_or("non-finite pose".to_string())
+                    })
+                    .and_then(|_| self.solve_cartesian(&c.arm, c.position, c.orientation))
+                    .map(|s| (s, d))
+            }
+            Request::LookAt(l) => {
+                let d = l.duration.unwrap_or(0.5);
+                self.admit(l.lease, d, now)
+                    .and_then(|_| {
+                        let finite = l.point.iter().all(|x| x.is_finite());
+                        finite.then_some(()).ok_or("non-finite point".to_string())
+                    })
+                    .and_then(|_| self.solve_look_at(l.point))
+                    .map(|s| (s, d))
+            }
+            Request::Gripper(g) => {
+                let d = g.duration.unwrap_or(0.5);
+                self.admit(g.lease, d, now)
+                    .and_then(|_| self.gripper_goal(&g))
+                    .map(|s| (Ok(s), d))
+            }
+        };
+        match motion {
+            Ok((Ok(s), duration)) => {
+                self.start_goto(id, s, duration, now);
+                Answer::Later
+            }
+            Ok((Err(why), _)) => Answer::Now(Reply::new(Status::Unreachable, Some(&why))),
+            Err(e) => self.rejected(what, e),
+        }
+    }
+
+    fn rejected(&mut self, what: &str, why: String) -> Answer {
+        let reply = Reply::new(Status::Rejected, Some(&why));
+        self.reject(format!("{what}: {why}"));
+        Answer::Now(reply)
+    }
+
+    fn estop(&mut self, engage: bool) -> Reply {
+        self.estop = engage;
+        self.cancel_goto("e-stop");
+        if !engage {
+            // clear: hold where the robot is
+            self.desired = self.sent.clone();
+        }
+        Reply::new(Status::Ok, None)
+    }
+
+    fn cancel(&mut self) -> Reply {
+        if self.cancel_goto("cancelled by a client") {
+            self.desired = self.sent.clone();
+            Reply::new(Status::Ok, None)
+        } else {
+            Reply::new(Status::Ok, Some("nothing to cancel"))
+        }
+    }
+
+    /// Torque on (stiff) or off (compliant), for the lease holder.
+    fn torque_request(
+        &mut self,
+        t: &schema::TorqueRequest,
+        measured: Option<&Measured>,
+        now: Instant,
+    ) -> Result<(), String> {
+        self.check_lease(t.lease, now)?;
+        self.torque = t.on;
+        self.cancel_goto("torque changed");
+        // either way, hold (or follow) where the robot is: no jump when torque comes back
+        if let Some(m) = measured {
+            self.sent = m.position.clone();
+            self.desired = m.position.clone();
+        }
+        self.last_stream = None;
+        Ok(())
+    }
+
+    fn gripper_goal(&self, g: &schema::GripperRequest) -> Result<Solved, String> {
+        if !(0.0..=1.0).contains(&g.opening) {
+            return Err(format!("opening {} is not within 0..=1", g.opening));
+        }
+        let name = match g.side.as_str() {
+            "r" | "right" | "r_gripper" => "r_gripper",
+            "l" | "left" | "l_gripper" => "l_gripper",
+            other => return Err(format!("side `{other}`: r or l")),
+        };
+        let i = self.joint(name).ok_or_else(|| format!("no joint {name}"))?;
+        Ok(Solved {
+            idx: vec![i],
+            goals: vec![self.limits[i].at_fraction(g.opening)],
+            note: None,
+        })
+    }
+
+    /// Lease, e-stop and duration checks shared by every motion request.
+    fn admit(&mut self, lease: u64, duration: f32, now: Instant) -> Result<(), String> {
+        self.check_lease(lease, now)?;
+        if self.estop {
+            return Err("e-stop latched".into());
+        }
+        if !(0.05..=60.0).contains(&duration) {
+            return Err(format!("duration {duration} s is not within 0.05..=60"));
+        }
+        if self.sent.is_empty() {
+            return Err("no state from the backend yet".into());
+        }
+        Ok(())
+    }
+
+    /// Start a minimum-jerk motion to the solved goals (clamped into the limits); its reply
+    /// comes when it ends.
+    fn start_goto(&mut self, id: RequestId, s: Solved, duration: f32, now: Instant) {
+        let mut note = s.note;
+        let to: Vec<f32> = s
+            .idx
+            .iter()
+            .zip(&s.goals)
+            .map(|(&i, &v)| {
+                let c = self.limits[i].clamp(v);
+                if c != v && note.is_none() {
+                    note = Some(format!("{} moved into its joint limits", self.names[i]));
+                }
+                c
+            })
+            .collect();
+        self.cancel_goto("a new motion took over");
+        self.goto = Some(Goto {
+            from: s.idx.iter().map(|&i| self.sent[i]).collect(),
+            idx: s.idx,
+            to,
+            start: now,
+            duration: duration as f64,
+            clamped: note,
+            id,
+        });
+    }
+
+    /// The chain's joints as indices into the backend's joints, and the current targets.
+    fn chain_state(&self, chain: &Chain) -> Result<(Vec<usize>, JointVec), String> {
+        let mut seed: JointVec = [0.0; MAX_DOF];
+        let mut idx = Vec::new();
+        for (k, n) in chain.joint_names().iter().enumerate() {
+            let i = self
+                .joint(n)
+                .ok_or_else(|| format!("the backend has no joint {n}"))?;
+            seed[k] = self.sent[i] as f64;
+            idx.push(i);
+        }
+        Ok((idx, seed))
+    }
+
+    /// IK for a TCP target: Ok(Ok(goal)), Ok(Err(why unreachable)), Err(why rejected).
+    fn solve_cartesian(
+        &self,
+        arm: &str,
+        position: [f32; 3],
+        orientation: Option<[f32; 4]>,
+    ) -> Result<Solution, String> {
+        let chain = self
+            .model
+            .chain(arm)
+            .map_err(|_| format!("arm `{arm}`: r_arm or l_arm"))?;
+        let (idx, seed) = self.chain_state(chain)?;
+        let t = nalgebra::Vector3::new(position[0] as f64, position[1] as f64, position[2] as f64);
+        let target = match orientation {
+            Some(o) => reachy_kinematics::IkTarget::Pose(reachy_kinematics::Frame::from_t_quat(
+                [t.x, t.y, t.z],
+                o.map(|x| x as f64),
+            )),
+            None => reachy_kinematics::IkTarget::Position(t),
+        };
+        let sol = reachy_kinematics::solve(
+            chain,
+            &target,
+            &seed,
+            &reachy_kinematics::IkOptions::default(),
+        );
+        let goals: Vec<f32> = (0..chain.dof()).map(|k| sol.q[k] as f32).collect();
+        if sol.ok {
+            return Ok(Ok(Solved {
+                idx,
+                goals,
+                note: None,
+            }));
+        }
+        if sol.pos_err < 0.02 && sol.rot_err < 0.1 {
+            // close: a joint limit stops the arm just short; go there and say so
+            return Ok(Ok(Solved {
+                idx,
+                goals,
+                note: Some(format!(
+                    "joint limit: the TCP stops {:.1} mm / {:.3} rad from the target",
+                    sol.pos_err * 1000.0,
+                    sol.rot_err
+                )),
+            }));
+        }
+        Ok(Err(format!(
+            "out of reach: the closest the {arm} gets is {:.0} mm / {:.2} rad away",
+            sol.pos_err * 1000.0,
+            sol.rot_err
+        )))
+    }
+
+    /// Head look-at.
+    fn solve_look_at(&self, point: [f32; 3]) -> Result<Solution, String> {
+        let chain = self.model.chain("head").map_err(|e| e.to_string())?;
+        let (idx, seed) = self.chain_state(chain)?;
+        let p = nalgebra::Vector3::new(point[0] as f64, point[1] as f64, point[2] as f64);
+        let sol = reachy_kinematics::look_at(chain, &p, &seed, 1e-3);
+        let goals: Vec<f32> = (0..chain.dof()).map(|k| sol.q[k] as f32).collect();
+        if sol.ok {
+            Ok(Ok(Solved {
+                idx,
+                goals,
+                note: None,
+            }))
+        } else if sol.angle_err < 0.35 {
+            Ok(Ok(Solved {
+                idx,
+                goals,
+                note: Some(format!(
+                    "neck limit: the camera points {:.2} rad away from the point",
+                    sol.angle_err
+                )),
+            }))
+        } else {
+            Ok(Err(format!(
+                "out of the neck's range: {:.2} rad away at best",
+                sol.angle_err
+            )))
+        }
+    }
+
+    fn lease_reply(&self, granted: bool, token: u64, reason: Option<String>) -> schema::LeaseReply {
+        schema::LeaseReply {
+            v: V,
+            granted,
+            token,
+            holder: self.lease.as_ref().map(|l| l.client.clone()),
+            reason,
+        }
+    }
+
+    /// A lease request that did not decode: refused, with the holder named.
+    pub fn lease_malformed(&mut self, why: &str) -> schema::LeaseReply {
+        self.reject(format!("lease: {why}"));
+        self.lease_reply(false, 0, Some(why.into()))
+    }
+
+    /// Take, renew or release the lease.
+    pub fn lease(&mut self, r: &schema::LeaseRequest, now: Instant) -> schema::LeaseReply {
+        if let Some(token) = r.release {
+            if self.lease.as_ref().is_some_and(|l| l.token == token) {
+                self.lease = None;
+                return self.lease_reply(true, token, None);
+            }
+            return self.lease_reply(false, token, Some("not the holder's token".into()));
+        }
+        let priority = match r.priority.parse::<Priority>() {
+            Ok(p) => p,
+            Err(why) => {
+                self.reject("lease: unknown priority".into());
+                return self.lease_reply(false, 0, Some(why));
+            }
+        };
+        let free = self.lease.as_ref().is_none_or(|l| {
+            now.saturating_duration_since(l.last).as_secs_f64() > self.cfg.lease_timeout
+                || priority > l.priority
+                || l.client == r.client
+        });
+        if !free {
+            return self.lease_reply(
+                false,
+                0,
+                Some("held by a client of equal or higher priority".into()),
+            );
+        }
+        self.next_token = self
+            .next_token
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let token = self.next_token;
+        self.lease = Some(Lease {
+            client: r.client.clone(),
+            priority,
+            token,
+            last: now,
+        });
+        self.lease_reply(true, token, None)
+    }
+
+    /// The `info` reply.
+    pub fn info(&self, cameras: Vec<schema::CameraInfo>) -> schema::DaemonInfo {
+        schema::DaemonInfo {
+            v: V,
+            robot: self.cfg.robot.clone(),
+            backend: self.backend.clone(),
+            rate_hz: self.cfg.rate_hz,
+            joints: self
+                .names
+                .iter()
+                .zip(&self.limits)
+                .map(|(n, l)| schema::JointInfo {
+                    name: n.clone(),
+                    lower: l.lower,
+                    upper: l.upper,
+                })
+                .collect(),
+            chains: self
+                .model
+                .chains
+                .iter()
+                .map(|c| (c.name().to_string(), c.joint_names().to_vec()))
+                .collect(),
+            cameras,
+        }
+    }
+
+    /// One control step on the measured state `m` at `now`: gotos advance, a stream that
+    /// stopped holds, the targets move towards what was asked within the position, velocity
+    /// and acceleration limits. Returns what to write to the backend.
+    pub fn tick(&mut self, m: &Measured, now: Instant) -> Targets {
+        let period = 1.0 / self.cfg.rate_hz as f32;
+        let dt = self.last_write.map_or(period, |t| {
+            now.saturating_duration_since(t)
+                .as_secs_f32()
+                .min(2.0 * period)
+        });
+        if self.sent.is_empty() {
+            self.sent = m.position.clone();
+            self.desired = m.position.clone();
+        }
+        self.advance_goto(now);
+        // a stream that stopped holds the robot where it is
+        if let Some(t) = self.last_stream {
+            if now.saturating_duration_since(t).as_secs_f64() > self.cfg.stream_timeout {
+                self.desired = self.sent.clone();
+                self.last_stream = None;
+            }
+        }
+        let limp = self.estop || !self.torque;
+        if limp {
+            // limp: the targets follow the measured joints, so torque comes back without a jump
+            self.desired = m.position.clone();
+        }
+        self.ramp(dt);
+        if limp {
+            self.sent = m.position.clone();
+            self.sent_vel.iter_mut().for_each(|v| *v = 0.0);
+        }
+        self.last_write = Some(now);
+        Targets {
+            position: self.sent.clone(),
+            torque: !limp,
+        }
+    }
+
+    /// The goto's minimum-jerk profile at `now`; its reply when it ends.
+    fn advance_goto(&mut self, now: Instant) {
+        let Some(g) = &self.goto else { return };
+        let s = now.saturating_duration_since(g.start).as_secs_f64() / g.duration;
+        let k = min_jerk(s) as f32;
+        for (j, &i) in g.idx.iter().enumerate() {
+            self.desired[i] = g.from[j] + (g.to[j] - g.from[j]) * k;
+        }
+        if s >= 1.0 {
+            let g = self.goto.take().expect("checked");
+            match &g.clamped {
+                Some(why) => self.reply_later(g.id, Status::Clamped, Some(why)),
+                None => self.reply_later(g.id, Status::Ok, None),
+            }
+        }
+    }
+
+    /// Move the sent targets towards the desired ones over `dt` within the limits: no faster
+    /// than the velocity limit, no faster than it can brake before the target, and no faster
+    /// change of velocity than the acceleration limit.
+    fn ramp(&mut self, dt: f32) {
+        if self.sent_vel.len() != self.sent.len() {
+            self.sent_vel = vec![0.0; self.sent.len()];
+        }
+        for i in 0..self.sent.len() {
+            let l = self.limits[i];
+            let err = self.desired[i] - self.sent[i];
+            let mut v = if dt > 0.0 { err / dt } else { 0.0 }.clamp(-l.velocity, l.velocity);
+            let amax = l.acceleration;
+            if amax.is_finite() && dt > 0.0 {
+                let vstop = (2.0 * amax * err.abs()).sqrt();
+                v = v.clamp(-vstop, vstop);
+                let vp = self.sent_vel[i];
+                v = v.clamp(vp - amax * dt, vp + amax * dt);
+            }
+            let before = self.sent[i];
+            self.sent[i] = l.clamp(self.sent[i] + v * dt);
+            self.sent_vel[i] = if dt > 0.0 {
+                (self.sent[i] - before) / dt
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// The state message for the measured state `m` at `now` (the next sequence number);
+    /// `rejected` is the count of rejected inputs so far.
+    pub fn state(&mut self, m: &Measured, now: Instant, rejected: u64) -> schema::RobotState {
+        self.seq += 1;
+        let position_of = |c: &Chain| -> Option<JointVec> {
+            let mut q: JointVec = [0.0; MAX_DOF];
+            for (k, n) in c.joint_names().iter().enumerate() {
+                q[k] = m.position[self.joint(n)?] as f64;
+            }
+            Some(q)
+        };
+        let pose = |c: &Chain, q: &JointVec| {
+            let f = c.fk(q);
+            schema::PoseMsg {
+                position: [f.t.x as f32, f.t.y as f32, f.t.z as f32],
+                orientation: f.quat_xyzw().map(|x| x as f32),
+            }
+        };
+        let tcp = self
+            .model
+            .chains
+            .iter()
+            .filter(|c| c.name().ends_with("_arm"))
+            .filter_map(|c| {
+                Some(schema::NamedPose {
+                    name: c.name().into(),
+                    pose: pose(c, &position_of(c)?),
+                })
+            })
+            .collect();
+        let gaze = self
+            .model
+            .chain("head")
+            .ok()
+            .and_then(|c| Some(pose(c, &position_of(c)?)));
+        let gripper = ["r_gripper", "l_gripper"]
+            .iter()
+            .filter_map(|g| {
+                let l = self.limits[self.joint(g)?];
+                // 0 closed (lower limit) … 1 open (upper limit)
+                Some(((m.position[self.joint(g)?] - l.lower) / (l.upper - l.lower)).clamp(0.0, 1.0))
+            })
+            .collect();
+        let limp = self.estop || !self.torque;
+        schema::RobotState {
+            v: V,
+            seq: self.seq,
+            t: now.saturating_duration_since(self.t0).as_secs_f64(),
+            backend: self.backend.clone(),
+            names: self.names.clone(),
+            position: m.position.clone(),
+            velocity: m.velocity.clone(),
+            effort: m.effort.clone(),
+            target: self.sent.clone(),
+            tcp,
+            gripper,
+            torque: !limp,
+            estop: self.estop,
+            lease: self.lease.as_ref().map(|l| l.client.clone()),
+            moving: self.goto.is_some(),
+            // a servo that is off while torque is meant to be on is a fault; off on purpose is not
+            faults: self
+                .names
+                .iter()
+                .zip(&m.faults)
+                .filter_map(|(n, f)| {
+                    let f = f.as_ref()?;
+                    let on_purpose = limp && f == "torque off";
+                    (!on_purpose).then(|| schema::JointFault {
+                        joint: n.clone(),
+                        fault: f.clone(),
+                    })
+                })
+                .collect(),
+            stale: now.saturating_duration_since(m.at) > STALE_AFTER,
+            rejected,
+            cartesian: self.cartesian.clone(),
+            gaze,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The core driven by hand: time is an input, the "servos" follow the targets exactly, so
+    //! every test is deterministic and sleeps nowhere.
+    use super::*;
+
+    const DT: Duration = Duration::from_millis(10);
+
+    struct Rig {
+        core: Core,
+        t: Instant,
+        q: Vec<f32>,
+        token: u64,
+    }
+
+    impl Rig {
+        /// A core on every actuated joint of Reachy, at 100 Hz, the robot at zero, the lease
+        /// taken by `script`.
+        fn new(cfg: impl FnOnce(&mut CoreConfig)) -> Self {
+            let model = RobotModel::reachy().unwrap();
+            let names: Vec<String> = model.joints.iter().map(|j| j.name.clone()).collect();
+            let mut c = CoreConfig {
+                robot: "reachy".into(),
+                rate_hz: 100.0,
+                stream_timeout: 0.5,
+                lease_timeout: 2.0,
+                limits: BTreeMap::new(),
+                max_acceleration: None,
+            };
+            cfg(&mut c);
+            let t = Instant::now();
+            let n = names.len();
+            let mut core = Core::new(model, "test", names, c, t, 7);
+            // zero is inside every joint's limits except where it is not: start at the middle
+            let q: Vec<f32> = core
+                .limits()
+                .iter()
+                .map(|l| {
+                    if l.lower <= 0.0 && l.upper >= 0.0 {
+                        0.0
+                    } else {
+                        (l.lower + l.upper) / 2.0
+                    }
+                })
+                .collect();
+            assert_eq!(q.len(), n);
+            let r = core.lease(&lease_req("script", "script"), t);
+            assert!(r.granted, "{r:?}");
+            let mut rig = Self {
+                core,
+                t,
+                q,
+                token: r.token,
+            };
+            rig.tick();
+            rig
+        }
+
+        fn measured(&self) -> Measured {
+            Measured {
+                position: self.q.clone(),
+                velocity: vec![0.0; self.q.len()],
+                effort: vec![0.0; self.q.len()],
+                faults: vec![None; self.q.len()],
+                at: self.t,
+            }
+        }
+
+        /// One period: the core's targets become the measured positions.
+        fn tick(&mut self) -> Targets {
+            self.t += DT;
+            let m = self.measured();
+            let out = self.core.tick(&m, self.t);
+            self.q = out.position.clone();
+            out
+        }
+
+        fn idx(&self, name: &str) -> usize {
+            self.core.joint(name).unwrap()
+        }
+
+        fn goto(&mut self, names: &[&str], position: &[f32], duration: f32) -> Answer {
+            let req = Request::Goto(schema::GotoRequest {
+                v: V,
+                lease: self.token,
+                names: names.iter().map(|s| s.to_string()).collect(),
+                position: position.to_vec(),
+                duration,
+            });
+            let m = self.measured();
+            self.core.request(1, req, Some(&m), self.t)
+        }
+
+        fn stream(&mut self, names: &[&str], position: &[f32]) {
+            let t = schema::JointTargets {
+                v: V,
+                lease: self.token,
+                names: names.iter().map(|s| s.to_string()).collect(),
+                position: position.to_vec(),
+            };
+            self.core.joint_targets(&t, self.t);
+        }
+    }
+
+    fn lease_req(client: &str, priority: &str) -> schema::LeaseRequest {
+        schema::LeaseRequest {
+            v: V,
+            client: client.into(),
+            priority: priority.into(),
+            release: None,
+        }
+    }
+
+    #[test]
+    fn a_goto_follows_minimum_jerk_and_answers_when_it_ends() {
+        let mut r = Rig::new(|_| {});
+        let e = r.idx("r_elbow_pitch");
+        let goal = -1.0;
+        assert_eq!(r.goto(&["r_elbow_pitch"], &[goal], 1.0), Answer::Later);
+        let mut reply = None;
+        for k in 0..120 {
+            r.tick();
+            let out = r.core.take_outbox();
+            if let Some((id, rep)) = out.replies.into_iter().next() {
+                assert_eq!(id, 1);
+                reply = Some((k, rep));
+                break;
+            }
+        }
+        let (k, rep) = reply.expect("the goto answered");
+        assert_eq!(rep.status, Status::Ok);
+        // 1 s at 100 Hz: it ends on the 100th period
+        assert_eq!(k, 99);
+        assert!((r.q[e] - goal).abs() < 1e-4, "{}", r.q[e]);
+        assert!(!r.core.state(&r.measured(), r.t, 0).moving);
+    }
+
+    #[test]
+    fn targets_respect_the_velocity_limit_and_goals_the_position_limits() {
+        let mut r = Rig::new(|_| {});
+        let e = r.idx("r_elbow_pitch");
+        let l = r.core.limits()[e];
+        // far beyond the limit: clamped, and the reply says so
+        r.goto(&["r_elbow_pitch"], &[l.lower - 5.0], 0.1);
+        let mut status = None;
+        for _ in 0..1000 {
+            let before = r.q[e];
+            r.tick();
+            assert!((r.q[e] - before).abs() <= l.velocity * DT.as_secs_f32() + 1e-5);
+            assert!(r.q[e] >= l.lower);
+            if let Some((_, rep)) = r.core.take_outbox().replies.pop() {
+                status = Some(rep);
+            }
+            if (r.q[e] - l.lower).abs() < 1e-5 {
+                break;
+            }
+        }
+        assert!((r.q[e] - l.lower).abs() < 1e-5, "{} vs {}", r.q[e], l.lower);
+        let rep = status.expect("answered");
+        assert_eq!(rep.status, Status::Clamped);
+        assert!(rep.reason.unwrap().contains("joint limits"));
+    }
+
+    #[test]
+    fn the_acceleration_limit_ramps_speed_up_and_down() {
+        let mut r = Rig::new(|c| c.max_acceleration = Some(10.0));
+        let e = r.idx("r_elbow_pitch");
+        let goal = r.core.limits()[e].lower + 0.1;
+        let mut v_prev = 0.0f32;
+        for _ in 0..300 {
+            r.stream(&["r_elbow_pitch"], &[goal]);
+            let before = r.q[e];
+            r.tick();
+            let v = (r.q[e] - before) / DT.as_secs_f32();
+            assert!(
+                (v - v_prev).abs() <= 10.0 * DT.as_secs_f32() + 1e-3,
+                "{v} after {v_prev}"
+            );
+            v_prev = v;
+        }
+        assert!((r.q[e] - goal).abs() < 1e-3, "{} vs {goal}", r.q[e]);
+    }
+
+    #[test]
+    fn streaming_takes_over_a_goto_is_clamped_and_holds_when_it_stops() {
+        let mut r = Rig::new(|_| {});
+        let e = r.idx("r_elbow_pitch");
+        let l = r.core.limits()[e];
+        r.goto(&["r_elbow_pitch"], &[-1.0], 2.0);
+        r.tick();
+        r.core.take_outbox();
+        r.stream(&["r_elbow_pitch"], &[l.lower - 1.0]);
+        let out = r.core.take_outbox();
+        assert!(out.tick_now);
+        assert_eq!(out.replies.len(), 1);
+        assert_eq!(out.replies[0].1.status, Status::Cancelled);
+        assert_eq!(
+            out.replies[0].1.reason.as_deref(),
+            Some("streaming targets took over")
+        );
+        // the stream stops: after the timeout the robot holds where it is
+        for _ in 0..60 {
+            r.tick();
+        }
+        let held = r.q[e];
+        assert!(
+            held > l.lower,
+            "it was still moving when the stream stopped"
+        );
+        for _ in 0..50 {
+            r.tick();
+        }
+        assert_eq!(r.q[e], held);
+    }
+
+    #[test]
+    fn bad_commands_are_rejected_with_a_reason() {
+        let mut r = Rig::new(|_| {});
+        r.stream(&["nope"], &[0.0]);
+        r.stream(&["r_elbow_pitch"], &[f32::NAN]);
+        r.stream(&["r_elbow_pitch", "r_wrist_roll"], &[0.0]);
+        r.token ^= 1;
+        r.stream(&["r_elbow_pitch"], &[0.0]);
+        let why = r.core.take_outbox().rejected;
+        assert_eq!(why.len(), 4, "{why:?}");
+        assert!(why[0].contains("unknown joint `nope`"));
+        assert!(why[1].contains("not finite"));
+        assert!(why[2].contains("2 names, 1 values"));
+        assert!(why[3].contains("the lease is held by script"));
+        let a = r.goto(&["r_elbow_pitch"], &[0.0], 1.0);
+        assert!(matches!(
+            a,
+            Answer::Now(Reply {
+                status: Status::Rejected,
+                ..
+            })
+        ));
+        r.token ^= 1;
+        let a = r.goto(&["r_elbow_pitch"], &[0.0], 100.0);
+        let Answer::Now(rep) = a else { panic!("{a:?}") };
+        assert!(rep.reason.unwrap().contains("not within 0.05..=60"));
+    }
+
+    #[test]
+    fn leases_follow_priority_lapse_and_need_their_token() {
+        let mut r = Rig::new(|_| {});
+        // equal priority: refused; higher: granted and the old token is void
+        assert!(!r.core.lease(&lease_req("other", "script"), r.t).granted);
+        let bad = r.core.lease(&lease_req("x", "boss"), r.t);
+        assert!(!bad.granted && bad.reason.unwrap().contains("priority `boss`"));
+        assert_eq!(r.core.take_outbox().rejected, ["lease: unknown priority"]);
+        let t = r.core.lease(&lease_req("op", "teleop"), r.t);
+        assert!(t.granted && t.token != r.token);
+        assert_eq!(
+            r.core.state(&r.measured(), r.t, 0).lease.as_deref(),
+            Some("op")
+        );
+        r.stream(&["r_elbow_pitch"], &[0.1]);
+        assert_eq!(r.core.take_outbox().rejected.len(), 1);
+        // a policy cannot pre-empt teleop until its lease lapses (2 s without commands)
+        assert!(!r.core.lease(&lease_req("pol", "policy"), r.t).granted);
+        for _ in 0..201 {
+            r.tick();
+        }
+        assert!(r.core.lease(&lease_req("pol", "policy"), r.t).granted);
+        // release needs the holder's token
+        let mut rel = lease_req("op", "teleop");
+        rel.release = Some(t.token);
+        assert!(!r.core.lease(&rel, r.t).granted);
+    }
+
+    #[test]
+    fn the_estop_cancels_holds_limp_and_refuses_motion_until_cleared() {
+        let mut r = Rig::new(|_| {});
+        let e = r.idx("r_elbow_pitch");
+        r.goto(&["r_elbow_pitch"], &[-1.0], 1.0);
+        for _ in 0..30 {
+            r.tick();
+        }
+        let est = |engage| Request::Estop(schema::EstopRequest { v: V, engage });
+        let a = r.core.request(2, est(true), None, r.t);
+        assert_eq!(a, Answer::Now(Reply::new(Status::Ok, None)));
+        let out = r.core.take_outbox();
+        assert_eq!(out.replies[0].1.reason.as_deref(), Some("e-stop"));
+        // limp: the targets follow the measured joints, torque is off
+        r.q[e] = -0.3;
+        let t = r.tick();
+        assert!(!t.torque);
+        assert_eq!(t.position[e], -0.3);
+        assert!(r.core.state(&r.measured(), r.t, 0).estop);
+        assert!(matches!(
+            r.goto(&["r_elbow_pitch"], &[0.0], 1.0),
+            Answer::Now(Reply {
+                status: Status::Rejected,
+                ..
+            })
+        ));
+        r.stream(&["r_elbow_pitch"], &[0.0]);
+        assert_eq!(r.core.take_outbox().rejected.len(), 2);
+        // cleared: holds where it is, torque back on without a jump
+        r.core.request(3, est(false), None, r.t);
+        let t = r.tick();
+        assert!(t.torque);
+        assert_eq!(t.position[e], -0.3);
+    }
+
+    #[test]
+    fn compliant_mode_follows_the_joints_and_stiffens_without_a_jump() {
+        let mut r = Rig::new(|_| {});
+        let e = r.idx("r_elbow_pitch");
+        let torque = |on, lease| Request::Torque(schema::TorqueRequest { v: V, lease, on });
+        let m = r.measured();
+        let a = r.core.request(1, torque(false, r.token), Some(&m), r.t);
+        assert_eq!(a, Answer::Now(Reply::new(Status::Ok, None)));
+        r.q[e] = -0.5; // pushed by hand
+        let t = r.tick();
+        assert!(!t.torque && t.position[e] == -0.5);
+        let state = r.core.state(&r.measured(), r.t, 0);
+        assert!(!state.torque && !state.estop);
+        let m = r.measured();
+        r.core.request(2, torque(true, r.token), Some(&m), r.t);
+        let t = r.tick();
+        assert!(t.torque);
+        assert_eq!(t.position[e], -0.5);
+        // torque needs the lease
+        let a = r.core.request(3, torque(false, r.token ^ 1), Some(&m), r.t);
+        assert!(matches!(
+            a,
+            Answer::Now(Reply {
+                status: Status::Rejected,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn cartesian_requests_say_ok_unreachable_or_clamped() {
+        let mut r = Rig::new(|_| {});
+        let cart = |lease, position| {
+            Request::Cartesian(schema::CartesianRequest {
+                v: V,
+                lease,
+                arm: "r_arm".into(),
+                position,
+                orientation: None,
+                duration: Some(1.0),
+            })
+        };
+        let m = r.measured();
+        // 3 m away: nothing moves
+        let a = r
+            .core
+            .request(1, cart(r.token, [3.0, 0.0, 1.0]), Some(&m), r.t);
+        let Answer::Now(rep) = a else { panic!("{a:?}") };
+        assert_eq!(rep.status, Status::Unreachable);
+        assert!(rep.reason.unwrap().contains("out of reach"));
+        // where the arm's TCP is now: reachable
+        let tcp = r.core.state(&m, r.t, 0).tcp[0].pose.position;
+        let a = r.core.request(2, cart(r.token, tcp), Some(&m), r.t);
+        assert_eq!(a, Answer::Later);
+        let a = r
+            .core
+            .request(3, cart(r.token, [f32::NAN, 0.0, 0.0]), Some(&m), r.t);
+        assert!(matches!(
+            a,
+            Answer::Now(Reply {
+                status: Status::Rejected,
+                ..
+            })
+        ));
+        // a streaming target out of reach leaves a verdict in the state and publishes it
+        let t = schema::CartesianTarget {
+            v: V,
+            lease: r.token,
+            arm: "r_arm".into(),
+            position: [3.0, 0.0, 1.0],
+            orientation: None,
+            gripper: None,
+        };
+        r.core.take_outbox();
+        r.core.cartesian_target(&t, r.t);
+        let out = r.core.take_outbox();
+        assert!(out.publish_now && !out.tick_now);
+        let s = r.core.state(&m, r.t, 0);
+        assert_eq!(s.cartesian[0].status, "unreachable");
+        assert_eq!(s.cartesian[0].count, 1);
+    }
+
+    #[test]
+    fn a_configured_limit_tightens_the_urdf_and_reaches_info() {
+        let mut lim = BTreeMap::new();
+        lim.insert(
+            "r_elbow_pitch".to_string(),
+            LimitOverride {
+                lower: Some(-0.5),
+                upper: Some(100.0),
+                velocity: Some(0.1),
+                acceleration: None,
+            },
+        );
+        let r = Rig::new(|c| c.limits = lim);
+        let e = r.idx("r_elbow_pitch");
+        let l = r.core.limits()[e];
+        assert_eq!(l.lower, -0.5);
+        assert!(l.upper < 100.0, "the URDF's upper limit stays");
+        assert_eq!(l.velocity, 0.1);
+        let info = r.core.info(Vec::new());
+        assert_eq!(info.joints[e].lower, -0.5);
+        assert_eq!(info.backend, "test");
+    }
+
+    #[test]
+    fn a_state_older_than_the_bound_is_stale() {
+        let mut r = Rig::new(|_| {});
+        let m = r.measured();
+        assert!(!r.core.state(&m, r.t, 0).stale);
+        assert!(r.core.state(&m, r.t + STALE_AFTER + DT, 0).stale);
+        let s1 = r.core.state(&m, r.t, 5);
+        assert_eq!(s1.rejected, 5);
+        let s2 = r.core.state(&m, r.t, 5);
+        assert_eq!(s2.seq, s1.seq + 1);
+        r.tick();
+    }
+}

@@ -1,0 +1,85 @@
+//! Flags shared by several subcommands, as clap types; each turns into the plain option struct
+//! the libraries take.
+
+use std::path::PathBuf;
+
+use reachy_api::net::ZenohOptions;
+use reachy_apps::inprocess::RobotOptions;
+use reachy_viz::RerunSink;
+
+/// Zenoh options of a command.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ZenohArgs {
+    /// Zenoh endpoint to listen on, e.g. `tcp/127.0.0.1:7447` (repeatable). Addresses other than
+    /// loopback need --zenoh-config with authentication or TLS.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub listen: Vec<String>,
+    /// Zenoh endpoint (a router or another process) to connect to (repeatable).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub connect: Vec<String>,
+    /// A zenoh JSON5 config file applied first (user-password authentication, TLS certificates);
+    /// --listen / --connect are added to it. Multicast scouting stays off unless it turns it on.
+    #[arg(long, value_name = "FILE")]
+    pub zenoh_config: Option<PathBuf>,
+}
+
+impl ZenohArgs {
+    /// The session options.
+    pub fn options(&self) -> ZenohOptions {
+        ZenohOptions {
+            listen: self.listen.clone(),
+            connect: self.connect.clone(),
+            zenoh_config: self.zenoh_config.clone(),
+        }
+    }
+
+    /// Open the session.
+    pub fn open(&self) -> anyhow::Result<zenoh::Session> {
+        Ok(self.options().open()?)
+    }
+}
+
+/// Where a client command (teleop, record, replay, policy run) finds its robot.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RobotArgs {
+    /// `sim`: start the simulated robot in this process (the default without --connect).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Robot name.
+    #[arg(long = "robot", value_name = "ROBOT", default_value = "reachy")]
+    pub name: String,
+    /// Scene seed of the in-process sim.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Zenoh endpoints: --connect reaches a running daemon.
+    #[command(flatten)]
+    pub zenoh: ZenohArgs,
+}
+
+impl RobotArgs {
+    /// The options.
+    pub fn options(&self) -> RobotOptions {
+        RobotOptions {
+            backend: self.backend.clone(),
+            name: self.name.clone(),
+            seed: self.seed,
+            zenoh: self.zenoh.options(),
+        }
+    }
+}
+
+/// `--rerun spawn | save FILE | connect ADDR`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RerunArgs {
+    /// Record to rerun: `spawn` (a viewer), `save FILE` (.rrd) or `connect ADDR`: the robot posed
+    /// from its joints, TCPs and their targets, commanded vs measured joints, camera images.
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ARG"])]
+    pub rerun: Option<Vec<String>>,
+}
+
+impl RerunArgs {
+    /// The sink, if `--rerun` was given.
+    pub fn sink(&self) -> anyhow::Result<Option<RerunSink>> {
+        Ok(RerunSink::from_flag(self.rerun.as_deref())?)
+    }
+}

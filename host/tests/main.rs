@@ -1,0 +1,17 @@
+//! The `reachy` binary's integration tests, one binary (one link of zenoh, rerun, candle and
+//! rapier) with a module per area.
+
+mod cli_kin;
+mod cli_policy;
+mod common;
+mod daemon_api;
+mod demo;
+mod dynamixel_sdk;
+mod pinocchio;
+mod policy_run;
+mod python_example;
+mod record;
+mod replay;
+mod secure_zenoh;
+mod sim_zenoh;
+mod teleop;

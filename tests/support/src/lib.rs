@@ -1,0 +1,109 @@
+//! Helpers shared by the integration tests of every crate.
+//!
+//! A test whose foreign peer (a Python package, QEMU, `check_urdf`) is missing calls
+//! [`missing`]: under CI (`CI` set) that fails the test, elsewhere it is skipped with the hint.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Whether the tests run under CI (`CI` set and not `false`/`0`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A foreign peer is missing: under CI the test fails with `what` and `hint`; elsewhere it
+/// prints `SKIPPED` and the caller returns.
+pub fn missing(what: &str, hint: &str) {
+    assert!(!in_ci(), "{what} is missing under CI: {hint}");
+    eprintln!("SKIPPED: {what} is missing ({hint})");
+}
+
+/// The Python interpreter for interop tests: `$REACHY_PYTHON`, else the repo's `.venv`, else
+/// `python3` on PATH.
+pub fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("REACHY_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| PathBuf::from("python3"))
+}
+
+/// Python with `module` importable. Without Python: [`missing`] (fails under CI), `None`. With
+/// Python but not the module: fails with the install hint (`.ci/run` installs it).
+pub fn python_with(module: &str, pip_name: &str) -> Option<PathBuf> {
+    let Some(py) = python() else {
+        missing(
+            "a Python interpreter",
+            &format!("install Python 3 and `pip install {pip_name}` for the {module} cross-check"),
+        );
+        return None;
+    };
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{} cannot import `{module}`: run `.ci/run` or `{} -m pip install {pip_name}` (or set REACHY_PYTHON)",
+        py.display(),
+        py.display()
+    );
+    Some(py)
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run `cmd` with `input` on its stdin (stdout and stderr captured) and wait for it.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Run a Python script of the repository; its last stdout line, parsed as JSON.
+pub fn run_python_json(py: &Path, script: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(py)
+        .arg(repo_root().join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(text.lines().last().unwrap_or("")).unwrap();
+    eprintln!("{v}");
+    v
+}
