@@ -2,7 +2,7 @@
 //! a raw zenoh ping-pong on the same machine, both between two zenoh sessions linked over TCP
 //! loopback; then state publication at 1 kHz checked for drops.
 //!
-//! `cargo bench -p reachy-host --bench daemon` (`REACHY_BENCH_SECONDS=60` for the 60 s
+//! `cargo bench -p reachy --bench daemon` (`REACHY_BENCH_SECONDS=60` for the 60 s
 //! drop check; 10 s by default).
 
 use std::sync::{Arc, Mutex};

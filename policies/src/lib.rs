@@ -73,7 +73,8 @@ pub fn device(cuda: Option<usize>) -> Result<Device, PolicyError> {
     }
 }
 
-/// `cpu`, `cuda` or `cuda:N` (a command-line or config value) → the candle device.
+/// `cpu`, `cuda` or `cuda:N` → the candle device. Errors name the `--device` option, the name
+/// every command that takes a device gives it.
 pub fn parse_device(s: &str) -> Result<Device, PolicyError> {
     let cuda = match s {
         "cpu" => None,
@@ -82,12 +83,12 @@ pub fn parse_device(s: &str) -> Result<Device, PolicyError> {
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => {
                 return Err(PolicyError::Unsupported(format!(
-                    "device `{s}`: bad CUDA ordinal"
+                    "bad CUDA ordinal in `--device {s}`"
                 )))
             }
             None => {
                 return Err(PolicyError::Unsupported(format!(
-                    "device must be `cpu`, `cuda` or `cuda:N`, not `{s}`"
+                    "--device must be `cpu`, `cuda` or `cuda:N`, not `{s}`"
                 )))
             }
         },
@@ -95,7 +96,7 @@ pub fn parse_device(s: &str) -> Result<Device, PolicyError> {
     device(cuda)
 }
 
-/// `f32`, `f16` or `bf16` → the candle dtype.
+/// `f32`, `f16` or `bf16` → the candle dtype (errors name the `--dtype` option).
 pub fn parse_dtype(s: &str) -> Result<DType, PolicyError> {
     Ok(match s {
         "f32" => DType::F32,
@@ -103,7 +104,7 @@ pub fn parse_dtype(s: &str) -> Result<DType, PolicyError> {
         "bf16" => DType::BF16,
         _ => {
             return Err(PolicyError::Unsupported(format!(
-                "dtype must be f32, f16 or bf16, not `{s}`"
+                "--dtype must be f32, f16 or bf16, not `{s}`"
             )))
         }
     })

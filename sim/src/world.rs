@@ -1,5 +1,5 @@
 //! The simulated robot in its scene: physics, cameras and a seed, driven by a plain Rust API
-//! (no zenoh, no tokio). The zenoh bridge in `reachy-host` and in-process users (tests, the demo)
+//! (no zenoh, no tokio). The zenoh bridge in `reachy-apps` and in-process users (tests, the demo)
 //! drive the same [`World`].
 
 use crate::camera::{CameraSpec, RenderError, Renderer};

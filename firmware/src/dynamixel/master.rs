@@ -527,3 +527,6 @@ impl<E: core::fmt::Debug> core::fmt::Display for BusError<E> {
         }
     }
 }
+
+#[cfg(feature = "std")]
+impl<E: core::fmt::Debug> std::error::Error for BusError<E> {}

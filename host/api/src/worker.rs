@@ -35,6 +35,11 @@ impl<E: Send + 'static> Worker<E> {
         })
     }
 
+    /// Set the stop flag without waiting (e.g. before waking a thread that waits on a condition).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// Whether the thread has ended (it returned, failed or panicked).
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())

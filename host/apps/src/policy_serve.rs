@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use zenoh::Wait;
 
 use crate::policy_run::LocalPolicy;
 use reachy_api::schema::{self, keys, POLICY_SCHEMA_VERSION as PV};
+use reachy_api::worker::Worker;
+use reachy_api::ApiError;
 
 struct Pending {
     query: zenoh::query::Query,
@@ -87,8 +88,7 @@ fn reply_error(q: &zenoh::query::Query, why: &str) {
 /// A running policy server; dropping it stops it.
 pub struct PolicyServer {
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    worker: Option<JoinHandle<()>>,
+    worker: Worker<std::convert::Infallible>,
     _queryables: Vec<zenoh::query::Queryable<()>>,
 }
 
@@ -100,7 +100,6 @@ impl PolicyServer {
         policy: LocalPolicy,
     ) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared::default());
-        let stop = Arc::new(AtomicBool::new(false));
         let spec = policy.spec().clone();
         let infer = {
             let shared = shared.clone();
@@ -130,7 +129,7 @@ impl PolicyServer {
                     }
                 })
                 .wait()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(ApiError::zenoh("declaring the inference queryable"))?
         };
         let info = {
             let shared = shared.clone();
@@ -157,19 +156,18 @@ impl PolicyServer {
                     }
                 })
                 .wait()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(ApiError::zenoh("declaring the info queryable"))?
         };
         let worker = {
             let shared = shared.clone();
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("policy-server".into())
-                .spawn(move || work(&shared, &stop, &policy))?
+            Worker::spawn("policy-server", move |stop| {
+                work(&shared, stop, &policy);
+                Ok(())
+            })?
         };
         Ok(Self {
             shared,
-            stop,
-            worker: Some(worker),
+            worker,
             _queryables: vec![infer, info],
         })
     }
@@ -187,11 +185,9 @@ impl PolicyServer {
 
 impl Drop for PolicyServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        // wake the worker from its wait; dropping the worker then joins it
+        self.worker.request_stop();
         self.shared.ready.notify_all();
-        if let Some(w) = self.worker.take() {
-            w.join().ok();
-        }
     }
 }
 

@@ -12,7 +12,8 @@ pub struct ConfigError(pub String);
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
+        let holds: bool = $cond;
+        if !holds {
             return Err(ConfigError(format!($($fmt)+)));
         }
     };

@@ -29,8 +29,22 @@ pub struct SerialIo {
 }
 
 impl SerialIo {
-    /// Open `path` at `baud`, raw 8N1, no flow control.
+    /// Open `path` at `baud`, raw 8N1, no flow control. A path that is a regular file or a
+    /// directory is refused with that said (the OS would answer "Not a typewriter").
     pub fn open(path: &str, baud: u32) -> Result<Self, serialport::Error> {
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.is_file() || m.is_dir() {
+                let what = if m.is_dir() {
+                    "a directory"
+                } else {
+                    "a regular file"
+                };
+                return Err(serialport::Error::new(
+                    serialport::ErrorKind::InvalidInput,
+                    format!("{path} is {what}, not a serial port (a USB adapter such as /dev/ttyUSB0, or a pty)"),
+                ));
+            }
+        }
         let port = serialport::new(path, baud)
             .timeout(Duration::from_millis(1))
             .open()?;

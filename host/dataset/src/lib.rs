@@ -10,7 +10,7 @@
 pub mod read;
 pub mod write;
 
-pub use read::{dataset_names, joint_of, load_episode, Episode};
+pub use read::{dataset_names, joint_of, load_episode, Episode, FeatureNames};
 pub use write::{DatasetWriter, Frame};
 
 /// Errors reading or writing a dataset.

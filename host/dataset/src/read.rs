@@ -10,8 +10,19 @@ use parquet::arrow::ProjectionMask;
 
 use crate::{bail, invalid, Context, DatasetError};
 
+/// What `meta/info.json` says of a dataset's features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureNames {
+    /// `observation.state` names (`r_shoulder_pitch.pos`, …).
+    pub state: Vec<String>,
+    /// `action` names.
+    pub action: Vec<String>,
+    /// Frames per second, if given.
+    pub fps: Option<f64>,
+}
+
 /// Feature names of a LeRobot dataset (`meta/info.json`): state names, action names, fps.
-pub fn dataset_names(dir: &Path) -> Result<(Vec<String>, Vec<String>, Option<f64>), DatasetError> {
+pub fn dataset_names(dir: &Path) -> Result<FeatureNames, DatasetError> {
     let path = dir.join("meta").join("info.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -35,7 +46,11 @@ pub fn dataset_names(dir: &Path) -> Result<(Vec<String>, Vec<String>, Option<f64
             .collect()
     };
     let fps = info.get("fps").and_then(|v| v.as_f64());
-    Ok((names("observation.state")?, names("action")?, fps))
+    Ok(FeatureNames {
+        state: names("observation.state")?,
+        action: names("action")?,
+        fps,
+    })
 }
 
 /// The joint a feature name stands for: `r_shoulder_pitch.pos` → `r_shoulder_pitch`.
@@ -121,7 +136,9 @@ fn float_rows(b: &RecordBatch, name: &str, file: &Path) -> Result<Vec<Vec<f32>>,
 
 /// Read episode `index` of the dataset at `dir`.
 pub fn load_episode(dir: &Path, index: i64) -> Result<Episode, DatasetError> {
-    let (_, names, fps) = dataset_names(dir)?;
+    let FeatureNames {
+        action: names, fps, ..
+    } = dataset_names(dir)?;
     let fps = fps.ok_or_else(|| invalid!("{}: meta/info.json has no fps", dir.display()))?;
     if !(fps > 0.0 && fps <= 1000.0) {
         bail!("{}: fps {fps} is not within 0..=1000", dir.display());
@@ -215,10 +232,10 @@ mod tests {
                 "action": {"dtype":"float32","shape":[2],"names":{"motors":["a.pos","b.pos"]}}}}"#,
         )
         .unwrap();
-        let (s, a, fps) = dataset_names(&dir).unwrap();
-        assert_eq!(s, vec!["a.pos", "b.pos"]);
-        assert_eq!(a, s);
-        assert_eq!(fps, Some(15.0));
+        let f = dataset_names(&dir).unwrap();
+        assert_eq!(f.state, vec!["a.pos", "b.pos"]);
+        assert_eq!(f.action, f.state);
+        assert_eq!(f.fps, Some(15.0));
         std::fs::write(dir.join("meta/info.json"), "{not json").unwrap();
         assert!(dataset_names(&dir).is_err());
         std::fs::remove_dir_all(&dir).ok();

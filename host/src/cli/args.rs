@@ -80,6 +80,6 @@ pub struct RerunArgs {
 impl RerunArgs {
     /// The sink, if `--rerun` was given.
     pub fn sink(&self) -> anyhow::Result<Option<RerunSink>> {
-        Ok(RerunSink::from_flag(self.rerun.as_deref())?)
+        RerunSink::from_flag(self.rerun.as_deref())
     }
 }

@@ -114,7 +114,7 @@ fn register(name: &str) -> anyhow::Result<&'static control_table::Register> {
 }
 
 fn model_of(m: &mut Master<SerialIo, StdClock>, id: u8) -> anyhow::Result<Model> {
-    let p = m.ping(id).map_err(|e| anyhow!("{e}"))?;
+    let p = m.ping(id)?;
     Model::from_number(p.model)
         .ok_or_else(|| anyhow!("servo {id}: unknown model number {}", p.model))
 }
@@ -143,6 +143,10 @@ pub fn run(cmd: BusCommand) -> anyhow::Result<()> {
         }
         BusCommand::Scan { port, ids } => {
             let mut m = open(&port)?;
+            let asked = match &ids {
+                Some(s) => format!("IDs {s}"),
+                None => "a broadcast ping (every ID)".into(),
+            };
             let found: Vec<serde_json::Value> = match ids {
                 Some(s) => {
                     let ids = parse_ids(&s)?;
@@ -160,14 +164,23 @@ pub fn run(cmd: BusCommand) -> anyhow::Result<()> {
                     out[..n].iter().map(ping_json).collect()
                 }
             };
+            if found.is_empty() {
+                bail!(
+                    "no servo answered on {} at {} baud ({asked}, {} ms reply timeout): check the \
+                     power, the wiring and the baud rate (factory servos are at 57600), or give \
+                     --ids",
+                    port.port,
+                    port.baud,
+                    port.timeout_ms
+                );
+            }
             println!("{}", serde_json::Value::Array(found));
         }
         BusCommand::Read { port, id, reg, si } => {
             let r = register(&reg)?;
             let mut m = open(&port)?;
             let mut buf = [0u8; 4];
-            m.read(id, r.addr, &mut buf[..r.size as usize])
-                .map_err(|e| anyhow!("{e}"))?;
+            m.read(id, r.addr, &mut buf[..r.size as usize])?;
             let raw = r.decode(&buf).unwrap_or(0);
             if si {
                 let model = model_of(&mut m, id)?;
@@ -211,7 +224,7 @@ pub fn run(cmd: BusCommand) -> anyhow::Result<()> {
                     r.name
                 )
             })?;
-            m.write(id, r.addr, &buf[..n]).map_err(|e| anyhow!("{e}"))?;
+            m.write(id, r.addr, &buf[..n])?;
             println!(
                 "{}",
                 json!({"id": id, "reg": r.name, "raw": raw, "ok": true})

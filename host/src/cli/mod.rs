@@ -28,6 +28,9 @@ pub mod teleop;
 #[derive(Debug, Parser)]
 #[command(name = "reachy", version, verbatim_doc_comment)]
 pub struct Cli {
+    /// More log output: -v everything at info (zenoh's session messages too), -vv debug.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// Robot description to use instead of the built-in urdf/reachy.urdf.
     #[arg(long, global = true, value_name = "FILE")]
     pub urdf: Option<PathBuf>,

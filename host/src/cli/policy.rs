@@ -307,7 +307,11 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
     use std::time::Duration;
     let (ds_state, ds_action, ds_fps) = match &a.dataset {
         Some(d) => {
-            let (s, ac, f) = reachy_dataset::dataset_names(d)?;
+            let reachy_dataset::FeatureNames {
+                state: s,
+                action: ac,
+                fps: f,
+            } = reachy_dataset::dataset_names(d)?;
             (Some(s), Some(ac), f)
         }
         None => (None, None, None),

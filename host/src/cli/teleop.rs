@@ -70,6 +70,13 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
     let client = robot.connect("teleop", "teleop")?;
     robot.record_to(sink.as_ref(), &[])?;
     let first = client.state()?;
+    let arms: Vec<String> = client
+        .info()
+        .chains
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| name.ends_with("_arm"))
+        .collect();
     let mut counts: std::collections::BTreeMap<String, u64> = first
         .cartesian
         .iter()
@@ -105,6 +112,11 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
                 }
                 let s = client.state()?;
                 serde_json::json!({"line": n + 1, "held_s": hold, "tcp": tcps(&s)})
+            }
+            Ok(Line::Target(t)) if !arms.contains(&t.arm) => {
+                bad += 1;
+                serde_json::json!({"line": n + 1, "error": format!(
+                    "arm `{}` is not an arm of this robot (known: {})", t.arm, arms.join(", "))})
             }
             Ok(Line::Target(t)) => {
                 client.cartesian(&t.arm, t.position, t.orientation, t.gripper)?;
