@@ -10,6 +10,7 @@ mod dynamixel_sdk;
 mod pinocchio;
 mod policy_run;
 mod python_example;
+mod readme;
 mod record;
 mod replay;
 mod secure_zenoh;

@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 pub mod act;
+// the CPU convolution kernel writes disjoint tiles of one buffer through raw pointers
+#[allow(unsafe_code)]
 mod conv;
 pub mod ensemble;
 pub mod normalize;
@@ -141,6 +143,7 @@ impl ActPolicy {
             ));
         }
         // SAFETY: the file is memory-mapped read-only; it must not change while loaded.
+        #[allow(unsafe_code)]
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
             .map_err(|e| PolicyError::Format(format!("{}: {e}", weights.display())))?;
         let model = Act::load(cfg, vb)?;

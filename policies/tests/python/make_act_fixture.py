@@ -14,10 +14,12 @@ With --time N, prints lerobot's mean CPU time of N chunk predictions (ms) as JSO
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-import torch
+print("make_act_fixture: loading torch and lerobot …", file=sys.stderr, flush=True)
+import torch  # noqa: E402
 from safetensors.torch import save_file
 
 from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
@@ -131,6 +133,8 @@ def make(out, mode_name):
         chunk = policy.predict_action_chunk(batch)
         action = post(chunk)
     save_file({"action": action.contiguous()}, str(out / "expected.safetensors"))
+    print(f"make_act_fixture: wrote {ckpt}/ (the checkpoint), {out / 'obs.safetensors'} and "
+          f"{out / 'expected.safetensors'}", file=sys.stderr, flush=True)
 
     if a.time:
         torch.set_num_threads(a.threads)
