@@ -35,6 +35,7 @@ fn lease(s: &zenoh::Session, client: &str, priority: &str) -> schema::LeaseReply
             client: client.into(),
             priority: priority.into(),
             release: None,
+            renew: None,
         }),
     )
 }
@@ -148,6 +149,7 @@ fn acceleration_limit_ramps_every_command() {
             client: "c".into(),
             priority: "script".into(),
             release: None,
+            renew: None,
         }),
     );
     let st = state_of(&session, "ta");
@@ -375,7 +377,11 @@ fn leases_goto_rejections_and_estop() {
     let r: schema::CommandReply = get(
         &session,
         &keys::daemon_query("t", "estop"),
-        schema::encode(&schema::EstopRequest { v: V, engage: true }),
+        schema::encode(&schema::EstopRequest {
+            v: V,
+            engage: true,
+            lease: None,
+        }),
     );
     assert_eq!(r.status, "ok");
     // the reply comes after the e-stop latched: the next state shows it
@@ -390,6 +396,7 @@ fn leases_goto_rejections_and_estop() {
         schema::encode(&schema::EstopRequest {
             v: V,
             engage: false,
+            lease: Some(teleop.token),
         }),
     );
     assert_eq!(r.status, "ok");
@@ -437,6 +444,7 @@ fn compliant_mode_and_head_gaze() {
             client: "teach".into(),
             priority: "teleop".into(),
             release: None,
+            renew: None,
         }),
     );
     assert!(l.granted);

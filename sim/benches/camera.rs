@@ -2,6 +2,8 @@
 //! each, read back to RGB8 — on whatever adapter wgpu picks (a GPU, else Mesa's lavapipe).
 //!
 //! `cargo bench -p reachy-sim --bench camera`
+// criterion_group! defines a public function without docs
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use reachy_sim::camera::CameraSpec;

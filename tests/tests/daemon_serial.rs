@@ -13,7 +13,7 @@ fn serve(
     link: &std::path::Path,
     robot: &str,
     mounts: std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
-) -> (Daemon, reachy_api::client::RobotClient) {
+) -> (Daemon, reachy_api::client::RobotClient, zenoh::Session) {
     let model = RobotModel::reachy().unwrap();
     let backend =
         SerialBackend::open(link.to_str().unwrap(), 1_000_000, &model, "r_arm", &mounts).unwrap();
@@ -36,7 +36,7 @@ fn serve(
         Duration::from_secs(5),
     )
     .unwrap();
-    (daemon, c)
+    (daemon, c, session)
 }
 
 #[test]
@@ -53,8 +53,9 @@ fn daemon_drives_the_firmware_like_the_sim() {
     )]
     .into_iter()
     .collect();
-    let (daemon, c) = serve(&linkp, "hw", mounts);
-    let st = c.state().unwrap();
+    let (daemon, c, _) = serve(&linkp, "hw", mounts);
+    // every servo at torque on before the goto (a goto answers `ok` only when it arrives)
+    let st = state_where(&c, "every servo at torque on", |s| s.faults.is_empty());
     assert_eq!(st.backend, "serial");
     assert_eq!(st.names.len(), 8, "{:?}", st.names);
     assert_eq!(st.names[3], "r_elbow_pitch");
@@ -89,7 +90,7 @@ fn a_dead_servo_shows_in_the_state() {
         spawn_firmware_on_sim_servos_with("dsd", "1-8", &["--dead", "4"], |bus| {
             format!("r_arm={}", bus.display())
         });
-    let (daemon, c) = serve(&linkp, "hwd", Default::default());
+    let (daemon, c, _) = serve(&linkp, "hwd", Default::default());
     std::thread::sleep(Duration::from_millis(500));
     let st = c.state().unwrap();
     let f: Vec<_> = st
@@ -123,6 +124,83 @@ fn a_dead_servo_shows_in_the_state() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(c);
+    daemon.stop().unwrap();
+}
+
+/// The first state for which `ok` holds (fails after 5 s).
+fn state_where(
+    c: &reachy_api::client::RobotClient,
+    what: &str,
+    ok: impl Fn(&reachy_api::schema::RobotState) -> bool,
+) -> reachy_api::schema::RobotState {
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = c.state().unwrap();
+        if ok(&s) {
+            return s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The `estop` queryable's reply.
+fn estop(
+    session: &zenoh::Session,
+    robot: &str,
+    engage: bool,
+    lease: Option<u64>,
+) -> reachy_api::schema::CommandReply {
+    use reachy_api::schema;
+    use zenoh::Wait;
+    let r = session
+        .get(schema::keys::daemon_query(robot, "estop"))
+        .payload(schema::encode(&schema::EstopRequest {
+            v: schema::ROBOT_SCHEMA_VERSION,
+            engage,
+            lease,
+        }))
+        .timeout(Duration::from_secs(5))
+        .wait()
+        .unwrap()
+        .recv()
+        .unwrap();
+    schema::decode_robot(&r.result().ok().unwrap().payload().to_bytes()).unwrap()
+}
+
+#[test]
+fn the_estop_latches_the_firmware_and_only_the_lease_holder_clears_it() {
+    let (_servos, _fw, linkp) =
+        spawn_firmware_on_sim_servos("dse", "1-8", |bus| format!("r_arm={}", bus.display()));
+    let (daemon, c, session) = serve(&linkp, "hwe", Default::default());
+    state_where(&c, "every servo at torque on", |s| s.faults.is_empty());
+    let elbow = ["r_elbow_pitch".to_string()];
+    assert_eq!(c.goto(&elbow, &[-0.6], 0.5).unwrap().status, "ok");
+    // anyone engages it; it is answered once the firmware's latched e-stop is written
+    assert_eq!(estop(&session, "hwe", true, None).status, "ok");
+    state_where(&c, "the e-stop in the state", |s| s.estop);
+    let r = c.goto(&elbow, &[-0.2], 0.5).unwrap();
+    assert_eq!(r.status, "rejected", "{r:?}");
+    // clearing it takes the lease
+    let r = estop(&session, "hwe", false, None);
+    assert_eq!(r.status, "rejected", "{r:?}");
+    let r = estop(&session, "hwe", false, Some(c.lease_token() ^ 1));
+    assert_eq!(r.status, "rejected", "{r:?}");
+    assert!(c.state().unwrap().estop);
+    assert_eq!(
+        estop(&session, "hwe", false, Some(c.lease_token())).status,
+        "ok"
+    );
+    state_where(&c, "the e-stop cleared and torque back on", |s| {
+        !s.estop && s.faults.is_empty()
+    });
+    // the firmware's latch released and torque back: the elbow moves to the goal again (a
+    // firmware still latched would leave it limp, and the goto would answer `missed`)
+    let r = c.goto(&elbow, &[-0.2], 0.5).unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    let st = c.state().unwrap();
+    assert!(!st.estop && st.faults.is_empty(), "{:?}", st.faults);
     drop(c);
     daemon.stop().unwrap();
 }

@@ -108,8 +108,13 @@ fn firmware_image_in_qemu_drives_simulated_servos() {
     let mut last = None;
     let mut last_stats = None;
     let t0 = Instant::now();
-    // torque on, then stream a goal for joint 0 and watch the servo follow
-    while t0.elapsed() < Duration::from_secs(4) {
+    // torque on, then stream a goal for joint 0 and watch the servo follow, until it arrived
+    // (QEMU's emulated UARTs make the loop slow, slower still on a loaded machine: the bound
+    // is only for failing)
+    let arrived = |j: &[reachy_firmware::link::JointState]| {
+        j.len() == 8 && (j[0].position - 0.6).abs() < 0.03 && (j[3].position + 0.4).abs() < 0.03
+    };
+    while t0.elapsed() < Duration::from_secs(60) && !last.as_deref().is_some_and(arrived) {
         link.send(&Command::Torque {
             mask: 0xFF,
             on: true,

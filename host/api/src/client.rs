@@ -95,6 +95,7 @@ impl RobotClient {
                 client: client.into(),
                 priority: priority.into(),
                 release: None,
+                renew: None,
             })),
             Duration::from_secs(2),
         )?;

@@ -484,6 +484,11 @@ pub struct LeaseRequest {
     /// Give the lease back instead (the token).
     #[serde(default)]
     pub release: Option<u64>,
+    /// Renew the lease held with this token (a lease is also renewed by every command made with
+    /// it). Without it, a request of the holder's name is a new request like any other: it is
+    /// granted only by priority or when the lease lapsed.
+    #[serde(default)]
+    pub renew: Option<u64>,
 }
 
 /// Reply of the `lease` queryable.
@@ -616,13 +621,26 @@ pub struct CommandReply {
     pub reason: Option<String>,
 }
 
-/// Request of the `estop` queryable (no lease needed).
+/// Request of the `estop` queryable: anyone may engage it (a safety function); clearing it needs
+/// the lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EstopRequest {
     /// Schema version.
     pub v: u32,
     /// true: stop (torque off, latched); false: clear (hold where the robot is, torque on).
     pub engage: bool,
+    /// Lease token: needed to clear.
+    #[serde(default)]
+    pub lease: Option<u64>,
+}
+
+/// Request of the `cancel` queryable: stop the running goto where it is. Needs the lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// Schema version.
+    pub v: u32,
+    /// Lease token.
+    pub lease: u64,
 }
 
 /// Request of the `torque` queryable: compliant mode (the joints go limp and can be moved by
@@ -671,6 +689,7 @@ versioned!(
     GripperRequest,
     CommandReply,
     EstopRequest,
+    CancelRequest,
     DaemonInfo
 );
 

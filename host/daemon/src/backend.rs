@@ -10,6 +10,7 @@ use reachy_api::ApiError;
 use reachy_kinematics::model::RobotModel;
 use zenoh::Wait;
 
+use crate::core::JointLimit;
 use crate::DaemonError;
 
 /// Measured joint state from a backend.
@@ -23,6 +24,9 @@ pub struct Measured {
     pub effort: Vec<f32>,
     /// Per joint: `None` when its servo is healthy, else what is wrong.
     pub faults: Vec<Option<String>>,
+    /// The backend latched an e-stop of its own (the firmware's, after an `EStop` or its own
+    /// safety): the daemon latches too.
+    pub estop: bool,
     /// When it was received.
     pub at: Instant,
 }
@@ -41,6 +45,15 @@ pub trait Backend: Send {
     fn cameras(&self) -> Vec<schema::CameraInfo> {
         Vec::new()
     }
+    /// Engage (torque off everywhere, latched where the backend can latch) or clear the
+    /// backend's own e-stop. The daemon latches it too and writes no torque meanwhile.
+    fn estop(&mut self, engage: bool) -> Result<(), DaemonError>;
+    /// The daemon's joint limits, in the order of [`Self::joint_names`], for a backend that
+    /// enforces limits of its own (the firmware does, on board).
+    fn set_limits(&mut self, limits: &[JointLimit]) -> Result<(), DaemonError> {
+        let _ = limits;
+        Ok(())
+    }
 }
 
 /// The simulator (`reachy sim`, or an in-process bridge) as a backend, over zenoh.
@@ -49,6 +62,8 @@ pub struct SimBackend {
     cameras: Vec<schema::CameraInfo>,
     latest: Latest<Measured>,
     publisher: zenoh::pubsub::Publisher<'static>,
+    /// The last targets written (an e-stop makes them limp).
+    last: Vec<f32>,
     _subs: Vec<zenoh::pubsub::Subscriber<()>>,
 }
 
@@ -74,14 +89,27 @@ impl SimBackend {
             },
         )?;
         let names: Vec<String> = info.joints.iter().map(|j| j.name.clone()).collect();
+        let expected = names.len();
         let (latest, sub) =
-            reachy_api::net::subscribe_latest(session, &keys::sim_joint_state(robot), |b| {
+            reachy_api::net::subscribe_latest(session, &keys::sim_joint_state(robot), move |b| {
                 let js = schema::decode_sim::<schema::JointState>(b).ok()?;
+                // a state of other joints, or of other lengths, is some other peer's: dropped
+                let n = expected;
+                if [js.position.len(), js.velocity.len(), js.effort.len()] != [n, n, n]
+                    || js.position.iter().any(|p| !p.is_finite())
+                {
+                    tracing::warn!(
+                        "dropped a sim joint state of {} positions for {n} joints",
+                        js.position.len()
+                    );
+                    return None;
+                }
                 Some(Measured {
                     faults: vec![None; js.position.len()],
                     position: js.position,
                     velocity: js.velocity,
                     effort: js.effort,
+                    estop: false,
                     at: Instant::now(),
                 })
             })?;
@@ -100,6 +128,7 @@ impl SimBackend {
             cameras: info.cameras,
             latest,
             publisher,
+            last: Vec::new(),
             _subs: subs,
         })
     }
@@ -150,7 +179,18 @@ impl Backend for SimBackend {
     fn read(&mut self) -> Option<Measured> {
         self.latest.lock().ok().and_then(|l| l.clone())
     }
+    fn estop(&mut self, engage: bool) -> Result<(), DaemonError> {
+        match (engage, self.last.is_empty()) {
+            // the sim has no latch of its own: limp now; the daemon writes no torque meanwhile
+            (true, false) => {
+                let last = self.last.clone();
+                self.write(&last, false)
+            }
+            _ => Ok(()),
+        }
+    }
     fn write(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
+        self.last = targets.to_vec();
         let cmd = schema::JointCommand {
             v: schema::SIM_SCHEMA_VERSION,
             names: self.names.clone(),
@@ -221,6 +261,33 @@ impl Backend for SerialBackend {
     fn name(&self) -> &'static str {
         "serial"
     }
+    fn estop(&mut self, engage: bool) -> Result<(), DaemonError> {
+        use reachy_firmware::link::Command;
+        // the firmware's own latch: torque off on every servo until cleared, whatever the host
+        // sends meanwhile
+        self.link.send(if engage {
+            &Command::EStop
+        } else {
+            &Command::ClearEStop
+        })?;
+        // after a clear the firmware keeps torque off until asked: the next write asks
+        self.torque = None;
+        Ok(())
+    }
+    fn set_limits(&mut self, limits: &[JointLimit]) -> Result<(), DaemonError> {
+        // in the servos' frame: joint = direction * servo + offset
+        let servo: Vec<(u8, f32, f32, f32)> = limits
+            .iter()
+            .zip(&self.mounts)
+            .enumerate()
+            .map(|(i, (l, &(d, o)))| {
+                let (a, b) = ((l.lower - o) * d, (l.upper - o) * d);
+                (i as u8, a.min(b), a.max(b), l.velocity)
+            })
+            .collect();
+        self.link.send_joint_limits(&servo)?;
+        Ok(())
+    }
     fn joint_names(&self) -> Vec<String> {
         self.names.clone()
     }
@@ -228,7 +295,7 @@ impl Backend for SerialBackend {
         match self.link.poll() {
             Ok(ts) => {
                 for t in ts {
-                    if let reachy_firmware::link::Telemetry::State { joints, .. } = t {
+                    if let reachy_firmware::link::Telemetry::State { joints, flags, .. } = t {
                         if joints.len() == self.names.len() {
                             self.latest = Some(Measured {
                                 position: joints
@@ -243,6 +310,7 @@ impl Backend for SerialBackend {
                                     .collect(),
                                 effort: joints.iter().map(|j| j.current).collect(),
                                 faults: joints.iter().map(servo_fault).collect(),
+                                estop: flags & reachy_firmware::link::state_flags::ESTOP != 0,
                                 at: Instant::now(),
                             });
                         }

@@ -13,6 +13,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::RngCore;
+
 use reachy_api::schema::{self, ROBOT_SCHEMA_VERSION as V};
 use reachy_kinematics::model::RobotModel;
 use reachy_kinematics::{Chain, JointVec, MAX_DOF};
@@ -20,8 +23,16 @@ use reachy_kinematics::{Chain, JointVec, MAX_DOF};
 use crate::backend::Measured;
 use crate::config::LimitOverride;
 
-/// A measured state older than this makes the robot's state `stale`.
+/// A measured state older than this makes the robot's state `stale`: the core holds, writes
+/// nothing and refuses new motion until fresh states come back.
 pub const STALE_AFTER: Duration = Duration::from_millis(200);
+
+/// A goto is `ok` when every joint ends within this of its goal (rad).
+pub const GOAL_TOLERANCE: f32 = 0.02;
+
+/// How long a goto waits after its profile ends for the joints to settle within
+/// [`GOAL_TOLERANCE`] before it answers `missed` (s).
+pub const SETTLE_TIME: f64 = 0.5;
 
 /// Identifies a request whose reply comes later (a goto), chosen by the caller.
 pub type RequestId = u64;
@@ -58,7 +69,7 @@ pub struct JointLimit {
 
 impl JointLimit {
     /// The tighter of the URDF's limits for `name` and the configuration's; a joint the URDF
-    /// does not know is unbounded at 1 rad/s.
+    /// does not know is unbounded at 1 rad/s. [`Core::new`] checks the result.
     pub fn resolve(model: &RobotModel, name: &str, cfg: &CoreConfig) -> Self {
         let o = cfg.limits.get(name);
         let acceleration = o
@@ -133,6 +144,8 @@ pub enum Status {
     Clamped,
     /// Nothing moves: no joint configuration reaches the target.
     Unreachable,
+    /// The profile ended but the joints stopped short of the goal (the reason says by how much).
+    Missed,
     /// Superseded, or stopped by the e-stop, a torque change or a client.
     Cancelled,
     /// Refused (lease, e-stop, malformed, out of range).
@@ -146,6 +159,7 @@ impl Status {
             Self::Ok => "ok",
             Self::Clamped => "clamped",
             Self::Unreachable => "unreachable",
+            Self::Missed => "missed",
             Self::Cancelled => "cancelled",
             Self::Rejected => "rejected",
         }
@@ -194,7 +208,7 @@ pub enum Request {
     /// Torque on (stiff) or off (compliant).
     Torque(schema::TorqueRequest),
     /// Cancel the running goto.
-    Cancel,
+    Cancel(schema::CancelRequest),
     /// Engage or clear the e-stop.
     Estop(schema::EstopRequest),
 }
@@ -211,7 +225,7 @@ impl Request {
             "gripper" => Self::Gripper(schema::decode_robot(payload).map_err(d)?),
             "torque" => Self::Torque(schema::decode_robot(payload).map_err(d)?),
             "estop" => Self::Estop(schema::decode_robot(payload).map_err(d)?),
-            "cancel" => Self::Cancel,
+            "cancel" => Self::Cancel(schema::decode_robot(payload).map_err(d)?),
             other => return Err(format!("no queryable `{other}`")),
         })
     }
@@ -224,7 +238,7 @@ impl Request {
             Self::LookAt(_) => "look_at",
             Self::Gripper(_) => "gripper",
             Self::Torque(_) => "torque",
-            Self::Cancel => "cancel",
+            Self::Cancel(_) => "cancel",
             Self::Estop(_) => "estop",
         }
     }
@@ -281,6 +295,11 @@ struct Goto {
     id: RequestId,
 }
 
+/// Why the core cannot run with a configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitsError(pub String);
+
 /// What to send to the backend after a tick.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Targets {
@@ -313,7 +332,11 @@ pub struct Core {
     cartesian: Vec<schema::CartesianStatus>,
     seq: u64,
     t0: Instant,
-    next_token: u64,
+    tokens: StdRng,
+    /// When the last measured state was taken (the backend's stale check).
+    last_measured: Option<Instant>,
+    /// The backend's own e-stop flag in its last state.
+    backend_estop: bool,
     outbox: Outbox,
 }
 
@@ -324,20 +347,45 @@ fn min_jerk(s: f64) -> f64 {
 
 impl Core {
     /// A core for the joints `names` of the backend called `backend` (`sim`, `serial`), started
-    /// at `t0`; lease tokens follow from `token_seed`.
+    /// at `t0`; lease tokens are drawn from `tokens` (the server seeds it from the OS). Refuses
+    /// limits that name a joint the model does not have, or that leave a joint no range
+    /// (lower above upper, after the URDF's).
     pub fn new(
         model: RobotModel,
         backend: &str,
         names: Vec<String>,
         cfg: CoreConfig,
         t0: Instant,
-        token_seed: u64,
-    ) -> Self {
-        let limits = names
+        tokens: StdRng,
+    ) -> Result<Self, LimitsError> {
+        for j in cfg.limits.keys() {
+            if !model.joints.iter().any(|m| &m.name == j) {
+                return Err(LimitsError(format!(
+                    "limits.{j}: the robot has no joint `{j}` (joints: {})",
+                    model
+                        .joints
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        let limits: Vec<JointLimit> = names
             .iter()
             .map(|n| JointLimit::resolve(&model, n, &cfg))
             .collect();
-        Self {
+        for (n, l) in names.iter().zip(&limits) {
+            let usable = l.lower <= l.upper && l.velocity > 0.0 && l.acceleration > 0.0;
+            if !usable {
+                return Err(LimitsError(format!(
+                    "limits.{n}: lower {} / upper {} / velocity {} / acceleration {} (with the \
+                     URDF's) leave the joint no range to move in",
+                    l.lower, l.upper, l.velocity, l.acceleration
+                )));
+            }
+        }
+        Ok(Self {
             cfg,
             backend: backend.into(),
             model,
@@ -355,9 +403,11 @@ impl Core {
             cartesian: Vec::new(),
             seq: 0,
             t0,
-            next_token: token_seed,
+            tokens,
+            last_measured: None,
+            backend_estop: false,
             outbox: Outbox::default(),
-        }
+        })
     }
 
     /// The joints, in the order of every vector.
@@ -419,6 +469,18 @@ impl Core {
         self.names.iter().position(|k| k == name)
     }
 
+    /// Why new motion is refused while the backend's states are stale, if they are.
+    fn stale(&self, now: Instant) -> Option<String> {
+        let at = self.last_measured?;
+        let age = now.saturating_duration_since(at);
+        (age > STALE_AFTER).then(|| {
+            format!(
+                "the backend's last state is {} ms old: holding, no new motion until it answers",
+                age.as_millis()
+            )
+        })
+    }
+
     fn check_lease(&mut self, token: u64, now: Instant) -> Result<(), String> {
         match &mut self.lease {
             Some(l) if l.token == token => {
@@ -434,6 +496,7 @@ impl Core {
     pub fn joint_targets(&mut self, t: &schema::JointTargets, now: Instant) {
         let r = self
             .check_lease(t.lease, now)
+            .and_then(|_| self.stale(now).map_or(Ok(()), Err))
             .and_then(|_| self.index(&t.names, &t.position));
         match r {
             Ok(idx) if !self.desired.is_empty() && !self.estop => {
@@ -472,6 +535,9 @@ impl Core {
         if self.desired.is_empty() || self.estop {
             return self
                 .reject("cartesian target while e-stopped or before the first state".into());
+        }
+        if let Some(why) = self.stale(now) {
+            return self.reject(format!("cartesian target: {why}"));
         }
         let finite = t.position.iter().all(|v| v.is_finite())
             && t.orientation
@@ -531,8 +597,20 @@ impl Core {
     ) -> Answer {
         let what = req.name();
         let motion = match req {
-            Request::Estop(r) => return Answer::Now(self.estop(r.engage)),
-            Request::Cancel => return Answer::Now(self.cancel()),
+            Request::Estop(r) if r.engage => return Answer::Now(self.estop(true)),
+            Request::Estop(r) => {
+                // anyone may stop the robot; only the lease holder may let it move again
+                return match self.check_lease(r.lease.unwrap_or(0), now) {
+                    Ok(()) => Answer::Now(self.estop(false)),
+                    Err(e) => self.rejected("estop clear", e),
+                };
+            }
+            Request::Cancel(c) => {
+                return match self.check_lease(c.lease, now) {
+                    Ok(()) => Answer::Now(self.cancel()),
+                    Err(e) => self.rejected(what, e),
+                };
+            }
             Request::Torque(t) => {
                 return match self.torque_request(&t, measured, now) {
                     Ok(()) => Answer::Now(Reply::new(Status::Ok, None)),
@@ -603,6 +681,9 @@ impl Core {
         if !engage {
             // clear: hold where the robot is
             self.desired = self.sent.clone();
+            // the backend's flag lags its clear: until it reads false once, a set flag is that
+            // lag, not a new latch of the backend's own
+            self.backend_estop = true;
         }
         Reply::new(Status::Ok, None)
     }
@@ -663,6 +744,9 @@ impl Core {
         }
         if self.sent.is_empty() {
             return Err("no state from the backend yet".into());
+        }
+        if let Some(why) = self.stale(now) {
+            return Err(why);
         }
         Ok(())
     }
@@ -824,10 +908,19 @@ impl Core {
                 return self.lease_reply(false, 0, Some(why));
             }
         };
+        if let Some(token) = r.renew {
+            return match &mut self.lease {
+                Some(l) if l.token == token => {
+                    l.last = now;
+                    self.lease_reply(true, token, None)
+                }
+                _ => self.lease_reply(false, 0, Some("not the holder's token".into())),
+            };
+        }
+        // the holder's name is public (every state carries it): asking under it takes nothing
         let free = self.lease.as_ref().is_none_or(|l| {
             now.saturating_duration_since(l.last).as_secs_f64() > self.cfg.lease_timeout
                 || priority > l.priority
-                || l.client == r.client
         });
         if !free {
             return self.lease_reply(
@@ -836,11 +929,11 @@ impl Core {
                 Some("held by a client of equal or higher priority".into()),
             );
         }
-        self.next_token = self
-            .next_token
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let token = self.next_token;
+        // 64 bits from a generator seeded by the OS: unguessable, never published
+        let token = match self.tokens.next_u64() {
+            0 => 1, // 0 stands for "no token" on the wire
+            t => t,
+        };
         self.lease = Some(Lease {
             client: r.client.clone(),
             priority,
@@ -877,10 +970,55 @@ impl Core {
         }
     }
 
+    /// Why a measured state cannot be used, if it cannot: vectors of other lengths than the
+    /// joints, or positions that are not finite.
+    pub fn check_measured(&self, m: &Measured) -> Result<(), String> {
+        let n = self.names.len();
+        let lens = [
+            m.position.len(),
+            m.velocity.len(),
+            m.effort.len(),
+            m.faults.len(),
+        ];
+        if lens.iter().any(|&l| l != n) {
+            return Err(format!(
+                "backend state: {lens:?} positions / velocities / efforts / faults for {n} joints"
+            ));
+        }
+        if let Some(i) = m.position.iter().position(|p| !p.is_finite()) {
+            return Err(format!(
+                "backend state: {} at {}",
+                m.position[i], self.names[i]
+            ));
+        }
+        Ok(())
+    }
+
     /// One control step on the measured state `m` at `now`: gotos advance, a stream that
     /// stopped holds, the targets move towards what was asked within the position, velocity
-    /// and acceleration limits. Returns what to write to the backend.
-    pub fn tick(&mut self, m: &Measured, now: Instant) -> Targets {
+    /// and acceleration limits. Returns what to write to the backend; nothing when the state is
+    /// unusable (rejected with the reason) or stale (the robot holds: the goto is cancelled, no
+    /// target goes to a backend that does not answer, so its own watchdog takes over).
+    pub fn tick(&mut self, m: &Measured, now: Instant) -> Option<Targets> {
+        if let Err(why) = self.check_measured(m) {
+            self.reject(why);
+            return None;
+        }
+        self.last_measured = Some(m.at);
+        if m.estop && !self.backend_estop && !self.estop {
+            // the backend latched an e-stop of its own (its safety, a button): so does the
+            // daemon, and clearing it takes the lease holder, as for any e-stop. On the edge
+            // only (see `estop`: after a clear the backend's flag lags).
+            self.estop(true);
+        }
+        self.backend_estop = m.estop;
+        if let Some(why) = self.stale(now) {
+            if self.cancel_goto(&why) || self.last_stream.is_some() {
+                self.desired = self.sent.clone();
+                self.last_stream = None;
+            }
+            return None;
+        }
         let period = 1.0 / self.cfg.rate_hz as f32;
         let dt = self.last_write.map_or(period, |t| {
             now.saturating_duration_since(t)
@@ -891,7 +1029,7 @@ impl Core {
             self.sent = m.position.clone();
             self.desired = m.position.clone();
         }
-        self.advance_goto(now);
+        self.advance_goto(m, now);
         // a stream that stopped holds the robot where it is
         if let Some(t) = self.last_stream {
             if now.saturating_duration_since(t).as_secs_f64() > self.cfg.stream_timeout {
@@ -910,27 +1048,48 @@ impl Core {
             self.sent_vel.iter_mut().for_each(|v| *v = 0.0);
         }
         self.last_write = Some(now);
-        Targets {
+        Some(Targets {
             position: self.sent.clone(),
             torque: !limp,
-        }
+        })
     }
 
-    /// The goto's minimum-jerk profile at `now`; its reply when it ends.
-    fn advance_goto(&mut self, now: Instant) {
+    /// The goto's minimum-jerk profile at `now`. When the profile has ended, the reply comes
+    /// once the measured joints `m` are within [`GOAL_TOLERANCE`] of the goal, or after
+    /// [`SETTLE_TIME`] more with `missed` and the joint furthest from it.
+    fn advance_goto(&mut self, m: &Measured, now: Instant) {
         let Some(g) = &self.goto else { return };
-        let s = now.saturating_duration_since(g.start).as_secs_f64() / g.duration;
-        let k = min_jerk(s) as f32;
+        let elapsed = now.saturating_duration_since(g.start).as_secs_f64();
+        let k = min_jerk(elapsed / g.duration) as f32;
         for (j, &i) in g.idx.iter().enumerate() {
             self.desired[i] = g.from[j] + (g.to[j] - g.from[j]) * k;
         }
-        if s >= 1.0 {
-            let g = self.goto.take().expect("checked");
-            match &g.clamped {
-                Some(why) => self.reply_later(g.id, Status::Clamped, Some(why)),
-                None => self.reply_later(g.id, Status::Ok, None),
-            }
+        if elapsed < g.duration {
+            return;
         }
+        let (worst, miss) = g
+            .idx
+            .iter()
+            .zip(&g.to)
+            .map(|(&i, &to)| (i, (m.position[i] - to).abs()))
+            .fold((0, 0.0f32), |a, b| if b.1 > a.1 { b } else { a });
+        if miss > GOAL_TOLERANCE && elapsed < g.duration + SETTLE_TIME {
+            return;
+        }
+        let g = self.goto.take().expect("checked");
+        let (status, why) = if miss > GOAL_TOLERANCE {
+            let why = format!(
+                "{} stopped {:.3} rad from its goal ({:.1} s after the motion ended)",
+                self.names[worst], miss, SETTLE_TIME
+            );
+            (Status::Missed, Some(why))
+        } else {
+            match g.clamped {
+                Some(why) => (Status::Clamped, Some(why)),
+                None => (Status::Ok, None),
+            }
+        };
+        self.reply_later(g.id, status, why.as_deref());
     }
 
     /// Move the sent targets towards the desired ones over `dt` within the limits: no faster
@@ -968,7 +1127,7 @@ impl Core {
         let position_of = |c: &Chain| -> Option<JointVec> {
             let mut q: JointVec = [0.0; MAX_DOF];
             for (k, n) in c.joint_names().iter().enumerate() {
-                q[k] = m.position[self.joint(n)?] as f64;
+                q[k] = *m.position.get(self.joint(n)?)? as f64;
             }
             Some(q)
         };
@@ -1001,7 +1160,8 @@ impl Core {
             .filter_map(|g| {
                 let l = self.limits[self.joint(g)?];
                 // 0 closed (lower limit) … 1 open (upper limit)
-                Some(((m.position[self.joint(g)?] - l.lower) / (l.upper - l.lower)).clamp(0.0, 1.0))
+                let q = *m.position.get(self.joint(g)?)?;
+                Some(((q - l.lower) / (l.upper - l.lower)).clamp(0.0, 1.0))
             })
             .collect();
         let limp = self.estop || !self.torque;
@@ -1075,7 +1235,15 @@ mod tests {
             cfg(&mut c);
             let t = Instant::now();
             let n = names.len();
-            let mut core = Core::new(model, "test", names, c, t, 7);
+            let mut core = Core::new(
+                model,
+                "test",
+                names,
+                c,
+                t,
+                rand::SeedableRng::seed_from_u64(7),
+            )
+            .expect("limits");
             // zero is inside every joint's limits except where it is not: start at the middle
             let q: Vec<f32> = core
                 .limits()
@@ -1107,6 +1275,7 @@ mod tests {
                 velocity: vec![0.0; self.q.len()],
                 effort: vec![0.0; self.q.len()],
                 faults: vec![None; self.q.len()],
+                estop: false,
                 at: self.t,
             }
         }
@@ -1115,7 +1284,10 @@ mod tests {
         fn tick(&mut self) -> Targets {
             self.t += DT;
             let m = self.measured();
-            let out = self.core.tick(&m, self.t);
+            let out = self
+                .core
+                .tick(&m, self.t)
+                .expect("a fresh, well-formed state");
             self.q = out.position.clone();
             out
         }
@@ -1153,6 +1325,7 @@ mod tests {
             client: client.into(),
             priority: priority.into(),
             release: None,
+            renew: None,
         }
     }
 
@@ -1201,8 +1374,20 @@ mod tests {
             }
         }
         assert!((r.q[e] - l.lower).abs() < 1e-5, "{} vs {}", r.q[e], l.lower);
+        // 0.1 s was too short at the velocity limit: the goal was not there in time
         let rep = status.expect("answered");
-        assert_eq!(rep.status, Status::Clamped);
+        assert_eq!(rep.status, Status::Missed, "{rep:?}");
+        assert!(rep.reason.unwrap().contains("r_elbow_pitch stopped"));
+        // from there, a goal beyond the limit is reached as far as the limit allows: clamped
+        r.goto(&["r_elbow_pitch"], &[l.lower - 5.0], 0.5);
+        let rep = (0..100)
+            .find_map(|_| {
+                r.tick();
+                r.core.take_outbox().replies.pop()
+            })
+            .expect("answered")
+            .1;
+        assert_eq!(rep.status, Status::Clamped, "{rep:?}");
         assert!(rep.reason.unwrap().contains("joint limits"));
     }
 
@@ -1322,8 +1507,15 @@ mod tests {
         for _ in 0..30 {
             r.tick();
         }
-        let est = |engage| Request::Estop(schema::EstopRequest { v: V, engage });
-        let a = r.core.request(2, est(true), None, r.t);
+        let est = |engage, lease| {
+            Request::Estop(schema::EstopRequest {
+                v: V,
+                engage,
+                lease,
+            })
+        };
+        // anyone may engage it: no lease
+        let a = r.core.request(2, est(true, None), None, r.t);
         assert_eq!(a, Answer::Now(Reply::new(Status::Ok, None)));
         let out = r.core.take_outbox();
         assert_eq!(out.replies[0].1.reason.as_deref(), Some("e-stop"));
@@ -1342,8 +1534,27 @@ mod tests {
         ));
         r.stream(&["r_elbow_pitch"], &[0.0]);
         assert_eq!(r.core.take_outbox().rejected.len(), 2);
+        // clearing needs the lease
+        let a = r.core.request(3, est(false, None), None, r.t);
+        assert!(matches!(
+            a,
+            Answer::Now(Reply {
+                status: Status::Rejected,
+                ..
+            })
+        ));
+        let a = r.core.request(3, est(false, Some(r.token ^ 1)), None, r.t);
+        assert!(matches!(
+            a,
+            Answer::Now(Reply {
+                status: Status::Rejected,
+                ..
+            })
+        ));
+        assert!(r.core.estopped());
         // cleared: holds where it is, torque back on without a jump
-        r.core.request(3, est(false), None, r.t);
+        let a = r.core.request(3, est(false, Some(r.token)), None, r.t);
+        assert_eq!(a, Answer::Now(Reply::new(Status::Ok, None)));
         let t = r.tick();
         assert!(t.torque);
         assert_eq!(t.position[e], -0.3);
@@ -1465,5 +1676,406 @@ mod tests {
         let s2 = r.core.state(&m, r.t, 5);
         assert_eq!(s2.seq, s1.seq + 1);
         r.tick();
+    }
+}
+
+#[cfg(test)]
+mod attack {
+    //! Inputs as a hostile peer or a bad day would send them.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn core() -> (Core, Instant, Vec<f32>) {
+        let model = RobotModel::reachy().unwrap();
+        let names: Vec<String> = model.joints.iter().map(|j| j.name.clone()).collect();
+        let cfg = CoreConfig {
+            robot: "r".into(),
+            rate_hz: 100.0,
+            stream_timeout: 0.5,
+            lease_timeout: 2.0,
+            limits: BTreeMap::new(),
+            max_acceleration: None,
+        };
+        let t = Instant::now();
+        let core = Core::new(
+            model,
+            "test",
+            names,
+            cfg,
+            t,
+            rand::SeedableRng::seed_from_u64(1),
+        )
+        .unwrap();
+        let q = core.limits().iter().map(|l| l.clamp(0.0)).collect();
+        (core, t, q)
+    }
+
+    fn measured(q: &[f32], at: Instant) -> Measured {
+        Measured {
+            position: q.to_vec(),
+            velocity: vec![0.0; q.len()],
+            effort: vec![0.0; q.len()],
+            faults: vec![None; q.len()],
+            estop: false,
+            at,
+        }
+    }
+
+    fn lease(core: &mut Core, client: &str, priority: &str, t: Instant) -> schema::LeaseReply {
+        core.lease(
+            &schema::LeaseRequest {
+                v: V,
+                client: client.into(),
+                priority: priority.into(),
+                release: None,
+                renew: None,
+            },
+            t,
+        )
+    }
+
+    #[test]
+    fn the_holders_public_name_takes_nothing_and_renewal_needs_the_token() {
+        let (mut c, t, _) = core();
+        let owner = lease(&mut c, "op", "teleop", t);
+        assert!(owner.granted);
+        // the name is in every state; asking under it is refused while the lease lives
+        let thief = lease(&mut c, "op", "teleop", t);
+        assert!(!thief.granted, "{thief:?}");
+        assert_eq!(thief.token, 0);
+        let mut renew = schema::LeaseRequest {
+            v: V,
+            client: "op".into(),
+            priority: "teleop".into(),
+            release: None,
+            renew: Some(owner.token ^ 0x55),
+        };
+        assert!(!c.lease(&renew, t).granted);
+        renew.renew = Some(owner.token);
+        let r = c.lease(&renew, t + Duration::from_secs(1));
+        assert!(r.granted && r.token == owner.token);
+        // renewed at 1 s: still held at 2.5 s
+        assert!(!lease(&mut c, "op", "teleop", t + Duration::from_millis(2500)).granted);
+        // tokens are not a sequence
+        let mut seen = std::collections::BTreeSet::new();
+        for k in 0..100u64 {
+            let r = lease(
+                &mut c,
+                &format!("c{k}"),
+                "teleop",
+                t + Duration::from_secs(10 + 3 * k),
+            );
+            assert!(r.granted && r.token != 0);
+            assert!(seen.insert(r.token));
+        }
+    }
+
+    #[test]
+    fn cancel_needs_the_lease() {
+        let (mut c, t, q) = core();
+        let l = lease(&mut c, "s", "script", t);
+        c.tick(&measured(&q, t), t);
+        let goto = Request::Goto(schema::GotoRequest {
+            v: V,
+            lease: l.token,
+            names: vec!["neck_yaw".into()],
+            position: vec![0.3],
+            duration: 1.0,
+        });
+        assert_eq!(c.request(1, goto, None, t), Answer::Later);
+        let cancel = |lease| Request::Cancel(schema::CancelRequest { v: V, lease });
+        let a = c.request(2, cancel(l.token ^ 1), None, t);
+        assert!(matches!(
+            a,
+            Answer::Now(Reply {
+                status: Status::Rejected,
+                ..
+            })
+        ));
+        assert!(c.take_outbox().replies.is_empty(), "the goto runs on");
+        assert_eq!(
+            c.request(3, cancel(l.token), None, t),
+            Answer::Now(Reply::new(Status::Ok, None))
+        );
+        assert_eq!(c.take_outbox().replies[0].1.status, Status::Cancelled);
+    }
+
+    #[test]
+    fn a_stale_backend_holds_gets_no_targets_and_refuses_motion() {
+        let (mut c, t, q) = core();
+        let l = lease(&mut c, "s", "script", t);
+        let dt = Duration::from_millis(10);
+        assert!(c.tick(&measured(&q, t), t).is_some());
+        let goto = Request::Goto(schema::GotoRequest {
+            v: V,
+            lease: l.token,
+            names: vec!["neck_yaw".into()],
+            position: vec![0.3],
+            duration: 1.0,
+        });
+        assert_eq!(c.request(1, goto.clone(), None, t), Answer::Later);
+        // the backend stops answering: its last state ages
+        let old = measured(&q, t);
+        let late = t + STALE_AFTER + dt;
+        assert_eq!(
+            c.tick(&old, late),
+            None,
+            "no target for a backend that does not answer"
+        );
+        let out = c.take_outbox();
+        assert_eq!(out.replies[0].1.status, Status::Cancelled);
+        assert!(out.replies[0].1.reason.as_ref().unwrap().contains("ms old"));
+        let Answer::Now(r) = c.request(2, goto.clone(), None, late) else {
+            panic!("answered later")
+        };
+        assert_eq!(r.status, Status::Rejected);
+        assert!(r.reason.unwrap().contains("holding"));
+        assert!(c.state(&old, late, 0).stale);
+        // it answers again: motion is accepted
+        let fresh = late + dt;
+        assert!(c.tick(&measured(&q, fresh), fresh).is_some());
+        assert_eq!(c.request(3, goto, None, fresh), Answer::Later);
+    }
+
+    #[test]
+    fn a_goto_that_does_not_arrive_says_by_how_much_it_missed() {
+        let (mut c, t, q) = core();
+        let l = lease(&mut c, "s", "script", t);
+        c.tick(&measured(&q, t), t);
+        let goto = Request::Goto(schema::GotoRequest {
+            v: V,
+            lease: l.token,
+            names: vec!["neck_yaw".into()],
+            position: vec![0.3],
+            duration: 0.5,
+        });
+        assert_eq!(c.request(1, goto, None, t), Answer::Later);
+        // the joint is blocked: it never moves
+        let mut reply = None;
+        for k in 1..=150u32 {
+            let now = t + Duration::from_millis(10) * k;
+            c.tick(&measured(&q, now), now);
+            if let Some((_, r)) = c.take_outbox().replies.pop() {
+                reply = Some((k, r));
+                break;
+            }
+        }
+        let (k, r) = reply.expect("answered");
+        assert_eq!(r.status, Status::Missed);
+        assert!(
+            r.reason
+                .as_ref()
+                .unwrap()
+                .contains("neck_yaw stopped 0.300 rad"),
+            "{r:?}"
+        );
+        // not before the motion's end plus the settle time
+        assert!(k >= 100, "answered after {k} periods");
+    }
+
+    #[test]
+    fn limits_that_leave_no_range_or_name_no_joint_are_refused() {
+        let model = RobotModel::reachy().unwrap();
+        let names: Vec<String> = model.joints.iter().map(|j| j.name.clone()).collect();
+        let mut cfg = CoreConfig {
+            robot: "r".into(),
+            rate_hz: 100.0,
+            stream_timeout: 0.5,
+            lease_timeout: 2.0,
+            limits: BTreeMap::new(),
+            max_acceleration: None,
+        };
+        let over = |lower, upper| LimitOverride {
+            lower,
+            upper,
+            velocity: None,
+            acceleration: None,
+        };
+        let new = |cfg: &CoreConfig| {
+            Core::new(
+                model.clone(),
+                "t",
+                names.clone(),
+                cfg.clone(),
+                Instant::now(),
+                rand::SeedableRng::seed_from_u64(0),
+            )
+            .err()
+        };
+        cfg.limits
+            .insert("r_elbow_pitch".into(), over(Some(0.5), Some(-0.5)));
+        let e = new(&cfg).expect("refused");
+        assert!(
+            e.0.contains("limits.r_elbow_pitch") && e.0.contains("no range"),
+            "{e}"
+        );
+        // above the URDF's upper limit: no range left either
+        cfg.limits
+            .insert("r_elbow_pitch".into(), over(Some(50.0), None));
+        assert!(new(&cfg).is_some());
+        cfg.limits.clear();
+        cfg.limits
+            .insert("r_elbw_pitch".into(), over(None, Some(0.1)));
+        let e = new(&cfg).expect("refused");
+        assert!(e.0.contains("no joint `r_elbw_pitch`"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_backend_state_is_rejected_not_indexed() {
+        let (mut c, t, q) = core();
+        let short = measured(&q[..3], t);
+        assert_eq!(c.tick(&short, t), None);
+        let mut nan = measured(&q, t);
+        nan.position[2] = f32::NAN;
+        assert_eq!(c.tick(&nan, t), None);
+        let why = c.take_outbox().rejected;
+        assert_eq!(why.len(), 2);
+        assert!(why[0].contains("positions / velocities / efforts / faults"));
+        assert!(why[1].contains("NaN"));
+        assert!(c.tick(&measured(&q, t), t).is_some());
+    }
+
+    const QUERYABLES: [&str; 7] = [
+        "goto",
+        "cartesian",
+        "look_at",
+        "gripper",
+        "torque",
+        "cancel",
+        "estop",
+    ];
+
+    /// A decoded request with hostile values: any name, non-finite numbers, huge durations.
+    fn hostile_request() -> impl Strategy<Value = Request> {
+        let f = prop_oneof![
+            any::<f32>(),
+            Just(f32::NAN),
+            Just(f32::INFINITY),
+            Just(-1e30f32),
+            -4.0f32..4.0
+        ];
+        let name = prop_oneof![
+            Just("neck_yaw".to_string()),
+            Just("r_gripper".to_string()),
+            "[a-z_]{0,12}"
+        ];
+        let token = prop_oneof![Just(0u64), any::<u64>()];
+        (
+            0usize..7,
+            token,
+            proptest::collection::vec(name, 0..4),
+            proptest::collection::vec(f.clone(), 0..4),
+            f.clone(),
+            proptest::array::uniform3(f.clone()),
+            proptest::option::of(proptest::array::uniform4(f)),
+            any::<bool>(),
+            "[a-z_]{0,8}",
+        )
+            .prop_map(|(k, lease, names, position, d, p, o, b, side)| match k {
+                0 => Request::Goto(schema::GotoRequest {
+                    v: V,
+                    lease,
+                    names,
+                    position,
+                    duration: d,
+                }),
+                1 => Request::Cartesian(schema::CartesianRequest {
+                    v: V,
+                    lease,
+                    arm: side,
+                    position: p,
+                    orientation: o,
+                    duration: Some(d),
+                }),
+                2 => Request::LookAt(schema::LookAtRequest {
+                    v: V,
+                    lease,
+                    point: p,
+                    duration: Some(d),
+                }),
+                3 => Request::Gripper(schema::GripperRequest {
+                    v: V,
+                    lease,
+                    side,
+                    opening: d,
+                    duration: None,
+                }),
+                4 => Request::Torque(schema::TorqueRequest { v: V, lease, on: b }),
+                5 => Request::Cancel(schema::CancelRequest { v: V, lease }),
+                _ => Request::Estop(schema::EstopRequest {
+                    v: V,
+                    engage: b,
+                    lease: Some(lease),
+                }),
+            })
+    }
+
+    proptest! {
+        // 256 cases each by default; a fuzz run:
+        // `PROPTEST_CASES=1000000 cargo test --release -p reachy-daemon attack`
+
+        /// Random and mutated bytes on every queryable: decoded or refused, never a panic; what
+        /// decodes goes through the core, which answers it.
+        #[test]
+        fn any_bytes_on_any_queryable(k in 0usize..7, bytes in proptest::collection::vec(any::<u8>(), 0..96),
+                                      flip in any::<(usize, u8)>()) {
+            let (mut c, t, q) = core();
+            let l = lease(&mut c, "s", "script", t);
+            c.tick(&measured(&q, t), t);
+            // a valid request of that kind, then mutated
+            let valid = schema::encode(&schema::GotoRequest {
+                v: V, lease: l.token, names: vec!["neck_yaw".into()], position: vec![0.2], duration: 0.5,
+            });
+            for payload in [bytes.clone(), {
+                let mut m = valid.clone();
+                let i = flip.0 % m.len();
+                m[i] ^= flip.1;
+                m
+            }] {
+                if let Ok(req) = Request::decode(QUERYABLES[k], &payload) {
+                    let _ = c.request(1, req, Some(&measured(&q, t)), t);
+                }
+            }
+            prop_assert!(c.tick(&measured(&q, t + Duration::from_millis(10)), t + Duration::from_millis(10)).is_some());
+        }
+
+        /// Hostile requests, streaming targets and backend states in any order: the core never
+        /// panics, and its targets stay finite and within the joint limits.
+        #[test]
+        fn hostile_sequences_keep_targets_finite_and_in_limits(
+            reqs in proptest::collection::vec(hostile_request(), 1..12),
+            streams in proptest::collection::vec((proptest::collection::vec(any::<f32>(), 0..4), any::<bool>()), 0..6),
+        ) {
+            let (mut c, t, q) = core();
+            let l = lease(&mut c, "s", "script", t);
+            let mut now = t;
+            c.tick(&measured(&q, now), now);
+            for (i, r) in reqs.into_iter().enumerate() {
+                // half of them with the real token
+                let r = match r {
+                    Request::Goto(mut g) if i % 2 == 0 => { g.lease = l.token; Request::Goto(g) }
+                    Request::Cartesian(mut g) if i % 2 == 0 => { g.lease = l.token; Request::Cartesian(g) }
+                    Request::Gripper(mut g) if i % 2 == 0 => { g.lease = l.token; Request::Gripper(g) }
+                    other => other,
+                };
+                let _ = c.request(i as u64, r, Some(&measured(&q, now)), now);
+                for (values, mine) in &streams {
+                    let t = schema::JointTargets {
+                        v: V,
+                        lease: if *mine { l.token } else { 7 },
+                        names: ["neck_yaw", "r_elbow_pitch", "bogus", "neck_yaw"][..values.len()]
+                            .iter().map(|s| s.to_string()).collect(),
+                        position: values.clone(),
+                    };
+                    c.joint_targets(&t, now);
+                }
+                now += Duration::from_millis(10);
+                if let Some(out) = c.tick(&measured(&q, now), now) {
+                    for (v, l) in out.position.iter().zip(c.limits()) {
+                        prop_assert!(v.is_finite() && *v >= l.lower && *v <= l.upper, "{v} outside {l:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -75,16 +75,34 @@ impl FirmwareLink {
 
     /// Send the URDF limits of `chain`'s joints, which sit at firmware indices `first..`.
     pub fn send_limits(&mut self, chain: &Chain, first: u8) -> Result<(), FirmwareLinkError> {
+        let limits: Vec<(u8, f32, f32, f32)> = (0..chain.dof())
+            .map(|i| {
+                (
+                    first + i as u8,
+                    chain.lower()[i] as f32,
+                    chain.upper()[i] as f32,
+                    chain.velocity_limits()[i] as f32,
+                )
+            })
+            .collect();
+        self.send_joint_limits(&limits)
+    }
+
+    /// Send `(firmware joint index, lower, upper, max velocity)` limits (servo frame, rad and
+    /// rad/s); the firmware clamps every goal into them from then on.
+    pub fn send_joint_limits(
+        &mut self,
+        limits: &[(u8, f32, f32, f32)],
+    ) -> Result<(), FirmwareLinkError> {
         let mut v = heapless::Vec::<JointLimits, MAX_JOINTS>::new();
-        for i in 0..chain.dof() {
-            let l = JointLimits {
-                joint: first + i as u8,
-                lower: chain.lower()[i] as f32,
-                upper: chain.upper()[i] as f32,
-                max_velocity: chain.velocity_limits()[i] as f32,
-            };
-            v.push(l)
-                .map_err(|_| FirmwareLinkError::TooManyJoints(chain.dof()))?;
+        for &(joint, lower, upper, max_velocity) in limits {
+            v.push(JointLimits {
+                joint,
+                lower,
+                upper,
+                max_velocity,
+            })
+            .map_err(|_| FirmwareLinkError::TooManyJoints(limits.len()))?;
         }
         self.send(&Command::Limits(v))
     }

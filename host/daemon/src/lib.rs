@@ -34,6 +34,9 @@ pub enum DaemonError {
     /// The configuration is not acceptable.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The configured limits leave a joint no range, or name no joint.
+    #[error(transparent)]
+    Limits(#[from] core::LimitsError),
     /// A backend cannot serve this robot.
     #[error("{0}")]
     Backend(String),

@@ -83,8 +83,8 @@ enum Msg {
     Query(&'static str, zenoh::query::Query),
 }
 
-/// The daemon's queryables under `reachy/<robot>/`.
-const QUERYABLES: [&str; 9] = [
+/// The daemon's queryables under `reachy/<robot>/` (the e-stop has a path of its own).
+const QUERYABLES: [&str; 8] = [
     "lease",
     "goto",
     "cartesian",
@@ -92,7 +92,6 @@ const QUERYABLES: [&str; 9] = [
     "gripper",
     "torque",
     "cancel",
-    "estop",
     "info",
 ];
 
@@ -153,6 +152,18 @@ impl Daemon {
                     .map_err(ApiError::zenoh(format!("declaring the `{name}` queryable")))?,
             );
         }
+        // the e-stop's own channel: the loop serves it before anything else, so no flood of
+        // other messages delays it
+        let (estop_tx, estop_rx) = tokio::sync::mpsc::unbounded_channel::<zenoh::query::Query>();
+        queryables.push(
+            session
+                .declare_queryable(keys::daemon_query(&robot, "estop"))
+                .callback(move |q| {
+                    let _ = estop_tx.send(q);
+                })
+                .wait()
+                .map_err(ApiError::zenoh("declaring the `estop` queryable"))?,
+        );
         drop(tx);
         let state_pub = session
             .declare_publisher(keys::state(&robot))
@@ -164,8 +175,11 @@ impl Daemon {
             backend.joint_names(),
             cfg.core(),
             Instant::now(),
-            0x5eed_0000 ^ (std::process::id() as u64) << 20,
-        );
+            rand::SeedableRng::from_entropy(),
+        )?;
+        let mut backend = backend;
+        // the same limits on board: the firmware enforces what the daemon does
+        backend.set_limits(core.limits())?;
         let mut server = Server {
             core,
             backend,
@@ -183,7 +197,7 @@ impl Daemon {
                     what: "starting the tokio runtime".into(),
                     source: e,
                 })?;
-            let r = rt.block_on(server.run(rx, stop));
+            let r = rt.block_on(server.run(rx, estop_rx, stop));
             drop(subs);
             drop(queryables);
             r
@@ -260,12 +274,15 @@ impl Server {
     async fn run(
         &mut self,
         mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
+        mut estop: tokio::sync::mpsc::UnboundedReceiver<zenoh::query::Query>,
         stop: &AtomicBool,
     ) -> Result<(), DaemonError> {
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate_hz));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         while !stop.load(Ordering::SeqCst) {
             tokio::select! {
+                biased;
+                Some(q) = estop.recv() => self.estop(q),
                 _ = tick.tick() => self.tick()?,
                 m = rx.recv() => match m {
                     Some(m) => self.handle(m),
@@ -283,6 +300,38 @@ impl Server {
             Msg::Cartesian(t) => self.core.cartesian_target(&t, now),
             Msg::Query(name, q) => self.answer(name, q, now),
         }
+        self.flush();
+    }
+
+    /// The e-stop: latched in the core, the backend's own latched e-stop written, and only then
+    /// answered.
+    fn estop(&mut self, q: zenoh::query::Query) {
+        let payload = q
+            .payload()
+            .map(|p| p.to_bytes().into_owned())
+            .unwrap_or_default();
+        let req = match Request::decode("estop", &payload) {
+            Ok(r) => r,
+            Err(e) => {
+                reject(&self.rejected, &format!("estop: {e}"));
+                return reply(&q, &Reply::new(crate::core::Status::Rejected, Some(&e)));
+            }
+        };
+        let was = self.core.estopped();
+        let answer = self.core.request(0, req, None, Instant::now());
+        let mut r = match answer {
+            Answer::Now(r) => r,
+            Answer::Later => unreachable!("the e-stop is answered at once"),
+        };
+        let now = self.core.estopped();
+        if now != was {
+            if let Err(e) = self.backend.estop(now) {
+                r.reason = Some(format!(
+                    "latched in the daemon, but the backend's own e-stop could not be written: {e}"
+                ));
+            }
+        }
+        reply(&q, &r);
         self.flush();
     }
 
@@ -357,14 +406,20 @@ impl Server {
         };
         let now = Instant::now();
         let t = self.core.tick(&m, now);
-        // a goto that ended has its reply in the outbox
+        // a goto that ended (or that a stale backend cancelled) has its reply in the outbox
         let out = self.core.take_outbox();
         self.deliver(&out);
-        self.backend.write(&t.position, t.torque)?;
+        if let Some(t) = t {
+            self.backend.write(&t.position, t.torque)?;
+        }
         self.publish(&m, now)
     }
 
     fn publish(&mut self, m: &Measured, now: Instant) -> Result<(), DaemonError> {
+        if self.core.check_measured(m).is_err() {
+            // rejected and counted by the tick: no state from a state that makes no sense
+            return Ok(());
+        }
         let st = self
             .core
             .state(m, now, self.rejected.load(Ordering::Relaxed));

@@ -5,6 +5,8 @@
 //! - `ik/r_arm_1000_targets`: IK on 1000 random reachable targets (FK of random joint vectors
 //!   within limits), seed at mid-range, tolerance 1e-5 m / 1e-5 rad; the time is for all 1000,
 //!   divide by 1000 for the mean. The success rate and iteration counts are printed first.
+// criterion_group! defines a public function without docs
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::time::Instant;

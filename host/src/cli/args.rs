@@ -83,3 +83,23 @@ impl RerunArgs {
         RerunSink::from_flag(self.rerun.as_deref())
     }
 }
+
+/// `--report FILE`: the command's outcome as JSON.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReportArgs {
+    /// Write the report (JSON) here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    /// Write `value` to the report file, if one was asked for.
+    pub fn write(&self, value: &impl serde::Serialize) -> anyhow::Result<()> {
+        use anyhow::Context;
+        if let Some(p) = &self.report {
+            std::fs::write(p, serde_json::to_string_pretty(value)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(())
+    }
+}

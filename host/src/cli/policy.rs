@@ -140,9 +140,8 @@ pub struct RunArgs {
     /// f32, f16, bf16 (local inference).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Write the per-episode report (JSON) here.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: super::args::ReportArgs,
     #[command(flatten)]
     pub rerun: super::args::RerunArgs,
     /// The robot: --connect to a daemon, or the in-process sim (episode i on scene seed + i).
@@ -472,9 +471,5 @@ fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
         "spec": spec,
         "episodes": reports,
     });
-    if let Some(p) = &a.report {
-        std::fs::write(p, serde_json::to_string_pretty(&summary)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    a.report.write(&summary)
 }

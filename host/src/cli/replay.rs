@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 /// `reachy replay`
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -19,9 +17,8 @@ pub struct ReplayArgs {
     /// Seconds to reach the first frame (minimum jerk) before streaming.
     #[arg(long, default_value_t = 2.0)]
     pub approach: f32,
-    /// Write the report (JSON) here.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: super::args::ReportArgs,
     #[command(flatten)]
     pub rerun: super::args::RerunArgs,
     /// The robot: --connect to a daemon, or the in-process sim.
@@ -53,9 +50,5 @@ pub fn run(a: ReplayArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
         "replay: {} frames in {:.2} s ({} late), final error {:.4} rad",
         report.frames, report.wall_s, report.late_steps, report.final_error
     );
-    if let Some(p) = &a.report {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    a.report.write(&report)
 }
