@@ -1,6 +1,6 @@
-//! The README's commands stay true: every `cargo run --release -- …` line names subcommands and
-//! flags the binary has (each is run with `--help` appended: clap rejects an unknown subcommand
-//! or flag before it prints the help).
+//! The README's commands stay true: every `cargo run --release -- …` (or `--profile demo`) line
+//! names subcommands and flags the binary has (each is run with `--help` appended: clap rejects
+//! an unknown subcommand or flag before it prints the help).
 
 use std::process::Command;
 
@@ -38,7 +38,10 @@ fn readme_commands() -> Vec<(usize, Vec<String>)> {
     let text = std::fs::read_to_string(crate::common::repo_root().join("README.md")).unwrap();
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let Some((_, rest)) = line.split_once("cargo run --release -- ") else {
+        let Some((_, rest)) = ["cargo run --release -- ", "cargo run --profile demo -- "]
+            .iter()
+            .find_map(|p| line.split_once(p))
+        else {
             continue;
         };
         // up to a pipe, a background `&`, a `;` or a comment

@@ -1686,7 +1686,9 @@ mod attack {
     use proptest::prelude::*;
 
     fn core() -> (Core, Instant, Vec<f32>) {
-        let model = RobotModel::reachy().unwrap();
+        // parsed once: a fuzz run builds a million cores
+        static MODEL: std::sync::OnceLock<RobotModel> = std::sync::OnceLock::new();
+        let model = MODEL.get_or_init(|| RobotModel::reachy().unwrap()).clone();
         let names: Vec<String> = model.joints.iter().map(|j| j.name.clone()).collect();
         let cfg = CoreConfig {
             robot: "r".into(),
