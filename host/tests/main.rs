@@ -7,6 +7,7 @@ mod common;
 mod daemon_api;
 mod demo;
 mod dynamixel_sdk;
+mod faults;
 mod pinocchio;
 mod policy_run;
 mod python_example;

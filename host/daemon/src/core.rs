@@ -337,6 +337,8 @@ pub struct Core {
     last_measured: Option<Instant>,
     /// The backend's own e-stop flag in its last state.
     backend_estop: bool,
+    /// The last tick found the backend stale.
+    was_stale: bool,
     outbox: Outbox,
 }
 
@@ -406,6 +408,7 @@ impl Core {
             tokens,
             last_measured: None,
             backend_estop: false,
+            was_stale: false,
             outbox: Outbox::default(),
         })
     }
@@ -1017,7 +1020,16 @@ impl Core {
                 self.desired = self.sent.clone();
                 self.last_stream = None;
             }
+            self.was_stale = true;
             return None;
+        }
+        if std::mem::take(&mut self.was_stale) {
+            // back after a silence (a backend that restarted may stand anywhere): take up
+            // where the joints are, as when torque comes back, instead of pulling them to the
+            // targets from before
+            self.sent = m.position.clone();
+            self.desired = m.position.clone();
+            self.sent_vel.iter_mut().for_each(|v| *v = 0.0);
         }
         let period = 1.0 / self.cfg.rate_hz as f32;
         let dt = self.last_write.map_or(period, |t| {
@@ -1833,9 +1845,14 @@ mod attack {
         assert_eq!(r.status, Status::Rejected);
         assert!(r.reason.unwrap().contains("holding"));
         assert!(c.state(&old, late, 0).stale);
-        // it answers again: motion is accepted
+        // it answers again, standing elsewhere (it restarted): the targets take up from there,
+        // no jump back, and motion is accepted
         let fresh = late + dt;
-        assert!(c.tick(&measured(&q, fresh), fresh).is_some());
+        let mut moved = q.clone();
+        let yaw = c.joint("neck_yaw").unwrap();
+        moved[yaw] = -0.25;
+        let out = c.tick(&measured(&moved, fresh), fresh).expect("fresh");
+        assert_eq!(out.position[yaw], -0.25);
         assert_eq!(c.request(3, goto, None, fresh), Answer::Later);
     }
 
