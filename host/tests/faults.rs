@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, start_reachy};
+use crate::common::{sim_and_daemon, start_sim};
 use reachy_api::schema::RobotState;
 use reachy_api::{RobotClient, ZenohOptions};
 
@@ -24,15 +24,8 @@ fn state_where(c: &RobotClient, what: &str, ok: impl Fn(&RobotState) -> bool) ->
 
 #[test]
 fn the_daemon_holds_while_the_sim_is_dead_and_recovers_when_it_returns() {
-    let (a, b) = (
-        format!("tcp/127.0.0.1:{}", free_port()),
-        format!("tcp/127.0.0.1:{}", free_port()),
-    );
-    let sim = start_reachy(&["sim", "--robot", "kf", "--listen", &a], "sim ready");
-    let _daemon = start_reachy(
-        &["daemon", "--robot", "kf", "--connect", &a, "--listen", &b],
-        "daemon ready",
-    );
+    let mut robot = sim_and_daemon("kf");
+    let b = robot.endpoint.clone();
     let session = ZenohOptions {
         connect: vec![b],
         ..Default::default()
@@ -44,7 +37,9 @@ fn the_daemon_holds_while_the_sim_is_dead_and_recovers_when_it_returns() {
     let yaw = ["neck_yaw".to_string()];
     assert_eq!(c.goto(&yaw, &[0.3], 0.5).unwrap().status, "ok");
 
-    drop(sim); // SIGKILL
+    // SIGKILL
+    let _ = robot.sim.0.kill();
+    let _ = robot.sim.0.wait();
     let st = state_where(&c, "the daemon reports its backend stale", |s| s.stale);
     let r = c.goto(&yaw, &[0.0], 0.5).unwrap();
     assert_eq!(r.status, "rejected", "{r:?}");
@@ -55,7 +50,7 @@ fn the_daemon_holds_while_the_sim_is_dead_and_recovers_when_it_returns() {
 
     // a new sim (at its home pose) on the same endpoint: fresh states, motion accepted again,
     // and the daemon takes up where the new robot is rather than pulling it back
-    let _sim = start_reachy(&["sim", "--robot", "kf", "--listen", &a], "sim ready");
+    robot.sim = start_sim("kf", &robot.sim_endpoint);
     let st = state_where(&c, "fresh states again", |s| !s.stale);
     assert!(
         st.target[i].abs() < 0.05,

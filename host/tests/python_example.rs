@@ -10,15 +10,8 @@ fn python_example_reads_state_and_sends_a_goto() {
     let Some(py) = common::python_with("zenoh", "eclipse-zenoh==1.10.2") else {
         return;
     };
-    let (a, b) = (
-        format!("tcp/127.0.0.1:{}", free_port()),
-        format!("tcp/127.0.0.1:{}", free_port()),
-    );
-    let _sim = start_reachy(&["sim", "--robot", "ex", "--listen", &a], "sim ready");
-    let _daemon = start_reachy(
-        &["daemon", "--robot", "ex", "--connect", &a, "--listen", &b],
-        "daemon ready",
-    );
+    let _robot = crate::common::sim_and_daemon("ex");
+    let b = _robot.endpoint.clone();
     let r = run_python_json(&py, "examples/python/reachy_client.py", &[&b, "ex"]);
     assert_eq!(r["backend"], "sim");
     assert_eq!(r["joints"], 21);

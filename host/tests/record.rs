@@ -7,22 +7,13 @@ use crate::common;
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 
-use crate::common::{free_port, start_reachy};
-
 #[test]
 fn records_a_teleoperated_robot_that_lerobot_loads() {
     let Some(py) = common::python_with("lerobot", "lerobot") else {
         return;
     };
-    let (a, b) = (
-        format!("tcp/127.0.0.1:{}", free_port()),
-        format!("tcp/127.0.0.1:{}", free_port()),
-    );
-    let _sim = start_reachy(&["sim", "--robot", "rec", "--listen", &a], "sim ready");
-    let _daemon = start_reachy(
-        &["daemon", "--robot", "rec", "--connect", &a, "--listen", &b],
-        "daemon ready",
-    );
+    let _robot = crate::common::sim_and_daemon("rec");
+    let b = _robot.endpoint.clone();
     let dir = std::env::temp_dir().join(format!("reachy-record-{}", std::process::id()));
     std::fs::remove_dir_all(&dir).ok();
     let mut rec = Command::new(env!("CARGO_BIN_EXE_reachy"))

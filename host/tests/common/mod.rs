@@ -13,6 +13,52 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The simulated robot as two processes on fresh loopback endpoints: `reachy sim` for `robot`
+/// and `reachy daemon` connected to it. Returns them with the sim's and the daemon's endpoint.
+pub struct SimAndDaemon {
+    /// `reachy sim`.
+    pub sim: Kill,
+    /// `reachy daemon` (killed when this is dropped).
+    _daemon: Kill,
+    /// Where the sim listens.
+    pub sim_endpoint: String,
+    /// Where the daemon listens (clients connect here).
+    pub endpoint: String,
+}
+
+/// Start [`SimAndDaemon`] for `robot`.
+pub fn sim_and_daemon(robot: &str) -> SimAndDaemon {
+    let sim_endpoint = format!("tcp/127.0.0.1:{}", free_port());
+    let endpoint = format!("tcp/127.0.0.1:{}", free_port());
+    let sim = start_sim(robot, &sim_endpoint);
+    let daemon = start_reachy(
+        &[
+            "daemon",
+            "--robot",
+            robot,
+            "--connect",
+            &sim_endpoint,
+            "--listen",
+            &endpoint,
+        ],
+        "daemon ready",
+    );
+    SimAndDaemon {
+        sim,
+        _daemon: daemon,
+        sim_endpoint,
+        endpoint,
+    }
+}
+
+/// `reachy sim` for `robot` listening on `endpoint`.
+pub fn start_sim(robot: &str, endpoint: &str) -> Kill {
+    start_reachy(
+        &["sim", "--robot", robot, "--listen", endpoint],
+        "sim ready",
+    )
+}
+
 /// Start `reachy ARGS` and wait for its first stdout line to start with `ready`.
 pub fn start_reachy(args: &[&str], ready: &str) -> Kill {
     use std::io::BufRead;
