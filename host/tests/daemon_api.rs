@@ -482,3 +482,25 @@ fn compliant_mode_and_head_gaze() {
     daemon.stop().unwrap();
     bridge.stop().unwrap();
 }
+
+#[test]
+fn a_dropped_client_gives_its_lease_back() {
+    use reachy_api::RobotClient;
+    let (session, bridge, daemon) = start(DaemonConfig {
+        robot: "t3".into(),
+        ..Default::default()
+    });
+    let connect =
+        |name: &str| RobotClient::connect(&session, "t3", name, "script", Duration::from_secs(5));
+    let first = connect("first").unwrap();
+    let e = connect("second").err().expect("the lease is held");
+    assert!(e.to_string().contains("held by"), "{e}");
+    // dropped: the lease comes back at once, not after it lapses
+    drop(first);
+    let _second = connect("second").unwrap();
+    state_where(&session, "t3", "the new holder in the state", |s| {
+        s.lease.as_deref() == Some("second")
+    });
+    daemon.stop().unwrap();
+    bridge.stop().unwrap();
+}

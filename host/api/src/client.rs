@@ -30,6 +30,8 @@ pub trait RobotIo {
 pub struct RobotClient {
     session: zenoh::Session,
     robot: String,
+    /// The name the lease was taken under.
+    client: String,
     names: Vec<String>,
     info: schema::DaemonInfo,
     token: u64,
@@ -125,6 +127,7 @@ impl RobotClient {
         let cartesian = declare_publisher(session, keys::cartesian_targets(robot))?;
         Ok(Self {
             session: session.clone(),
+            client: client.into(),
             cartesian,
             robot: robot.into(),
             names: info.joints.iter().map(|j| j.name.clone()).collect(),
@@ -145,6 +148,31 @@ impl RobotClient {
     /// The lease token (for requests sent by hand).
     pub fn lease_token(&self) -> u64 {
         self.token
+    }
+
+    /// Give the lease back (dropping the client does it too), so the next controller need not
+    /// wait for it to lapse.
+    pub fn release(&self) -> Result<(), ApiError> {
+        let r: schema::LeaseReply = query(
+            &self.session,
+            &keys::daemon_query(&self.robot, "lease"),
+            Some(schema::encode(&schema::LeaseRequest {
+                v: V,
+                client: self.client.clone(),
+                priority: "script".into(),
+                release: Some(self.token),
+                renew: None,
+            })),
+            Duration::from_millis(500),
+        )?;
+        if r.granted {
+            Ok(())
+        } else {
+            Err(ApiError::Refused(format!(
+                "the lease was not ours to give back: {}",
+                r.reason.unwrap_or_default()
+            )))
+        }
     }
 
     /// Keep the latest frame of a camera the daemon re-publishes.
@@ -263,5 +291,12 @@ impl RobotIo for RobotClient {
             .find(|o| o.name == name)
             .ok_or_else(|| ApiError::Refused(format!("no object `{name}`")))?;
         Ok((o.pose.position, o.pose.orientation, o.half_size))
+    }
+}
+
+impl Drop for RobotClient {
+    fn drop(&mut self) {
+        // best effort: a daemon that is gone, or a lease taken over, has nothing to give back
+        let _ = self.release();
     }
 }
