@@ -90,3 +90,31 @@ fn teleop_streams_cartesian_targets_with_verdicts() {
         "bad lines make the exit code non-zero"
     );
 }
+
+/// One target and the end of the input, no `hold`: the arm still gets there before teleop exits.
+#[test]
+fn a_stream_that_ends_holds_until_the_arm_is_there() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args(["teleop", "--robot", "tele-end"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let goal = [0.15, -0.40, 0.50];
+    writeln!(
+        child.stdin.take().unwrap(),
+        r#"{{"arm": "r_arm", "position": {goal:?}}}"#
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let d = dist(&summary["summary"]["tcp"]["r_arm"], goal);
+    assert!(d < 0.01, "the TCP stopped {d} m from the target: {text}");
+}

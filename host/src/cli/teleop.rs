@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Each target goes to the daemon as it arrives (its IK solves it); `hold` keeps streaming the last
-//! targets for that many seconds (a silent stream holds the robot after 0.5 s). Every line gets
+//! targets for that many seconds (a silent stream holds the robot after 0.5 s), and so does the end
+//! of the input until the arms are within 1 cm of their last targets (5 s at most). Every line gets
 //! one JSON line back: the daemon's verdict (`ok`, `clamped`, `unreachable` with the reason) and
 //! the measured TCP, or the error in the line; the last line is a summary.
 
@@ -158,6 +159,33 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
             }
         };
         println!("{out}");
+    }
+    // the stream ended: keep the last targets streaming until the arms get there (or 5 s), so a
+    // short stream moves the arm as far as it asked instead of stopping where it got to
+    let t0 = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / a.rate);
+    while !last.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+        let s = client.state()?;
+        let arrived = last.values().all(|t| {
+            s.tcp.iter().any(|p| {
+                p.name == t.arm
+                    && p.pose
+                        .position
+                        .iter()
+                        .zip(&t.position)
+                        .map(|(x, y)| (x - y) * (x - y))
+                        .sum::<f32>()
+                        .sqrt()
+                        < 0.01
+            })
+        });
+        if arrived {
+            break;
+        }
+        for t in last.values() {
+            client.cartesian(&t.arm, t.position, t.orientation, t.gripper)?;
+        }
+        std::thread::sleep(period);
     }
     let s = client.state()?;
     println!(
