@@ -2,7 +2,7 @@
 //! daemon holds and says why while its backend is silent, and recovers — without a jump — when a
 //! new sim comes back on the same endpoint.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{sim_and_daemon, start_sim};
 use reachy_api::schema::RobotState;
@@ -10,16 +10,8 @@ use reachy_api::{RobotClient, ZenohOptions};
 
 /// The first state for which `ok` holds; fails after 20 s.
 fn state_where(c: &RobotClient, what: &str, ok: impl Fn(&RobotState) -> bool) -> RobotState {
-    let t0 = Instant::now();
-    loop {
-        if let Ok(s) = c.state() {
-            if ok(&s) {
-                return s;
-            }
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_for_state(Duration::from_secs(20), ok)
+        .unwrap_or_else(|e| panic!("never: {what}: {e}"))
 }
 
 #[test]

@@ -134,15 +134,8 @@ fn state_where(
     what: &str,
     ok: impl Fn(&reachy_api::schema::RobotState) -> bool,
 ) -> reachy_api::schema::RobotState {
-    let t0 = std::time::Instant::now();
-    loop {
-        let s = c.state().unwrap();
-        if ok(&s) {
-            return s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(5), "never: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    c.wait_for_state(Duration::from_secs(5), ok)
+        .unwrap_or_else(|e| panic!("never: {what}: {e}"))
 }
 
 /// The `estop` queryable's reply.

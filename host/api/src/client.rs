@@ -1,7 +1,7 @@
 //! A client of the daemon's zenoh API: lease, state, streaming joint targets, goto; and the sim's
 //! ground-truth objects. Also a [`RobotIo`] so the scripted pick-and-place runs through the API.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zenoh::Wait;
 
@@ -217,6 +217,29 @@ impl RobotClient {
         latest_within(&self.state, "no state from the daemon")
     }
 
+    /// The first state for which `ok` holds, waiting up to `timeout` (e.g. until a motion
+    /// settled, the e-stop shows, the backend answers again); the last state seen otherwise.
+    pub fn wait_for_state(
+        &self,
+        timeout: Duration,
+        ok: impl Fn(&schema::RobotState) -> bool,
+    ) -> Result<schema::RobotState, ApiError> {
+        let mut last = None;
+        wait_until(timeout, Duration::from_millis(5), || {
+            last = self.state.lock().ok().and_then(|l| l.clone());
+            last.as_ref().is_some_and(&ok)
+        });
+        match last {
+            Some(s) if ok(&s) => Ok(s),
+            Some(s) => Err(ApiError::Timeout(format!(
+                "no state of the awaited kind within {timeout:?}; the last: seq {}, stale {}, \
+                 estop {}, faults {:?}",
+                s.seq, s.stale, s.estop, s.faults
+            ))),
+            None => Err(ApiError::Timeout("no state from the daemon".into())),
+        }
+    }
+
     /// Joint goto with a minimum-jerk profile; returns when the daemon says it is done.
     pub fn goto(
         &self,
@@ -241,16 +264,12 @@ impl RobotClient {
 
 /// The latest value in `slot`, waiting up to 2 s for the first one.
 fn latest_within<T: Clone>(slot: &crate::net::Latest<T>, none: &str) -> Result<T, ApiError> {
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = slot.lock().ok().and_then(|l| l.clone()) {
-            return Ok(s);
-        }
-        if t0.elapsed() >= Duration::from_secs(2) {
-            return Err(ApiError::Timeout(none.into()));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut got = None;
+    wait_until(Duration::from_secs(2), Duration::from_millis(5), || {
+        got = slot.lock().ok().and_then(|l| l.clone());
+        got.is_some()
+    });
+    got.ok_or_else(|| ApiError::Timeout(none.into()))
 }
 
 impl RobotIo for RobotClient {

@@ -162,15 +162,16 @@ pub fn retry<T>(
     what: impl FnOnce() -> String,
     mut f: impl FnMut() -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    let t0 = std::time::Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if t0.elapsed() > timeout => {
-                return Err(ApiError::Timeout(format!("{}: {e}", what())))
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
-        }
+    let mut last = None;
+    wait_until(timeout, std::time::Duration::from_millis(100), || {
+        let r = f();
+        let ok = r.is_ok();
+        last = Some(r);
+        ok
+    });
+    match last.expect("tried at least once") {
+        Ok(v) => Ok(v),
+        Err(e) => Err(ApiError::Timeout(format!("{}: {e}", what()))),
     }
 }
 

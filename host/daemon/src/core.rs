@@ -214,6 +214,17 @@ pub enum Request {
 }
 
 impl Request {
+    /// The queryables whose payload decodes into a request.
+    pub const NAMES: [&'static str; 7] = [
+        "goto",
+        "cartesian",
+        "look_at",
+        "gripper",
+        "torque",
+        "cancel",
+        "estop",
+    ];
+
     /// Decode the payload of the queryable `name` (`goto`, `cartesian`, `look_at`, `gripper`,
     /// `torque`, `cancel`, `estop`).
     pub fn decode(name: &str, payload: &[u8]) -> Result<Self, String> {
@@ -1230,20 +1241,44 @@ mod tests {
         token: u64,
     }
 
+    /// Reachy's model, parsed once (a fuzz run builds a million cores), and its actuated joints.
+    pub(super) fn model() -> (RobotModel, Vec<String>) {
+        static MODEL: std::sync::OnceLock<RobotModel> = std::sync::OnceLock::new();
+        let model = MODEL.get_or_init(|| RobotModel::reachy().unwrap()).clone();
+        let names = model.joints.iter().map(|j| j.name.clone()).collect();
+        (model, names)
+    }
+
+    /// 100 Hz, the default timeouts, no limits beyond the URDF's.
+    pub(super) fn config() -> CoreConfig {
+        CoreConfig {
+            robot: "reachy".into(),
+            rate_hz: 100.0,
+            stream_timeout: 0.5,
+            lease_timeout: 2.0,
+            limits: BTreeMap::new(),
+            max_acceleration: None,
+        }
+    }
+
+    /// A healthy measured state at positions `q`, taken at `at`.
+    pub(super) fn measured(q: &[f32], at: Instant) -> Measured {
+        Measured {
+            position: q.to_vec(),
+            velocity: vec![0.0; q.len()],
+            effort: vec![0.0; q.len()],
+            faults: vec![None; q.len()],
+            estop: false,
+            at,
+        }
+    }
+
     impl Rig {
         /// A core on every actuated joint of Reachy, at 100 Hz, the robot at zero, the lease
         /// taken by `script`.
         fn new(cfg: impl FnOnce(&mut CoreConfig)) -> Self {
-            let model = RobotModel::reachy().unwrap();
-            let names: Vec<String> = model.joints.iter().map(|j| j.name.clone()).collect();
-            let mut c = CoreConfig {
-                robot: "reachy".into(),
-                rate_hz: 100.0,
-                stream_timeout: 0.5,
-                lease_timeout: 2.0,
-                limits: BTreeMap::new(),
-                max_acceleration: None,
-            };
+            let (model, names) = model();
+            let mut c = config();
             cfg(&mut c);
             let t = Instant::now();
             let n = names.len();
@@ -1282,14 +1317,7 @@ mod tests {
         }
 
         fn measured(&self) -> Measured {
-            Measured {
-                position: self.q.clone(),
-                velocity: vec![0.0; self.q.len()],
-                effort: vec![0.0; self.q.len()],
-                faults: vec![None; self.q.len()],
-                estop: false,
-                at: self.t,
-            }
+            measured(&self.q, self.t)
         }
 
         /// One period: the core's targets become the measured positions.
@@ -1331,7 +1359,7 @@ mod tests {
         }
     }
 
-    fn lease_req(client: &str, priority: &str) -> schema::LeaseRequest {
+    pub(super) fn lease_req(client: &str, priority: &str) -> schema::LeaseRequest {
         schema::LeaseRequest {
             v: V,
             client: client.into(),
@@ -1694,58 +1722,32 @@ mod tests {
 #[cfg(test)]
 mod attack {
     //! Inputs as a hostile peer or a bad day would send them.
+    use super::tests::{config, lease_req, measured, model};
     use super::*;
     use proptest::prelude::*;
 
     fn core() -> (Core, Instant, Vec<f32>) {
-        // parsed once: a fuzz run builds a million cores
-        static MODEL: std::sync::OnceLock<RobotModel> = std::sync::OnceLock::new();
-        let model = MODEL.get_or_init(|| RobotModel::reachy().unwrap()).clone();
-        let names: Vec<String> = model.joints.iter().map(|j| j.name.clone()).collect();
-        let cfg = CoreConfig {
-            robot: "r".into(),
-            rate_hz: 100.0,
-            stream_timeout: 0.5,
-            lease_timeout: 2.0,
-            limits: BTreeMap::new(),
-            max_acceleration: None,
-        };
+        let (model, names) = model();
         let t = Instant::now();
-        let core = Core::new(
-            model,
-            "test",
-            names,
-            cfg,
-            t,
-            rand::SeedableRng::seed_from_u64(1),
-        )
-        .unwrap();
+        let seed = rand::SeedableRng::seed_from_u64(1);
+        let core = Core::new(model, "test", names, config(), t, seed).unwrap();
         let q = core.limits().iter().map(|l| l.clamp(0.0)).collect();
         (core, t, q)
     }
 
-    fn measured(q: &[f32], at: Instant) -> Measured {
-        Measured {
-            position: q.to_vec(),
-            velocity: vec![0.0; q.len()],
-            effort: vec![0.0; q.len()],
-            faults: vec![None; q.len()],
-            estop: false,
-            at,
-        }
+    fn lease(core: &mut Core, client: &str, priority: &str, t: Instant) -> schema::LeaseReply {
+        core.lease(&lease_req(client, priority), t)
     }
 
-    fn lease(core: &mut Core, client: &str, priority: &str, t: Instant) -> schema::LeaseReply {
-        core.lease(
-            &schema::LeaseRequest {
-                v: V,
-                client: client.into(),
-                priority: priority.into(),
-                release: None,
-                renew: None,
-            },
-            t,
-        )
+    /// `neck_yaw` to 0.3 rad in `duration` s.
+    fn neck_goto(lease: u64, duration: f32) -> Request {
+        Request::Goto(schema::GotoRequest {
+            v: V,
+            lease,
+            names: vec!["neck_yaw".into()],
+            position: vec![0.3],
+            duration,
+        })
     }
 
     #[test]
@@ -1757,13 +1759,8 @@ mod attack {
         let thief = lease(&mut c, "op", "teleop", t);
         assert!(!thief.granted, "{thief:?}");
         assert_eq!(thief.token, 0);
-        let mut renew = schema::LeaseRequest {
-            v: V,
-            client: "op".into(),
-            priority: "teleop".into(),
-            release: None,
-            renew: Some(owner.token ^ 0x55),
-        };
+        let mut renew = lease_req("op", "teleop");
+        renew.renew = Some(owner.token ^ 0x55);
         assert!(!c.lease(&renew, t).granted);
         renew.renew = Some(owner.token);
         let r = c.lease(&renew, t + Duration::from_secs(1));
@@ -1789,13 +1786,7 @@ mod attack {
         let (mut c, t, q) = core();
         let l = lease(&mut c, "s", "script", t);
         c.tick(&measured(&q, t), t);
-        let goto = Request::Goto(schema::GotoRequest {
-            v: V,
-            lease: l.token,
-            names: vec!["neck_yaw".into()],
-            position: vec![0.3],
-            duration: 1.0,
-        });
+        let goto = neck_goto(l.token, 1.0);
         assert_eq!(c.request(1, goto, None, t), Answer::Later);
         let cancel = |lease| Request::Cancel(schema::CancelRequest { v: V, lease });
         let a = c.request(2, cancel(l.token ^ 1), None, t);
@@ -1820,13 +1811,7 @@ mod attack {
         let l = lease(&mut c, "s", "script", t);
         let dt = Duration::from_millis(10);
         assert!(c.tick(&measured(&q, t), t).is_some());
-        let goto = Request::Goto(schema::GotoRequest {
-            v: V,
-            lease: l.token,
-            names: vec!["neck_yaw".into()],
-            position: vec![0.3],
-            duration: 1.0,
-        });
+        let goto = neck_goto(l.token, 1.0);
         assert_eq!(c.request(1, goto.clone(), None, t), Answer::Later);
         // the backend stops answering: its last state ages
         let old = measured(&q, t);
@@ -1861,13 +1846,7 @@ mod attack {
         let (mut c, t, q) = core();
         let l = lease(&mut c, "s", "script", t);
         c.tick(&measured(&q, t), t);
-        let goto = Request::Goto(schema::GotoRequest {
-            v: V,
-            lease: l.token,
-            names: vec!["neck_yaw".into()],
-            position: vec![0.3],
-            duration: 0.5,
-        });
+        let goto = neck_goto(l.token, 0.5);
         assert_eq!(c.request(1, goto, None, t), Answer::Later);
         // the joint is blocked: it never moves
         let mut reply = None;
@@ -1894,16 +1873,8 @@ mod attack {
 
     #[test]
     fn limits_that_leave_no_range_or_name_no_joint_are_refused() {
-        let model = RobotModel::reachy().unwrap();
-        let names: Vec<String> = model.joints.iter().map(|j| j.name.clone()).collect();
-        let mut cfg = CoreConfig {
-            robot: "r".into(),
-            rate_hz: 100.0,
-            stream_timeout: 0.5,
-            lease_timeout: 2.0,
-            limits: BTreeMap::new(),
-            max_acceleration: None,
-        };
+        let (model, names) = model();
+        let mut cfg = config();
         let over = |lower, upper| LimitOverride {
             lower,
             upper,
@@ -1953,16 +1924,6 @@ mod attack {
         assert!(why[1].contains("NaN"));
         assert!(c.tick(&measured(&q, t), t).is_some());
     }
-
-    const QUERYABLES: [&str; 7] = [
-        "goto",
-        "cartesian",
-        "look_at",
-        "gripper",
-        "torque",
-        "cancel",
-        "estop",
-    ];
 
     /// A decoded request with hostile values: any name, non-finite numbers, huge durations.
     fn hostile_request() -> impl Strategy<Value = Request> {
@@ -2036,7 +1997,7 @@ mod attack {
         /// Random and mutated bytes on every queryable: decoded or refused, never a panic; what
         /// decodes goes through the core, which answers it.
         #[test]
-        fn any_bytes_on_any_queryable(k in 0usize..7, bytes in proptest::collection::vec(any::<u8>(), 0..96),
+        fn any_bytes_on_any_queryable(k in 0..Request::NAMES.len(), bytes in proptest::collection::vec(any::<u8>(), 0..96),
                                       flip in any::<(usize, u8)>()) {
             let (mut c, t, q) = core();
             let l = lease(&mut c, "s", "script", t);
@@ -2051,7 +2012,7 @@ mod attack {
                 m[i] ^= flip.1;
                 m
             }] {
-                if let Ok(req) = Request::decode(QUERYABLES[k], &payload) {
+                if let Ok(req) = Request::decode(Request::NAMES[k], &payload) {
                     let _ = c.request(1, req, Some(&measured(&q, t)), t);
                 }
             }

@@ -9,7 +9,6 @@ use reachy_firmware::link::{
 };
 
 use crate::serial::SerialIo;
-use reachy_kinematics::Chain;
 
 /// Errors of the firmware link.
 #[derive(Debug, thiserror::Error)]
@@ -71,21 +70,6 @@ impl FirmwareLink {
             .ok_or(FirmwareLinkError::TooManyJoints(goals.len()))?;
         self.send(&cmd)?;
         Ok(self.seq)
-    }
-
-    /// Send the URDF limits of `chain`'s joints, which sit at firmware indices `first..`.
-    pub fn send_limits(&mut self, chain: &Chain, first: u8) -> Result<(), FirmwareLinkError> {
-        let limits: Vec<(u8, f32, f32, f32)> = (0..chain.dof())
-            .map(|i| {
-                (
-                    first + i as u8,
-                    chain.lower()[i] as f32,
-                    chain.upper()[i] as f32,
-                    chain.velocity_limits()[i] as f32,
-                )
-            })
-            .collect();
-        self.send_joint_limits(&limits)
     }
 
     /// Send `(firmware joint index, lower, upper, max velocity)` limits (servo frame, rad and

@@ -83,18 +83,6 @@ enum Msg {
     Query(&'static str, zenoh::query::Query),
 }
 
-/// The daemon's queryables under `reachy/<robot>/` (the e-stop has a path of its own).
-const QUERYABLES: [&str; 8] = [
-    "lease",
-    "goto",
-    "cartesian",
-    "look_at",
-    "gripper",
-    "torque",
-    "cancel",
-    "info",
-];
-
 /// A running daemon; dropping it stops it.
 pub struct Daemon {
     /// Keeps the session open as long as this runs (dropping its last handle closes it).
@@ -140,7 +128,11 @@ impl Daemon {
             )?,
         ];
         let mut queryables = Vec::new();
-        for name in QUERYABLES {
+        // `lease`, `info` and the requests' queryables; the e-stop has a path of its own (below)
+        let names = ["lease", "info"]
+            .into_iter()
+            .chain(Request::NAMES.into_iter().filter(|n| *n != "estop"));
+        for name in names {
             let tx = tx.clone();
             queryables.push(
                 session
@@ -306,16 +298,8 @@ impl Server {
     /// The e-stop: latched in the core, the backend's own latched e-stop written, and only then
     /// answered.
     fn estop(&mut self, q: zenoh::query::Query) {
-        let payload = q
-            .payload()
-            .map(|p| p.to_bytes().into_owned())
-            .unwrap_or_default();
-        let req = match Request::decode("estop", &payload) {
-            Ok(r) => r,
-            Err(e) => {
-                reject(&self.rejected, &format!("estop: {e}"));
-                return reply(&q, &Reply::new(crate::core::Status::Rejected, Some(&e)));
-            }
+        let Some(req) = self.decoded("estop", &q) else {
+            return;
         };
         let was = self.core.estopped();
         let answer = self.core.request(0, req, None, Instant::now());
@@ -336,36 +320,42 @@ impl Server {
     }
 
     fn answer(&mut self, name: &str, q: zenoh::query::Query, now: Instant) {
-        let payload = q
-            .payload()
-            .map(|p| p.to_bytes().into_owned())
-            .unwrap_or_default();
         match name {
             "info" => reply_msg(&q, &self.core.info(self.backend.cameras())),
             "lease" => {
-                let r = match schema::decode_robot::<schema::LeaseRequest>(&payload) {
+                let r = match schema::decode_robot::<schema::LeaseRequest>(&payload(&q)) {
                     Ok(r) => self.core.lease(&r, now),
                     Err(e) => self.core.lease_malformed(&e.to_string()),
                 };
                 reply_msg(&q, &r);
             }
-            _ => match Request::decode(name, &payload) {
-                Ok(req) => {
-                    let measured = self.backend.read();
-                    self.next_id += 1;
-                    let id = self.next_id;
-                    match self.core.request(id, req, measured.as_ref(), now) {
-                        Answer::Now(r) => reply(&q, &r),
-                        Answer::Later => {
-                            self.pending.insert(id, q);
-                        }
+            _ => {
+                let Some(req) = self.decoded(name, &q) else {
+                    return;
+                };
+                let measured = self.backend.read();
+                self.next_id += 1;
+                let id = self.next_id;
+                match self.core.request(id, req, measured.as_ref(), now) {
+                    Answer::Now(r) => reply(&q, &r),
+                    Answer::Later => {
+                        self.pending.insert(id, q);
                     }
                 }
-                Err(e) => {
-                    reject(&self.rejected, &format!("{name}: {e}"));
-                    reply(&q, &Reply::new(crate::core::Status::Rejected, Some(&e)));
-                }
-            },
+            }
+        }
+    }
+
+    /// The query's payload as the request of the queryable `name`; a malformed one is counted
+    /// and answered `rejected` here.
+    fn decoded(&self, name: &str, q: &zenoh::query::Query) -> Option<Request> {
+        match Request::decode(name, &payload(q)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                reject(&self.rejected, &format!("{name}: {e}"));
+                reply(q, &Reply::new(crate::core::Status::Rejected, Some(&e)));
+                None
+            }
         }
     }
 
@@ -429,6 +419,13 @@ impl Server {
             .map_err(ApiError::zenoh("publishing the state"))?;
         Ok(())
     }
+}
+
+/// A query's payload (empty without one).
+fn payload(q: &zenoh::query::Query) -> Vec<u8> {
+    q.payload()
+        .map(|p| p.to_bytes().into_owned())
+        .unwrap_or_default()
 }
 
 fn reply_msg<T: serde::Serialize>(q: &zenoh::query::Query, msg: &T) {
