@@ -483,6 +483,14 @@ impl Core {
         self.names.iter().position(|k| k == name)
     }
 
+    /// The backend's latest state was taken at `at`, which may be newer than the last tick's
+    /// (ticks wait while a long request is served): staleness goes by the freshest state known.
+    pub fn saw(&mut self, at: Instant) {
+        if self.last_measured.is_none_or(|t| at > t) {
+            self.last_measured = Some(at);
+        }
+    }
+
     /// Why new motion is refused while the backend's states are stale, if they are.
     fn stale(&self, now: Instant) -> Option<String> {
         let at = self.last_measured?;
@@ -609,6 +617,9 @@ impl Core {
         measured: Option<&Measured>,
         now: Instant,
     ) -> Answer {
+        if let Some(m) = measured {
+            self.saw(m.at);
+        }
         let what = req.name();
         let motion = match req {
             Request::Estop(r) if r.engage => return Answer::Now(self.estop(true)),
@@ -1018,7 +1029,7 @@ impl Core {
             self.reject(why);
             return None;
         }
-        self.last_measured = Some(m.at);
+        self.saw(m.at);
         if m.estop && !self.backend_estop && !self.estop {
             // the backend latched an e-stop of its own (its safety, a button): so does the
             // daemon, and clearing it takes the lease holder, as for any e-stop. On the edge
@@ -1839,6 +1850,29 @@ mod attack {
         let out = c.tick(&measured(&moved, fresh), fresh).expect("fresh");
         assert_eq!(out.position[yaw], -0.25);
         assert_eq!(c.request(3, goto, None, fresh), Answer::Later);
+    }
+
+    #[test]
+    fn staleness_goes_by_the_freshest_state_not_the_last_tick() {
+        let (mut c, t, q) = core();
+        let l = lease(&mut c, "s", "script", t);
+        assert!(c.tick(&measured(&q, t), t).is_some());
+        // no tick for 300 ms (the loop served a long request), but the backend kept answering
+        let now = t + Duration::from_millis(300);
+        let fresh = measured(&q, now - Duration::from_millis(10));
+        let a = c.request(1, neck_goto(l.token, 0.5), Some(&fresh), now);
+        assert_eq!(a, Answer::Later);
+        c.saw(fresh.at);
+        c.joint_targets(
+            &schema::JointTargets {
+                v: V,
+                lease: l.token,
+                names: vec!["neck_yaw".into()],
+                position: vec![0.1],
+            },
+            now,
+        );
+        assert!(c.take_outbox().rejected.is_empty());
     }
 
     #[test]

@@ -287,10 +287,16 @@ impl Server {
 
     fn handle(&mut self, m: Msg) {
         let now = Instant::now();
+        // the backend's latest state, read once: the core judges staleness by it, and requests
+        // start from it
+        let measured = self.backend.read();
+        if let Some(m) = &measured {
+            self.core.saw(m.at);
+        }
         match m {
             Msg::Targets(t) => self.core.joint_targets(&t, now),
             Msg::Cartesian(t) => self.core.cartesian_target(&t, now),
-            Msg::Query(name, q) => self.answer(name, q, now),
+            Msg::Query(name, q) => self.answer(name, q, measured.as_ref(), now),
         }
         self.flush();
     }
@@ -319,7 +325,13 @@ impl Server {
         self.flush();
     }
 
-    fn answer(&mut self, name: &str, q: zenoh::query::Query, now: Instant) {
+    fn answer(
+        &mut self,
+        name: &str,
+        q: zenoh::query::Query,
+        measured: Option<&Measured>,
+        now: Instant,
+    ) {
         match name {
             "info" => reply_msg(&q, &self.core.info(self.backend.cameras())),
             "lease" => {
@@ -333,10 +345,9 @@ impl Server {
                 let Some(req) = self.decoded(name, &q) else {
                     return;
                 };
-                let measured = self.backend.read();
                 self.next_id += 1;
                 let id = self.next_id;
-                match self.core.request(id, req, measured.as_ref(), now) {
+                match self.core.request(id, req, measured, now) {
                     Answer::Now(r) => reply(&q, &r),
                     Answer::Later => {
                         self.pending.insert(id, q);
