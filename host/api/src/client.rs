@@ -68,6 +68,30 @@ fn put(p: &zenoh::pubsub::Publisher<'static>, bytes: Vec<u8>) -> Result<(), ApiE
         .map_err(ApiError::zenoh(format!("putting on {}", p.key_expr())))
 }
 
+/// A named pose: name, position (m), quaternion (xyzw).
+pub type NamedPose = (String, [f32; 3], [f32; 4]);
+
+/// The daemon's `info` (joints, limits, chains, cameras, backend), without a lease: what a
+/// passive observer (the recorder) needs. Retried until `timeout`.
+pub fn daemon_info(
+    session: &zenoh::Session,
+    robot: &str,
+    timeout: Duration,
+) -> Result<schema::DaemonInfo, ApiError> {
+    crate::net::retry(
+        timeout,
+        || format!("no daemon for robot `{robot}`"),
+        || {
+            query(
+                session,
+                &keys::daemon_query(robot, "info"),
+                None,
+                Duration::from_secs(1),
+            )
+        },
+    )
+}
+
 impl RobotClient {
     /// Find the daemon of `robot`, take the lease as `client` with `priority`.
     pub fn connect(
@@ -77,18 +101,7 @@ impl RobotClient {
         priority: &str,
         timeout: Duration,
     ) -> Result<Self, ApiError> {
-        let info: schema::DaemonInfo = crate::net::retry(
-            timeout,
-            || format!("no daemon for robot `{robot}`"),
-            || {
-                query(
-                    session,
-                    &keys::daemon_query(robot, "info"),
-                    None,
-                    Duration::from_secs(1),
-                )
-            },
-        )?;
+        let info = daemon_info(session, robot, timeout)?;
         let lease: schema::LeaseReply = query(
             session,
             &keys::daemon_query(robot, "lease"),
@@ -173,6 +186,16 @@ impl RobotClient {
                 r.reason.unwrap_or_default()
             )))
         }
+    }
+
+    /// Ground-truth poses of the sim's scene objects: name, position, quaternion (xyzw).
+    pub fn objects(&self) -> Result<Vec<NamedPose>, ApiError> {
+        let poses = latest_within(&self.objects, "no object poses from the sim")?;
+        Ok(poses
+            .objects
+            .into_iter()
+            .map(|o| (o.name, o.pose.position, o.pose.orientation))
+            .collect())
     }
 
     /// Keep the latest frame of a camera the daemon re-publishes.

@@ -16,5 +16,6 @@ pub mod inprocess;
 pub mod pick_place;
 pub mod policy_run;
 pub mod policy_serve;
+pub mod record;
 pub mod replay;
 pub mod sim_bridge;

@@ -222,6 +222,18 @@ pub struct FeatureMap {
     pub images: Vec<(String, String, [usize; 3])>,
 }
 
+/// The image feature a camera is recorded as, the inverse of [`camera_for`]: LeRobot's usual
+/// names for Reachy's cameras (`head_camera` → `observation.images.head`, `r_wrist_camera` →
+/// `right_wrist`, `l_wrist_camera` → `left_wrist`), else the camera's name without `_camera`.
+pub fn image_key_of(camera: &str) -> String {
+    let k = match camera {
+        "r_wrist_camera" => "right_wrist",
+        "l_wrist_camera" => "left_wrist",
+        c => c.strip_suffix("_camera").unwrap_or(c),
+    };
+    format!("observation.images.{k}")
+}
+
 /// The camera an image feature stands for: `observation.images.<k>` → a camera named `<k>`,
 /// `<k>_camera`, or (LeRobot's usual names) `head` → `head_camera`, `left_wrist` →
 /// `l_wrist_camera`, `right_wrist` → `r_wrist_camera`; `overrides` (`k=camera`) win.

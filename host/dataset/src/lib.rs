@@ -2,16 +2,24 @@
 //! `shared/reference/lerobot-dataset-v3.md`): no transport, no robot.
 //!
 //! - [`read`]: feature names and fps from `meta/info.json`, episodes' `action` rows.
-//! - [`write`]: [`write::DatasetWriter`], one data file per finished episode, metadata rewritten
-//!   atomically after each.
+//! - [`write`]: [`write::DatasetWriter`]: state, action and camera videos, one commit point per
+//!   episode, resumable.
+//! - [`video`], [`mp4`]: camera frames to H.264 MP4 (OpenH264), and reading MP4 indexes back.
+//! - [`stats`]: lerobot's feature statistics, per episode and aggregated.
+//! - [`inspect`]: `reachy dataset info` and `validate`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod inspect;
+pub mod mp4;
 pub mod read;
+pub mod stats;
+pub mod video;
 pub mod write;
 
 pub use read::{dataset_names, joint_of, load_episode, Episode, FeatureNames};
-pub use write::{DatasetWriter, Frame};
+pub use video::VideoOptions;
+pub use write::{DatasetSpec, DatasetWriter, EpisodeWriter, Frame, VideoFeature};
 
 /// Errors reading or writing a dataset.
 #[derive(Debug, thiserror::Error)]

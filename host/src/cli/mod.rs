@@ -61,9 +61,13 @@ pub enum Command {
     /// JSON lines on stdin, each target solved by the daemon's IK, one verdict line back each.
     /// A running daemon (--connect) or the simulated robot started in this process.
     Teleop(teleop::TeleopArgs),
-    /// Record the robot into a LeRobot v3 dataset (joint positions as `observation.state`,
-    /// commanded targets as `action`) while teleop, a policy or a script drives it.
+    /// Record demonstrations into a LeRobot v3 dataset: joint positions as `observation.state`,
+    /// commanded targets as `action`, the cameras as H.264 videos, while the built-in script,
+    /// teleop, a policy or anyone drives.
     Record(record::RecordArgs),
+    /// Look at a LeRobot dataset: `info`, `validate`.
+    #[command(subcommand)]
+    Dataset(record::DatasetCommand),
     /// Replay an episode of a LeRobot dataset (its `action` rows, joints named `<joint>.pos`) on
     /// a running daemon (--connect) or the simulated robot started in this process.
     Replay(replay::ReplayArgs),
@@ -120,6 +124,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Record(args) => record::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Dataset(cmd) => Ok(if record::run_dataset(cmd)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }),
         Command::Replay(args) => replay::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
         Command::Router(z) => run_router(&z).map(|_| ExitCode::SUCCESS),
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),

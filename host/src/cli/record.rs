@@ -1,26 +1,32 @@
-//! `reachy record`: record the robot into a LeRobot v3 dataset while something else drives it.
+//! `reachy record`: record demonstrations — joints and camera videos — into a LeRobot v3
+//! dataset; `reachy dataset info|validate`: look at one.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
-use reachy_api::schema::{self, keys};
-use reachy_dataset::write::{DatasetWriter, Frame};
+use reachy_apps::record::{Control, Progress, RecordConfig, Teleop};
+use reachy_dataset::VideoOptions;
 
 /// `reachy record`
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
-    /// Dataset directory to create.
+    /// Dataset directory (LeRobot's `--dataset.root`; `--out` is another name for it).
+    #[arg(long, alias = "out", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Dataset name (LeRobot's `--dataset.repo_id`), e.g. `me/reachy_pick`; printed for
+    /// `lerobot-train --dataset.repo_id`. Defaults to the directory's name.
     #[arg(long)]
-    pub out: PathBuf,
-    /// Episodes to record.
+    pub repo_id: Option<String>,
+    /// Episodes to record (with --resume: this many more).
     #[arg(long, default_value_t = 1)]
     pub episodes: usize,
     /// Length of an episode (s).
     #[arg(long, default_value_t = 10.0)]
     pub episode_time: f64,
-    /// Pause between episodes (s), to reset the scene.
+    /// Pause between episodes (s): the scene is reset then.
     #[arg(long, default_value_t = 0.0)]
     pub reset_time: f64,
     /// Frames per second.
@@ -29,88 +35,336 @@ pub struct RecordArgs {
     /// Task of every episode (a language instruction).
     #[arg(long, default_value = "")]
     pub task: String,
+    /// Who drives: `scripted` (the demo's pick-and-place, a new seeded scene per episode; needs
+    /// the sim), `none` (someone else: teleop, a policy, a script).
+    #[arg(long, default_value = "none", value_parser = ["scripted", "none"])]
+    pub teleop: String,
+    /// Cameras: `all` (every camera the daemon publishes), `none`, or names
+    /// (`head_camera,r_wrist_camera`).
+    #[arg(long, default_value = "all")]
+    pub cameras: String,
+    /// Camera size of the in-process sim (`WxH`).
+    #[arg(long, default_value = "640x480", value_name = "WxH")]
+    pub camera_size: String,
+    /// Continue the dataset after its last complete episode (what an interrupted episode left
+    /// is removed).
+    #[arg(long)]
+    pub resume: bool,
+    /// Object the scripted demonstration moves.
+    #[arg(long, default_value = "red_cube")]
+    pub object: String,
+    /// Frames between video key frames.
+    #[arg(long, default_value_t = VideoOptions::default().gop)]
+    pub gop: u32,
+    /// H.264 quantiser (0 best … 51 worst).
+    #[arg(long, default_value_t = VideoOptions::default().qp)]
+    pub qp: u8,
     /// `robot_type` written in the dataset.
     #[arg(long, default_value = "reachy2")]
     pub robot_type: String,
     /// The robot: --connect to a daemon, or the in-process sim.
     #[command(flatten)]
     pub robot: super::args::RobotArgs,
+    /// Rerun view of the recording.
+    #[command(flatten)]
+    pub rerun: super::args::RerunArgs,
+    /// Summary as JSON.
+    #[command(flatten)]
+    pub report: super::args::ReportArgs,
+}
+
+/// `WxH` → (w, h), both even and within 16..=4096.
+fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--camera-size `{s}`: expected WxH, e.g. 640x480"))?;
+    if !(16..=4096).contains(&w)
+        || !(16..=4096).contains(&h)
+        || !w.is_multiple_of(2)
+        || !h.is_multiple_of(2)
+    {
+        bail!("--camera-size {w}x{h}: even sizes within 16..=4096");
+    }
+    Ok((w, h))
+}
+
+/// The operator's keys, when stdin is a terminal: → ends the episode, ← re-records it, Esc
+/// stops. Raw mode ends with the guard.
+struct Keys {
+    rx: std::sync::mpsc::Receiver<Control>,
+    done: Arc<AtomicBool>,
+}
+
+impl Keys {
+    fn start() -> Option<Self> {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() || crossterm::terminal::enable_raw_mode().is_err() {
+            return None;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        std::thread::spawn(move || {
+            use crossterm::event::{poll, read, Event, KeyCode, KeyEventKind, KeyModifiers};
+            while !d.load(Ordering::Relaxed) {
+                if !poll(std::time::Duration::from_millis(100)).unwrap_or(false) {
+                    continue;
+                }
+                let Ok(Event::Key(k)) = read() else { continue };
+                if k.kind == KeyEventKind::Release {
+                    continue;
+                }
+                let c = match k.code {
+                    KeyCode::Right => Control::EndEpisode,
+                    KeyCode::Left => Control::Rerecord,
+                    KeyCode::Esc => Control::Stop,
+                    // raw mode swallows Ctrl-C's signal
+                    KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                        Control::Stop
+                    }
+                    _ => continue,
+                };
+                if tx.send(c).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(Self { rx, done })
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        crossterm::terminal::disable_raw_mode().ok();
+    }
 }
 
 /// Run `reachy record`.
 pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> {
-    if !(a.episode_time > 0.0 && a.episode_time <= 86_400.0) {
-        bail!("--episode-time must be within 0..=86400 s");
-    }
-    let robot =
-        reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, Vec::new(), 30.0)?;
-    // passive: no lease, the daemon's state only
-    let (latest, _sub) =
-        reachy_api::net::subscribe_latest(&robot.session, &keys::state(&robot.name), |b| {
-            schema::decode_robot::<schema::RobotState>(b).ok()
-        })?;
-    let has_state = || latest.lock().is_ok_and(|l| l.is_some());
-    if !reachy_api::net::wait_until(Duration::from_secs(10), Duration::from_millis(5), has_state) {
-        bail!("no state from the daemon of `{}`", robot.name);
-    }
-    let first = latest.lock().ok().and_then(|l| l.clone()).expect("checked");
-    let names: Vec<String> = first.names.iter().map(|n| format!("{n}.pos")).collect();
-    let mut writer = DatasetWriter::create(&a.out, a.fps, names, &a.robot_type)?;
+    let (w, h) = parse_size(&a.camera_size)?;
+    let cameras = match a.cameras.as_str() {
+        "all" => None,
+        "none" => Some(Vec::new()),
+        list => Some(list.split(',').map(|s| s.trim().to_string()).collect()),
+    };
+    // the in-process sim renders the cameras asked for, at the dataset's fps
+    let specs: Vec<reachy_sim::camera::CameraSpec> = reachy_sim::camera::CameraSpec::reachy(w, h)
+        .into_iter()
+        .filter(|c| cameras.as_ref().is_none_or(|l| l.contains(&c.name)))
+        .collect();
+    let mut robot =
+        reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, specs, a.fps as f64)?;
+    let (_, model) = reachy_kinematics::model::RobotModel::load(urdf)?;
+    let repo_id = a.repo_id.clone().unwrap_or_else(|| {
+        a.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "dataset".into())
+    });
+    let cfg = RecordConfig {
+        root: a.root.clone(),
+        episodes: a.episodes,
+        episode_time: a.episode_time,
+        reset_time: a.reset_time,
+        fps: a.fps,
+        task: a.task.clone(),
+        cameras: cameras.clone(),
+        resume: a.resume,
+        teleop: if a.teleop == "scripted" {
+            Teleop::Scripted
+        } else {
+            Teleop::None
+        },
+        robot_type: a.robot_type.clone(),
+        seed: a.robot.seed,
+        object: a.object.clone(),
+        video: VideoOptions {
+            gop: a.gop,
+            qp: a.qp,
+        },
+        queue_s: 2.0,
+    };
+    let sink = a.rerun.sink()?;
+    let names: Vec<String> = cameras.clone().unwrap_or_else(|| {
+        reachy_sim::camera::CameraSpec::reachy(w, h)
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    });
+    robot.record_to(sink.as_ref(), &names)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
     println!(
-        "recording {} episode(s) of {} s at {} fps from `{}` into {}",
+        "recording {} episode(s) of {} s at {} fps from `{}` into {} ({})",
         a.episodes,
         a.episode_time,
         a.fps,
         robot.name,
-        a.out.display()
+        a.root.display(),
+        if a.resume { "resuming" } else { "new dataset" }
     );
-    use std::io::Write;
-    std::io::stdout().flush().ok();
-    let period = Duration::from_secs_f64(1.0 / a.fps as f64);
-    let n = (a.episode_time * a.fps as f64).round().max(1.0) as usize;
-    for ep in 0..a.episodes {
-        let mut frames = Vec::with_capacity(n);
-        let (mut late, mut repeated) = (0u64, 0u64);
-        let mut last_seq = u64::MAX;
-        let t0 = Instant::now();
-        for k in 0..n {
-            let due = t0 + period * k as u32;
-            match due.checked_duration_since(Instant::now()) {
-                Some(d) => std::thread::sleep(d),
-                None if Instant::now() - due > period => late += 1,
-                None => {}
-            }
-            let Some(s) = latest.lock().ok().and_then(|l| l.clone()) else {
-                bail!("the daemon's state stopped");
-            };
-            if s.names.len() != first.names.len() {
-                bail!("the daemon's joints changed while recording");
-            }
-            if s.seq == last_seq {
-                repeated += 1;
-            }
-            last_seq = s.seq;
-            frames.push(Frame {
-                state: s.position,
-                action: s.target,
-            });
-        }
-        writer.add_episode(&frames, &a.task)?;
-        // the loop's timing is reported, never hidden behind frames stamped i/fps
-        println!(
-            "  episode {ep}: {} frames, {late} late, {repeated} without a new state",
-            frames.len()
+    let keys = Keys::start();
+    if keys.is_some() {
+        println!("keys: → ends the episode, ← records it again, Esc stops (keeping it)\r");
+    }
+    let bar = keys.as_ref().map(|_| {
+        let b = indicatif::ProgressBar::new(1000);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
         );
-        std::io::stdout().flush().ok();
-        if ep + 1 < a.episodes && a.reset_time > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(a.reset_time));
+        b
+    });
+    let mut progress = |p: &Progress| {
+        if p.phase == "start" {
+            let line = format!(
+                "episode {}/{}: recording (episode {} of the dataset)",
+                p.k, p.of, p.episode
+            );
+            match &bar {
+                Some(b) => b.println(line),
+                None => {
+                    println!("{line}");
+                    use std::io::Write;
+                    std::io::stdout().flush().ok();
+                }
+            }
+        }
+        if let Some(b) = &bar {
+            b.set_prefix(format!("episode {}/{} ({})", p.k, p.of, p.phase));
+            b.set_position((p.elapsed / p.length.max(1e-9) * 1000.0).min(1000.0) as u64);
+            b.set_message(format!(
+                "{:.1}/{:.1} s, {:.1} fps, encoder backlog {}",
+                p.elapsed, p.length, p.fps, p.backlog
+            ));
+        }
+    };
+    let result = reachy_apps::record::record(
+        &robot.session,
+        &robot.name,
+        &model,
+        &cfg,
+        keys.as_ref().map(|k| &k.rx),
+        &stop,
+        &mut progress,
+    );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    drop(keys);
+    let summary = result?;
+    for p in &summary.removed {
+        println!("  removed {} (left by an interrupted episode)", p.display());
+    }
+    for e in &summary.episodes {
+        let repeated: u64 = e.repeated_images.iter().map(|r| r.1).sum();
+        println!(
+            "  episode {}: {} frames at {:.1} fps, {} late, {} repeated camera frames, {} \
+             without a new state, {} waited for the encoder; durable {:.0} ms after its end, \
+             {:.1} MB of video{}",
+            e.index,
+            e.frames,
+            e.achieved_fps,
+            e.late,
+            repeated,
+            e.repeated_states,
+            e.queue_full,
+            e.commit_s * 1000.0,
+            e.video_bytes as f64 / 1e6,
+            e.script
+                .as_ref()
+                .map(|s| format!("; scripted demonstration: {s}"))
+                .unwrap_or_default()
+        );
+        if e.achieved_fps < 0.95 * a.fps as f64 || e.late > 0 {
+            println!(
+                "  warning: episode {} ran at {:.1} fps for {} fps asked ({} ticks late): this \
+                 machine cannot hold the rate with these cameras",
+                e.index, e.achieved_fps, a.fps, e.late
+            );
         }
     }
-    robot.stop()?;
     println!(
-        "dataset: {} episode(s) in {}",
-        writer.episodes(),
-        a.out.display()
+        "dataset `{repo_id}`: {} episode(s) in {} (train: lerobot-train --dataset.repo_id={repo_id} \
+         --dataset.root={})",
+        summary.total_episodes,
+        a.root.display(),
+        a.root.display()
     );
-    Ok(())
+    a.report.write(&summary)?;
+    robot.stop()
+}
+
+/// `reachy dataset`
+#[derive(Debug, clap::Subcommand)]
+pub enum DatasetCommand {
+    /// Episodes, frames, duration, fps, features, cameras (codec, size), tasks, bytes.
+    Info {
+        /// Dataset directory.
+        dir: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check timestamps, frame counts against the videos, episode indices and offsets, stats,
+    /// missing or truncated files; exit 1 on any problem.
+    Validate {
+        /// Dataset directory.
+        dir: PathBuf,
+    },
+}
+
+/// Run `reachy dataset …`; Ok(false) when validation found problems.
+pub fn run_dataset(cmd: DatasetCommand) -> anyhow::Result<bool> {
+    match cmd {
+        DatasetCommand::Info { dir, json } => {
+            let i = reachy_dataset::inspect::info(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+                return Ok(true);
+            }
+            println!("{} ({})", i.root.display(), i.robot_type);
+            println!(
+                "  {} episodes, {} frames, {:.1} s at {} fps, {:.1} MB",
+                i.episodes,
+                i.frames,
+                i.duration_s,
+                i.fps,
+                i.bytes as f64 / 1e6
+            );
+            println!("  features:");
+            for (k, dtype, shape) in &i.features {
+                println!("    {k}: {dtype} {shape:?}");
+            }
+            for c in &i.cameras {
+                println!(
+                    "  camera {}: {} {}x{}, {:.1} MB",
+                    c.key,
+                    c.codec,
+                    c.size[0],
+                    c.size[1],
+                    c.bytes as f64 / 1e6
+                );
+            }
+            println!("  tasks: {:?}", i.tasks);
+            Ok(true)
+        }
+        DatasetCommand::Validate { dir } => {
+            let problems = reachy_dataset::inspect::validate(&dir);
+            for p in &problems {
+                println!("{p}");
+            }
+            if problems.is_empty() {
+                println!("{}: ok", dir.display());
+            } else {
+                println!("{}: {} problem(s)", dir.display(), problems.len());
+            }
+            Ok(problems.is_empty())
+        }
+    }
 }
