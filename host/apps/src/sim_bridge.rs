@@ -317,7 +317,9 @@ impl Runner {
         };
         put(&self.objects_pub, schema::encode(&objects))?;
         if !self.camera_pubs.is_empty() && t + 1e-9 >= self.next_frame_t {
-            self.next_frame_t = t + 1.0 / self.cfg.camera_fps;
+            // on the camera's own schedule, not from this period's time: restarting it at `t`
+            // would round every frame up to the next control period (25 fps for 30 at 100 Hz)
+            self.next_frame_t = (self.next_frame_t + 1.0 / self.cfg.camera_fps).max(t);
             let images = self.world.render()?;
             for (img, publ) in images.into_iter().zip(&self.camera_pubs) {
                 let frame = camera_frame(&self.world, img, self.frame_seq, t);
