@@ -488,3 +488,65 @@ fn ctrl_c_keeps_the_running_episode() {
     reachy_ok(&["dataset", "validate", s(&dir)]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The operator's keys in a real terminal (tmux): → ends an episode early, ← records it again,
+/// Esc stops keeping the running one.
+#[test]
+fn terminal_keys_end_rerecord_and_stop_episodes() {
+    let tmux_ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !tmux_ok {
+        reachy_test_support::missing("tmux", "apt install tmux");
+        return;
+    }
+    let dir = temp("rec-keys");
+    let session = format!("reachy-keys-{}", std::process::id());
+    let cmd = format!(
+        "LP_NUM_THREADS=1 {} {} --episode-time 600 --fps 10 --episodes 3 --root {}; sleep 600",
+        env!("CARGO_BIN_EXE_reachy"),
+        RECORD_SIM_HEAD.join(" "),
+        dir.display()
+    );
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    assert!(tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &cmd
+    ])
+    .status
+    .success());
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-S", "-100", "-t", &session]).stdout)
+            .to_string()
+    };
+    let wait_for = |what: &str, times: usize| {
+        let ok = reachy_api::net::wait_until(
+            std::time::Duration::from_secs(120),
+            std::time::Duration::from_millis(20),
+            || screen().matches(what).count() >= times,
+        );
+        assert!(ok, "no `{what}` ×{times} on the screen:\n{}", screen());
+    };
+    wait_for("episode 1/3: recording", 1);
+    tmux(&["send-keys", "-t", &session, "Right"]);
+    wait_for("episode 2/3: recording", 1);
+    tmux(&["send-keys", "-t", &session, "Left"]);
+    wait_for("episode 2/3: recording", 2);
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    wait_for("dataset `", 1);
+    let text = screen();
+    tmux(&["kill-session", "-t", &session]);
+    assert_eq!(total_episodes(&dir), 2, "{text}");
+    assert!(text.contains("episode 0: "), "{text}");
+    assert!(text.contains("episode 1: "), "{text}");
+    reachy_ok(&["dataset", "validate", s(&dir)]);
+    std::fs::remove_dir_all(&dir).ok();
+}
