@@ -216,7 +216,7 @@ fn recorded_demonstrations_train_in_lerobot_and_the_policy_runs() {
         "--teleop",
         "scripted",
         "--cameras",
-        "head_camera",
+        "all",
         "--camera-size",
         "64x48",
         "--episodes",
@@ -243,7 +243,20 @@ fn recorded_demonstrations_train_in_lerobot_and_the_policy_runs() {
         assert!(e["commit_s"].as_f64().unwrap() < 1.0, "{r}");
         assert!(e["script"].as_str().is_some(), "{r}");
     }
-    assert_eq!(r["cameras"][0][0], "observation.images.head");
+    let keys: Vec<&str> = r["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "observation.images.head",
+            "observation.images.right_wrist",
+            "observation.images.left_wrist"
+        ]
+    );
 
     let v = reachy_ok(&["dataset", "validate", s(&dir)]);
     assert!(String::from_utf8_lossy(&v.stdout).contains(": ok"));
@@ -260,8 +273,14 @@ fn recorded_demonstrations_train_in_lerobot_and_the_policy_runs() {
     );
     assert_eq!(d["len"], 80, "{d}");
     assert_eq!(d["task"], "put the red cube down");
+    for k in &keys {
+        assert_eq!(
+            d["images"][k]["shape"],
+            serde_json::json!([80, 3, 48, 64]),
+            "{d}"
+        );
+    }
     let img = &d["images"]["observation.images.head"];
-    assert_eq!(img["shape"], serde_json::json!([80, 3, 48, 64]), "{d}");
     // the arm moves in the head camera's view
     assert!(img["change"].as_f64().unwrap() > 0.005, "{d}");
     for c in 0..3 {
@@ -356,6 +375,9 @@ fn recorded_demonstrations_train_in_lerobot_and_the_policy_runs() {
         s(&dir),
         "--episode",
         "1",
+        // time for the physics to follow under the load of parallel tests
+        "--approach",
+        "4",
     ]);
     for p in [&dir, &outdir] {
         std::fs::remove_dir_all(p).ok();
@@ -548,5 +570,49 @@ fn terminal_keys_end_rerecord_and_stop_episodes() {
     assert!(text.contains("episode 0: "), "{text}");
     assert!(text.contains("episode 1: "), "{text}");
     reachy_ok(&["dataset", "validate", s(&dir)]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `reachy dataset validate` on what lerobot wrote (two episodes in one data file and one AV1
+/// video): sound; then with a truncated video and a missing data file: each named, exit 1.
+#[test]
+fn validates_what_lerobot_wrote_and_names_broken_files() {
+    let Some(py) = common::python_with("lerobot", "lerobot") else {
+        return;
+    };
+    let dir = temp("validate-lerobot");
+    common::run_python_json(
+        &py,
+        "host/tests/python/make_lerobot_dataset.py",
+        &[s(&dir), "--video"],
+    );
+    let v = reachy_ok(&["dataset", "validate", s(&dir)]);
+    assert!(String::from_utf8_lossy(&v.stdout).contains(": ok"));
+    let i = reachy_ok(&["dataset", "info", s(&dir), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
+    assert_eq!(info["episodes"], 2);
+    assert_eq!(info["frames"], 105);
+    assert_eq!(info["cameras"][0]["codec"], "av01", "{info}");
+
+    let video = dir.join("videos/observation.images.head/chunk-000/file-000.mp4");
+    let bytes = std::fs::read(&video).unwrap();
+    std::fs::write(&video, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::remove_file(dir.join("data/chunk-000/file-000.parquet")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args(["dataset", "validate", s(&dir)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("videos/observation.images.head/chunk-000/file-000.mp4")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("data/chunk-000/file-000.parquet") && l.contains("missing")),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
