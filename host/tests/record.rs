@@ -199,8 +199,7 @@ fn rendered_frames_survive_the_encoder_within_35_db() {
 
 /// The loop a user runs: scripted demonstrations with a camera recorded in the sim, validated,
 /// loaded by lerobot with its default decoder (every frame), trained on by `lerobot-train`, the
-/// checkpoint lerobot wrote run on the simulated robot by `reachy policy run`, and an episode
-/// replayed.
+/// checkpoint lerobot wrote run on the simulated robot by `reachy policy run`.
 #[test]
 fn recorded_demonstrations_train_in_lerobot_and_the_policy_runs() {
     let Some(py) = common::python_with("lerobot", "lerobot") else {
@@ -366,19 +365,7 @@ fn recorded_demonstrations_train_in_lerobot_and_the_policy_runs() {
         serde_json::from_str(&std::fs::read_to_string(&run_report).unwrap()).unwrap();
     assert!(rr.to_string().contains("steps"), "{rr}");
 
-    // and an episode plays back
-    reachy_ok(&[
-        "replay",
-        "--backend",
-        "sim",
-        "--dataset",
-        s(&dir),
-        "--episode",
-        "1",
-        // time for the physics to follow under the load of parallel tests
-        "--approach",
-        "4",
-    ]);
+    // (`reachy replay` of a recorded episode: records_a_teleoperated_robot_that_lerobot_loads)
     for p in [&dir, &outdir] {
         std::fs::remove_dir_all(p).ok();
     }
@@ -614,5 +601,57 @@ fn validates_what_lerobot_wrote_and_names_broken_files() {
             .any(|l| l.contains("data/chunk-000/file-000.parquet") && l.contains("missing")),
         "{text}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Recording while teleoperating, in one process: `--teleop pose-stream` reads the operator's
+/// JSON lines on stdin and the recorded actions follow them.
+#[test]
+fn records_while_teleoperating_from_a_pose_stream() {
+    let dir = temp("rec-pose");
+    let out = common::run_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_reachy")).args([
+            "record",
+            "--backend",
+            "sim",
+            "--cameras",
+            "none",
+            "--teleop",
+            "pose-stream",
+            "--episodes",
+            "1",
+            "--episode-time",
+            "3",
+            "--fps",
+            "10",
+            "--root",
+            s(&dir),
+        ]),
+        concat!(
+            r#"{"arm": "r_arm", "position": [0.15, -0.4, 0.5]}"#,
+            "\n",
+            r#"{"hold": 1.5}"#,
+            "\n",
+        )
+        .as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the verdicts went to stderr, the recorder's lines to stdout
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r#""status":"ok""#));
+    let ep = reachy_dataset::load_episode(&dir, 0).unwrap();
+    assert_eq!(ep.actions.len(), 30);
+    // the right arm's commanded joints moved with the stream
+    let span = (0..ep.names.len())
+        .filter(|&i| ep.names[i].starts_with("r_") && !ep.names[i].contains("gripper"))
+        .map(|i| {
+            let v = ep.actions.iter().map(|a| a[i]);
+            v.clone().fold(f32::MIN, f32::max) - v.fold(f32::MAX, f32::min)
+        })
+        .fold(0.0, f32::max);
+    assert!(span > 0.1, "the right arm moved {span} rad");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -19,3 +19,4 @@ pub mod policy_serve;
 pub mod record;
 pub mod replay;
 pub mod sim_bridge;
+pub mod teleop;

@@ -36,8 +36,9 @@ pub struct RecordArgs {
     #[arg(long, default_value = "")]
     pub task: String,
     /// Who drives: `scripted` (the demo's pick-and-place, a new seeded scene per episode; needs
-    /// the sim), `none` (someone else: teleop, a policy, a script).
-    #[arg(long, default_value = "none", value_parser = ["scripted", "none"])]
+    /// the sim), `pose-stream` (`reachy teleop`'s JSON lines on stdin, in this process; its
+    /// answers go to stderr), `none` (someone else: teleop, a policy, a script).
+    #[arg(long, default_value = "none", value_parser = ["scripted", "pose-stream", "none"])]
     pub teleop: String,
     /// Cameras: `all` (every camera the daemon publishes), `none`, or names
     /// (`head_camera,r_wrist_camera`).
@@ -207,7 +208,31 @@ pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
         a.root.display(),
         if a.resume { "resuming" } else { "new dataset" }
     );
-    let keys = Keys::start();
+    if a.teleop == "pose-stream" {
+        // the operator's stream drives from its own thread with the teleop lease; the recorder
+        // samples whatever the robot does
+        let client = robot.connect("record-teleop", "teleop")?;
+        std::thread::Builder::new()
+            .name("pose stream".into())
+            .spawn(move || {
+                let r = reachy_apps::teleop::pose_stream(
+                    &client,
+                    std::io::stdin().lock(),
+                    50.0,
+                    &mut |v| eprintln!("{v}"),
+                );
+                if let Err(e) = r {
+                    eprintln!("pose stream: {e:#}");
+                }
+            })
+            .context("starting the pose stream")?;
+    }
+    // keys need the terminal's stdin, which a pose stream reads
+    let keys = if a.teleop == "pose-stream" {
+        None
+    } else {
+        Keys::start()
+    };
     if keys.is_some() {
         println!("keys: → ends the episode, ← records it again, Esc stops (keeping it)\r");
     }

@@ -1,23 +1,8 @@
 //! `reachy teleop`: teleoperation through the daemon's API with the `teleop` lease (it pre-empts
-//! policies and scripts). The input is a Cartesian pose stream, the way a VR headset bridge or a
-//! space-mouse driver delivers it: one JSON object per line on stdin,
-//!
-//! ```text
-//! {"arm": "r_arm", "position": [0.35, -0.25, 0.85], "orientation": [0, 0, 0, 1], "gripper": 0.8}
-//! {"hold": 1.5}
-//! ```
-//!
-//! Each target goes to the daemon as it arrives (its IK solves it); `hold` keeps streaming the last
-//! targets for that many seconds (a silent stream holds the robot after 0.5 s), and so does the end
-//! of the input until the arms are within 1 cm of their last targets (5 s at most). Every line gets
-//! one JSON line back: the daemon's verdict (`ok`, `clamped`, `unreachable` with the reason) and
-//! the measured TCP, or the error in the line; the last line is a summary.
-
-use std::io::BufRead;
-use std::time::{Duration, Instant};
+//! policies and scripts), from a Cartesian pose stream on stdin ([`reachy_apps::teleop`] says
+//! what the lines hold and what comes back).
 
 use anyhow::bail;
-use serde::Deserialize;
 
 /// `reachy teleop`
 #[derive(Debug, clap::Args)]
@@ -36,24 +21,6 @@ pub struct TeleopArgs {
     pub robot: super::args::RobotArgs,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Target {
-    arm: String,
-    position: [f32; 3],
-    #[serde(default)]
-    orientation: Option<[f32; 4]>,
-    #[serde(default)]
-    gripper: Option<f32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Line {
-    Hold { hold: f64 },
-    Target(Target),
-}
-
 /// Run `reachy teleop`; Ok(false) when a line was bad.
 pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool> {
     if a.input != "stdin" {
@@ -62,146 +29,16 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
             a.input
         );
     }
-    if !(a.rate > 0.0 && a.rate <= 1000.0) {
-        bail!("--rate must be within 0..=1000 Hz");
-    }
     let sink = a.rerun.sink()?;
     let mut robot =
         reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, Vec::new(), 30.0)?;
     let client = robot.connect("teleop", "teleop")?;
     robot.record_to(sink.as_ref(), &[])?;
-    let first = client.state()?;
-    let arms: Vec<String> = client
-        .info()
-        .chains
-        .iter()
-        .map(|(name, _)| name.clone())
-        .filter(|name| name.ends_with("_arm"))
-        .collect();
-    let mut counts: std::collections::BTreeMap<String, u64> = first
-        .cartesian
-        .iter()
-        .map(|c| (c.arm.clone(), c.count))
-        .collect();
-    let mut last: std::collections::BTreeMap<String, Target> = Default::default();
-    let mut tally = std::collections::BTreeMap::<String, u64>::new();
-    let mut bad = 0u64;
-    let stdin = std::io::stdin();
-    for (n, line) in stdin.lock().lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let out = match serde_json::from_str::<Line>(&line) {
-            Err(e) => {
-                bad += 1;
-                serde_json::json!({"line": n + 1, "error": format!("not a target or a hold: {e}")})
-            }
-            Ok(Line::Hold { hold }) if !(0.0..=3600.0).contains(&hold) => {
-                bad += 1;
-                serde_json::json!({"line": n + 1, "error": "hold must be within 0..=3600 s"})
-            }
-            Ok(Line::Hold { hold }) => {
-                let t0 = Instant::now();
-                let period = Duration::from_secs_f64(1.0 / a.rate);
-                while t0.elapsed().as_secs_f64() < hold {
-                    for t in last.values() {
-                        client.cartesian(&t.arm, t.position, t.orientation, t.gripper)?;
-                        *counts.entry(t.arm.clone()).or_default() += 1;
-                    }
-                    std::thread::sleep(period);
-                }
-                let s = client.state()?;
-                serde_json::json!({"line": n + 1, "held_s": hold, "tcp": tcps(&s)})
-            }
-            Ok(Line::Target(t)) if !arms.contains(&t.arm) => {
-                bad += 1;
-                serde_json::json!({"line": n + 1, "error": format!(
-                    "arm `{}` is not an arm of this robot (known: {})", t.arm, arms.join(", "))})
-            }
-            Ok(Line::Target(t)) => {
-                client.cartesian(&t.arm, t.position, t.orientation, t.gripper)?;
-                // targets of this arm sent so far: the daemon counts them as it solves them
-                let want = counts.get(&t.arm).copied().unwrap_or(0) + 1;
-                counts.insert(t.arm.clone(), want);
-                // the daemon acknowledges every target with a state at once
-                let t0 = Instant::now();
-                let verdict = loop {
-                    let s = client.state()?;
-                    if let Some(c) = s.cartesian.iter().find(|c| c.arm == t.arm) {
-                        if c.count >= want {
-                            break Some((c.clone(), s));
-                        }
-                    }
-                    if t0.elapsed() > Duration::from_secs(1) {
-                        break None;
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
-                };
-                match verdict {
-                    Some((c, s)) => {
-                        *tally.entry(c.status.clone()).or_default() += 1;
-                        let o = serde_json::json!({"line": n + 1, "arm": t.arm,
-                            "status": c.status, "reason": c.reason, "tcp": tcps(&s)});
-                        if c.status != "unreachable" {
-                            last.insert(t.arm.clone(), t);
-                        }
-                        o
-                    }
-                    None => {
-                        bad += 1;
-                        // the daemon rejected it (unknown arm, lease lost): say why if it can
-                        serde_json::json!({"line": n + 1, "error": format!(
-                            "no verdict from the daemon for {} (unknown arm, or the lease \
-                             was taken; rejected commands: {})", t.arm, client.state()?.rejected)})
-                    }
-                }
-            }
-        };
-        println!("{out}");
-    }
-    // the stream ended: keep the last targets streaming until the arms get there (or 5 s), so a
-    // short stream moves the arm as far as it asked instead of stopping where it got to
-    let t0 = Instant::now();
-    let period = Duration::from_secs_f64(1.0 / a.rate);
-    while !last.is_empty() && t0.elapsed() < Duration::from_secs(5) {
-        let s = client.state()?;
-        let arrived = last.values().all(|t| {
-            s.tcp.iter().any(|p| {
-                p.name == t.arm
-                    && p.pose
-                        .position
-                        .iter()
-                        .zip(&t.position)
-                        .map(|(x, y)| (x - y) * (x - y))
-                        .sum::<f32>()
-                        .sqrt()
-                        < 0.01
-            })
-        });
-        if arrived {
-            break;
-        }
-        for t in last.values() {
-            client.cartesian(&t.arm, t.position, t.orientation, t.gripper)?;
-        }
-        std::thread::sleep(period);
-    }
-    let s = client.state()?;
-    println!(
-        "{}",
-        serde_json::json!({"summary": {"verdicts": tally, "bad_lines": bad, "tcp": tcps(&s),
-            "faults": s.faults}})
-    );
+    let bad =
+        reachy_apps::teleop::pose_stream(&client, std::io::stdin().lock(), a.rate, &mut |v| {
+            println!("{v}")
+        })?;
     drop(client);
     robot.stop()?;
     Ok(bad == 0)
-}
-
-fn tcps(s: &reachy_api::schema::RobotState) -> serde_json::Value {
-    s.tcp
-        .iter()
-        .map(|p| (p.name.clone(), serde_json::json!(p.pose.position)))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }
