@@ -19,7 +19,7 @@ pub struct SimAndDaemon {
     /// `reachy sim`.
     pub sim: Kill,
     /// `reachy daemon` (killed when this is dropped).
-    _daemon: Kill,
+    pub daemon: Kill,
     /// Where the sim listens.
     pub sim_endpoint: String,
     /// Where the daemon listens (clients connect here).
@@ -45,7 +45,7 @@ pub fn sim_and_daemon(robot: &str) -> SimAndDaemon {
     );
     SimAndDaemon {
         sim,
-        _daemon: daemon,
+        daemon,
         sim_endpoint,
         endpoint,
     }
