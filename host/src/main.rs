@@ -13,7 +13,8 @@ fn main() -> std::process::ExitCode {
     // quiet by default: our crates say what they do, dependencies (zenoh's session chatter)
     // only warnings; -v for everything at info, -vv for debug; RUST_LOG overrides both
     let default = match cli.verbose {
-        0 => "warn,reachy=info",
+        // (zenoh's connect failure is said once, by the error the command returns)
+        0 => "warn,reachy=info,zenoh::net::runtime::orchestrator=error",
         1 => "info",
         _ => "debug",
     };

@@ -88,3 +88,21 @@ fn bad_arguments_are_clear_errors() {
         assert!(err.contains("error"), "{args:?}: {err}");
     }
 }
+
+/// `--connect` to where nothing listens: one line that says what was tried and what to start,
+/// no zenoh warning with its source paths.
+#[test]
+fn a_dead_endpoint_is_one_clear_error() {
+    let ep = format!("tcp/127.0.0.1:{}", crate::common::free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args(["teleop", "--connect", &ep])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("nothing answered at {ep}")), "{err}");
+    assert!(err.contains("reachy daemon --listen"), "{err}");
+    assert!(!err.contains(".cargo/registry"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

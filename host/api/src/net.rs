@@ -96,9 +96,20 @@ impl ZenohOptions {
     /// Open the session.
     pub fn open(&self) -> Result<zenoh::Session, ApiError> {
         let c = self.config()?;
-        zenoh::open(c)
-            .wait()
-            .map_err(ApiError::zenoh("opening the zenoh session"))
+        zenoh::open(c).wait().map_err(|e| {
+            // nothing listens where --connect points (zenoh says so with its source paths)
+            if !self.connect.is_empty() && e.to_string().contains("Unable to connect") {
+                ApiError::Timeout(format!(
+                    "nothing answered at {} within 10 s: start what should listen there \
+                     (`reachy daemon --listen {e0}`, `reachy sim --listen {e0}` or `reachy router \
+                     --listen {e0}`) or fix --connect",
+                    self.connect.join(", "),
+                    e0 = self.connect[0]
+                ))
+            } else {
+                ApiError::zenoh("opening the zenoh session")(e)
+            }
+        })
     }
 
     /// Open a zenoh router on the `listen` endpoints (the same authentication rules as every
