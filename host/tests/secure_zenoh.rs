@@ -36,6 +36,22 @@ fn sim_info(config: &Path, endpoint: &str, wait: Duration) -> Option<schema::Sim
     None
 }
 
+/// A client's zenoh config at `path`: no listener, no scouting, `creds` (`user: …, password: …`,
+/// or nothing) for user-password authentication.
+fn client_config(path: &Path, creds: &str) -> std::path::PathBuf {
+    std::fs::write(
+        path,
+        format!(
+            "{{ mode: \"peer\", scouting: {{ multicast: {{ enabled: false }} }},
+               listen: {{ endpoints: [] }},
+               connect: {{ timeout_ms: 1000, exit_on_failure: false }},
+               transport: {{ auth: {{ usrpwd: {{ {creds} }} }} }} }}"
+        ),
+    )
+    .unwrap();
+    path.to_path_buf()
+}
+
 #[test]
 fn remote_listening_needs_credentials() {
     let dir = std::env::temp_dir().join(format!("reachy-secure-{}", std::process::id()));
@@ -52,20 +68,7 @@ fn remote_listening_needs_credentials() {
         ),
     )
     .unwrap();
-    let client = |name: &str, creds: &str| {
-        let p = dir.join(name);
-        std::fs::write(
-            &p,
-            format!(
-                "{{ mode: \"peer\", scouting: {{ multicast: {{ enabled: false }} }},
-                   listen: {{ endpoints: [] }},
-                   connect: {{ timeout_ms: 1000, exit_on_failure: false }},
-                   transport: {{ auth: {{ usrpwd: {{ {creds} }} }} }} }}"
-            ),
-        )
-        .unwrap();
-        p
-    };
+    let client = |name: &str, creds: &str| client_config(&dir.join(name), creds);
     let good = client("good.json5", "user: \"reachy\", password: \"s3cret\"");
     let wrong = client("wrong.json5", "user: \"reachy\", password: \"guess\"");
     let none = client("none.json5", "");
@@ -140,18 +143,10 @@ fn the_shipped_access_control_lets_viewers_watch_and_operators_drive() {
         let creds = user.map_or(String::new(), |(u, p)| {
             format!("user: {u:?}, password: {p:?}")
         });
-        let p = dir.join(format!("peer-{}.json5", user.map_or("none", |u| u.0)));
-        std::fs::write(
-            &p,
-            format!(
-                "{{ mode: \"peer\", scouting: {{ multicast: {{ enabled: false }} }},
-                   listen: {{ endpoints: [] }},
-                   connect: {{ timeout_ms: 2000, exit_on_failure: false }},
-                   transport: {{ auth: {{ usrpwd: {{ {creds} }} }} }} }}"
-            ),
+        client_config(
+            &dir.join(format!("peer-{}.json5", user.map_or("none", |u| u.0))),
+            &creds,
         )
-        .unwrap();
-        p
     };
     let (sim_ep, daemon_ep) = (
         format!("tcp/127.0.0.1:{}", free_port()),
