@@ -80,7 +80,7 @@ impl Default for SerialConfig {
     }
 }
 
-/// `[limits] joint = { lower, upper, velocity, acceleration }` (each optional).
+/// `[limits] joint = { lower, upper, velocity, acceleration, effort }` (each optional).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverride {
@@ -93,6 +93,10 @@ pub struct LimitOverride {
     /// Acceleration limit (rad/s²).
     #[serde(default)]
     pub acceleration: Option<f32>,
+    /// Effort limit, in the backend's effort unit (the sim: N·m; the serial backend: the
+    /// servo's current, A). A joint that pushes beyond it for 50 ms yields where it is.
+    #[serde(default)]
+    pub effort: Option<f32>,
 }
 
 /// `[servos] joint = { offset, direction }`
@@ -164,7 +168,10 @@ impl Config {
             );
         }
         for (j, l) in &c.limits {
-            for v in [l.lower, l.upper, l.velocity].into_iter().flatten() {
+            for v in [l.lower, l.upper, l.velocity, l.effort]
+                .into_iter()
+                .flatten()
+            {
                 ensure!(v.is_finite(), "{what}: limits.{j} has a non-finite value");
             }
             if let Some(v) = l.velocity {
@@ -172,6 +179,9 @@ impl Config {
             }
             if let Some(a) = l.acceleration {
                 ensure!(a > 0.0, "{what}: limits.{j}.acceleration must be positive");
+            }
+            if let Some(e) = l.effort {
+                ensure!(e > 0.0, "{what}: limits.{j}.effort must be positive");
             }
         }
         if let Some(a) = c.max_acceleration {
@@ -225,6 +235,7 @@ mod tests {
             "[servos]\nx = { direction = 2 }",
             "[limits]\nx = { velocity = -1.0 }",
             "[limits]\nx = { acceleration = 0.0 }",
+            "[limits]\nx = { effort = -2.0 }",
             "max_acceleration = -3.0",
             "robot = ",
         ] {

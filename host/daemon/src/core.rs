@@ -65,6 +65,9 @@ pub struct JointLimit {
     pub velocity: f32,
     /// Acceleration limit (rad/s²; infinite: none).
     pub acceleration: f32,
+    /// Effort limit in the backend's unit (infinite: none; the configuration's only, since the
+    /// URDF's efforts are the servos' stall ratings, not a safe bound).
+    pub effort: f32,
 }
 
 impl JointLimit {
@@ -76,12 +79,14 @@ impl JointLimit {
             .and_then(|o| o.acceleration)
             .or(cfg.max_acceleration)
             .unwrap_or(f32::INFINITY);
+        let effort = o.and_then(|o| o.effort).unwrap_or(f32::INFINITY);
         let Some(j) = model.joints.iter().find(|j| j.name == name) else {
             return Self {
                 lower: f32::NEG_INFINITY,
                 upper: f32::INFINITY,
                 velocity: 1.0,
                 acceleration,
+                effort,
             };
         };
         let (lo, hi, v) = (j.lower as f32, j.upper as f32, j.velocity as f32);
@@ -91,12 +96,14 @@ impl JointLimit {
                 upper: o.upper.map_or(hi, |x| x.min(hi)),
                 velocity: o.velocity.map_or(v, |x| x.min(v)),
                 acceleration,
+                effort,
             },
             None => Self {
                 lower: lo,
                 upper: hi,
                 velocity: v,
                 acceleration,
+                effort,
             },
         }
     }
@@ -350,8 +357,16 @@ pub struct Core {
     backend_estop: bool,
     /// The last tick found the backend stale.
     was_stale: bool,
+    /// Per joint: since when its effort has been above its limit.
+    effort_over: Vec<Option<Instant>>,
+    /// Per joint: the (signed) effort that tripped its limit; the joint yields where it is
+    /// until a command pulls it back the other way or a goto is started on it.
+    effort_hold: Vec<Option<f32>>,
     outbox: Outbox,
 }
+
+/// How long a joint may push beyond its effort limit before it yields (s).
+pub const EFFORT_TRIP: f64 = 0.05;
 
 fn min_jerk(s: f64) -> f64 {
     let s = s.clamp(0.0, 1.0);
@@ -388,8 +403,10 @@ impl Core {
             .iter()
             .map(|n| JointLimit::resolve(&model, n, &cfg))
             .collect();
+        let n_joints = names.len();
         for (n, l) in names.iter().zip(&limits) {
-            let usable = l.lower <= l.upper && l.velocity > 0.0 && l.acceleration > 0.0;
+            let usable =
+                l.lower <= l.upper && l.velocity > 0.0 && l.acceleration > 0.0 && l.effort > 0.0;
             if !usable {
                 return Err(LimitsError(format!(
                     "limits.{n}: lower {} / upper {} / velocity {} / acceleration {} (with the \
@@ -418,6 +435,8 @@ impl Core {
             t0,
             tokens,
             last_measured: None,
+            effort_over: vec![None; n_joints],
+            effort_hold: vec![None; n_joints],
             backend_estop: false,
             was_stale: false,
             outbox: Outbox::default(),
@@ -532,7 +551,16 @@ impl Core {
     /// Streaming targets for the joints at `idx` (checked): clamped into the limits, applied now.
     fn stream(&mut self, idx: &[usize], values: &[f32], now: Instant) {
         for (&i, &v) in idx.iter().zip(values) {
-            self.desired[i] = self.limits[i].clamp(v);
+            let v = self.limits[i].clamp(v);
+            if let Some(e) = self.effort_hold[i] {
+                // still pushing the way that tripped the effort limit: it keeps yielding
+                if (v - self.sent[i]) * e > 0.0 {
+                    continue;
+                }
+                self.effort_hold[i] = None;
+                self.effort_over[i] = None;
+            }
+            self.desired[i] = v;
         }
         // streaming takes over from a goto on the same joints
         if self
@@ -793,6 +821,12 @@ impl Core {
             })
             .collect();
         self.cancel_goto("a new motion took over");
+        // a goto is deliberate: it may try again where the effort limit stopped a joint (and
+        // is cancelled with the reason if it pushes too hard again)
+        for &i in &s.idx {
+            self.effort_hold[i] = None;
+            self.effort_over[i] = None;
+        }
         self.goto = Some(Goto {
             from: s.idx.iter().map(|&i| self.sent[i]).collect(),
             idx: s.idx,
@@ -1071,6 +1105,7 @@ impl Core {
                 self.last_stream = None;
             }
         }
+        self.guard_effort(m, now);
         let limp = self.estop || !self.torque;
         if limp {
             // limp: the targets follow the measured joints, so torque comes back without a jump
@@ -1086,6 +1121,39 @@ impl Core {
             position: self.sent.clone(),
             torque: !limp,
         })
+    }
+
+    /// Effort limits: a joint whose measured effort stays beyond its limit for [`EFFORT_TRIP`]
+    /// stops pushing — its target becomes where it is, a goto moving it is cancelled with the
+    /// reason — and stays there until commanded back the other way.
+    fn guard_effort(&mut self, m: &Measured, now: Instant) {
+        for i in 0..self.names.len() {
+            let limit = self.limits[i].effort;
+            if !limit.is_finite() {
+                continue;
+            }
+            let e = m.effort[i];
+            if e.abs() > limit {
+                let since = *self.effort_over[i].get_or_insert(now);
+                let tripped = now.saturating_duration_since(since).as_secs_f64() >= EFFORT_TRIP;
+                if tripped && self.effort_hold[i].is_none() {
+                    self.effort_hold[i] = Some(e);
+                    let why = format!(
+                        "{} pushed with effort {:.2} beyond its limit {limit}: it yields where it is",
+                        self.names[i],
+                        e.abs()
+                    );
+                    if self.goto.as_ref().is_some_and(|g| g.idx.contains(&i)) {
+                        self.cancel_goto(&why);
+                    }
+                }
+            } else {
+                self.effort_over[i] = None;
+            }
+            if self.effort_hold[i].is_some() {
+                self.desired[i] = m.position[i];
+            }
+        }
     }
 
     /// The goto's minimum-jerk profile at `now`. When the profile has ended, the reply comes
@@ -1228,6 +1296,17 @@ impl Core {
                         fault: f.clone(),
                     })
                 })
+                .chain(self.effort_hold.iter().enumerate().filter_map(|(i, e)| {
+                    e.map(|e| schema::JointFault {
+                        joint: self.names[i].clone(),
+                        fault: format!(
+                            "effort limit: pushed with {:.2} (limit {}), yielding until commanded \
+                             back",
+                            e.abs(),
+                            self.limits[i].effort
+                        ),
+                    })
+                }))
                 .collect(),
             stale: now.saturating_duration_since(m.at) > STALE_AFTER,
             rejected,
@@ -1694,6 +1773,74 @@ mod tests {
     }
 
     #[test]
+    fn a_joint_pushing_beyond_its_effort_limit_yields_until_commanded_back() {
+        let mut r = Rig::new(|c| {
+            c.limits.insert(
+                "r_elbow_pitch".into(),
+                LimitOverride {
+                    lower: None,
+                    upper: None,
+                    velocity: None,
+                    acceleration: None,
+                    effort: Some(2.0),
+                },
+            );
+        });
+        let e = r.idx("r_elbow_pitch");
+        assert_eq!(r.goto(&["r_elbow_pitch"], &[-1.0], 1.0), Answer::Later);
+        for _ in 0..20 {
+            r.tick();
+        }
+        // an obstacle: the joint stops where it is and the motor pushes with 5 (limit 2)
+        let blocked = r.q[e];
+        let mut push = |r: &mut Rig, effort: f32| {
+            r.t += DT;
+            let mut m = r.measured();
+            m.effort[e] = effort;
+            let out = r.core.tick(&m, r.t).expect("a fresh state");
+            for (i, v) in out.position.iter().enumerate() {
+                if i != e {
+                    r.q[i] = *v;
+                }
+            }
+            out
+        };
+        // 40 ms beyond it: still pushing, no verdict yet
+        for _ in 0..4 {
+            push(&mut r, -5.0);
+        }
+        assert!(r.core.take_outbox().replies.is_empty());
+        let mut reply = None;
+        let mut out = None;
+        for _ in 0..3 {
+            out = Some(push(&mut r, -5.0));
+            reply = reply.or(r.core.take_outbox().replies.pop());
+        }
+        let (_, rep) = reply.expect("the goto was cancelled");
+        assert_eq!(rep.status, Status::Cancelled, "{rep:?}");
+        assert!(rep.reason.unwrap().contains("effort"));
+        // it yields where it is, and the state says why
+        assert_eq!(out.unwrap().position[e], blocked);
+        let st = r.core.state(&r.measured(), r.t, 0);
+        assert!(
+            st.faults
+                .iter()
+                .any(|f| f.joint == "r_elbow_pitch" && f.fault.contains("effort limit")),
+            "{:?}",
+            st.faults
+        );
+        // streaming further into the obstacle moves nothing
+        r.stream(&["r_elbow_pitch"], &[blocked - 0.3]);
+        assert_eq!(push(&mut r, 0.0).position[e], blocked);
+        // commanded back the other way: it follows again, and the fault is gone
+        r.stream(&["r_elbow_pitch"], &[blocked + 0.2]);
+        let back = push(&mut r, 0.0).position[e];
+        assert!(back > blocked, "{back} vs {blocked}");
+        let st = r.core.state(&r.measured(), r.t, 0);
+        assert!(st.faults.iter().all(|f| !f.fault.contains("effort")));
+    }
+
+    #[test]
     fn a_configured_limit_tightens_the_urdf_and_reaches_info() {
         let mut lim = BTreeMap::new();
         lim.insert(
@@ -1703,6 +1850,7 @@ mod tests {
                 upper: Some(100.0),
                 velocity: Some(0.1),
                 acceleration: None,
+                effort: None,
             },
         );
         let r = Rig::new(|c| c.limits = lim);
@@ -1914,6 +2062,7 @@ mod attack {
             upper,
             velocity: None,
             acceleration: None,
+            effort: None,
         };
         let new = |cfg: &CoreConfig| {
             Core::new(
