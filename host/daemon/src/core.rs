@@ -1793,7 +1793,7 @@ mod tests {
         }
         // an obstacle: the joint stops where it is and the motor pushes with 5 (limit 2)
         let blocked = r.q[e];
-        let mut push = |r: &mut Rig, effort: f32| {
+        let push = |r: &mut Rig, effort: f32| {
             r.t += DT;
             let mut m = r.measured();
             m.effort[e] = effort;
