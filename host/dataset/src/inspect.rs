@@ -409,8 +409,9 @@ impl std::fmt::Display for Problem {
 const TOLERANCE_S: f64 = 1e-4;
 
 /// Check the dataset at `root`: metadata, episode indices and offsets, every data file's
-/// timestamps and indices, every video's frame count against its episodes, the statistics, and
-/// files left by an interrupted write. An empty list: sound.
+/// timestamps and indices, every video's frame count against its episodes (H.264 videos
+/// decoded frame by frame; other codecs by their index), the statistics, and files left by an
+/// interrupted write. An empty list: sound.
 pub fn validate(root: &Path) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut say = |file: PathBuf, episode: Option<i64>, message: String| {
@@ -588,9 +589,20 @@ pub fn validate(root: &Path) -> Vec<Problem> {
         for (key, c, f, t0, t1) in &r.videos {
             let path = root.join(format_path(&video_template, key, *c, *f));
             let info = parsed.entry(path.clone()).or_insert_with(|| {
-                std::fs::read(&path)
-                    .map_err(|e| format!("missing or unreadable: {e}"))
-                    .and_then(|b| crate::mp4::parse(&b).map_err(|e| e.to_string()))
+                let bytes =
+                    std::fs::read(&path).map_err(|e| format!("missing or unreadable: {e}"))?;
+                let info = crate::mp4::parse(&bytes).map_err(|e| e.to_string())?;
+                // H.264 is decoded, frame by frame (other codecs: the index's count)
+                if info.codec == "avc1" {
+                    let n = crate::video::decoded_frames(&bytes).map_err(|e| e.to_string())?;
+                    if n as u64 != info.frames {
+                        return Err(format!(
+                            "{} frames in the index but {n} decode",
+                            info.frames
+                        ));
+                    }
+                }
+                Ok(info)
             });
             let info = match info {
                 Ok(i) => i,

@@ -403,6 +403,151 @@ fn be64(b: &[u8], at: usize) -> Result<u64, DatasetError> {
         .ok_or_else(|| crate::invalid!("a box too short to read"))
 }
 
+/// The coded frames of the first video track: where each sample is, and the H.264 parameter
+/// sets when the track is `avc1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Samples {
+    /// Sample entry (`avc1`, `av01`, …).
+    pub codec: String,
+    /// SPS and PPS of an `avc1` track's `avcC`.
+    pub parameter_sets: Option<(Vec<u8>, Vec<u8>)>,
+    /// (offset in the file, size) of every sample, in decoding order.
+    pub samples: Vec<(u64, u32)>,
+}
+
+fn video_stbl<'a>(bytes: &'a [u8]) -> Result<Boxes<'a>, DatasetError> {
+    let top = Reader { b: bytes }.boxes()?;
+    let moov = Reader {
+        b: find(&top, b"moov")?,
+    }
+    .boxes()?;
+    for (kind, trak) in &moov {
+        if kind != b"trak" {
+            continue;
+        }
+        let trak = Reader { b: trak }.boxes()?;
+        let mdia = Reader {
+            b: find(&trak, b"mdia")?,
+        }
+        .boxes()?;
+        if find(&mdia, b"hdlr")?.get(8..12) != Some(b"vide") {
+            continue;
+        }
+        let minf = Reader {
+            b: find(&mdia, b"minf")?,
+        }
+        .boxes()?;
+        return Reader {
+            b: find(&minf, b"stbl")?,
+        }
+        .boxes();
+    }
+    bail!("no video track")
+}
+
+/// Where the samples of the first video track are (`stsz`, `stsc`, `stco`/`co64`), and its
+/// H.264 parameter sets. Any bytes give a result or an error, never a panic.
+pub fn samples(bytes: &[u8]) -> Result<Samples, DatasetError> {
+    let stbl = video_stbl(bytes)?;
+    let stsd = find(&stbl, b"stsd")?;
+    let entries = Reader {
+        b: stsd.get(8..).unwrap_or_default(),
+    }
+    .boxes()?;
+    let Some((codec, entry)) = entries.first() else {
+        bail!("a video track without a sample description");
+    };
+    let mut parameter_sets = None;
+    if codec == b"avc1" {
+        // the visual sample entry's 78 bytes, then its boxes
+        let children = Reader {
+            b: entry.get(78..).unwrap_or_default(),
+        }
+        .boxes()?;
+        let c = find(&children, b"avcC")?;
+        let sps_len = c
+            .get(6..8)
+            .map(|s| u16::from_be_bytes([s[0], s[1]]) as usize);
+        let sps = sps_len.and_then(|n| c.get(8..8 + n));
+        let pps = sps_len.and_then(|n| {
+            let at = 8 + n + 1;
+            let m = c
+                .get(at..at + 2)
+                .map(|s| u16::from_be_bytes([s[0], s[1]]) as usize)?;
+            c.get(at + 2..at + 2 + m)
+        });
+        match (sps, pps) {
+            (Some(a), Some(b)) => parameter_sets = Some((a.to_vec(), b.to_vec())),
+            _ => bail!("a truncated avcC"),
+        }
+    }
+    let stsz = find(&stbl, b"stsz")?;
+    let (fixed, count) = (be32(stsz, 4)?, be32(stsz, 8)? as usize);
+    if count > bytes.len() {
+        bail!(
+            "stsz claims {count} samples in a file of {} bytes",
+            bytes.len()
+        );
+    }
+    let sizes: Vec<u32> = if fixed != 0 {
+        vec![fixed; count]
+    } else {
+        (0..count)
+            .map(|k| be32(stsz, 12 + 4 * k))
+            .collect::<Result<_, _>>()?
+    };
+    let chunks: Vec<u64> = if let Ok(co) = find(&stbl, b"co64") {
+        let n = (be32(co, 4)? as usize).min(co.len() / 8);
+        (0..n)
+            .map(|k| be64(co, 8 + 8 * k))
+            .collect::<Result<_, _>>()?
+    } else {
+        let co = find(&stbl, b"stco")?;
+        let n = (be32(co, 4)? as usize).min(co.len() / 4);
+        (0..n)
+            .map(|k| be32(co, 8 + 4 * k).map(u64::from))
+            .collect::<Result<_, _>>()?
+    };
+    // stsc: runs of chunks with the same number of samples
+    let stsc = find(&stbl, b"stsc")?;
+    let runs = (be32(stsc, 4)? as usize).min(stsc.len() / 12);
+    let mut per_chunk = vec![0u32; chunks.len()];
+    for r in 0..runs {
+        let first = be32(stsc, 8 + 12 * r)? as usize;
+        let n = be32(stsc, 12 + 12 * r)?;
+        let next = if r + 1 < runs {
+            be32(stsc, 8 + 12 * (r + 1))? as usize
+        } else {
+            chunks.len() + 1
+        };
+        for c in first.max(1)..next.min(chunks.len() + 1) {
+            per_chunk[c - 1] = n;
+        }
+    }
+    let mut samples = Vec::with_capacity(count);
+    let mut k = 0usize;
+    for (c, &offset) in chunks.iter().enumerate() {
+        let mut at = offset;
+        for _ in 0..per_chunk[c] {
+            let Some(&size) = sizes.get(k) else { break };
+            samples.push((at, size));
+            at = at.saturating_add(size as u64);
+            k += 1;
+        }
+    }
+    if samples.len() != count {
+        bail!(
+            "the chunk tables place {} of {count} samples",
+            samples.len()
+        );
+    }
+    Ok(Samples {
+        codec: String::from_utf8_lossy(codec).into_owned(),
+        parameter_sets,
+        samples,
+    })
+}
+
 /// Read the first video track of an MP4 file (its bytes: the whole file, or at least every box
 /// up to and including `moov`). Any bytes give a result or an error, never a panic.
 pub fn parse(bytes: &[u8]) -> Result<Mp4Info, DatasetError> {
@@ -522,7 +667,7 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(
-            std::env::var("REACHY_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
         ))]
         /// Foreign bytes never panic the reader: random, and mutations of a valid file.
         #[test]
@@ -530,6 +675,7 @@ mod tests {
                               flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
                               cut in any::<usize>()) {
             let _ = parse(&noise);
+            let _ = samples(&noise);
             let mut w = Mp4Writer::new(std::io::Cursor::new(Vec::new()), 64, 48, 30).unwrap();
             w.write_annexb(&[0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0, 0, 1, 0x68, 1, 0, 0, 1, 0x65, 1], true).unwrap();
             let mut b = w.finish().unwrap().into_inner();
@@ -539,6 +685,7 @@ mod tests {
             }
             b.truncate(cut % (b.len() + 1));
             let _ = parse(&b);
+            let _ = samples(&b);
         }
     }
 }

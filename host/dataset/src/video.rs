@@ -236,6 +236,58 @@ impl VideoWriter {
     }
 }
 
+/// Decode every frame of an H.264 MP4 (OpenH264's decoder): the number of pictures it gives,
+/// for the validator to compare with the index and the episodes.
+pub fn decoded_frames(bytes: &[u8]) -> Result<usize, DatasetError> {
+    let s = crate::mp4::samples(bytes)?;
+    let Some((sps, pps)) = &s.parameter_sets else {
+        bail!("{}: only H.264 (avc1) videos are decoded here", s.codec);
+    };
+    let mut dec = openh264::decoder::Decoder::with_api_config(
+        OpenH264API::from_source(),
+        openh264::decoder::DecoderConfig::new(),
+    )
+    .map_err(|e| crate::invalid!("starting the H.264 decoder: {e}"))?;
+    let start = [0u8, 0, 0, 1];
+    let mut head = Vec::new();
+    for ps in [sps, pps] {
+        head.extend_from_slice(&start);
+        head.extend_from_slice(ps);
+    }
+    let mut n = 0usize;
+    let mut annexb = Vec::new();
+    for (k, &(at, size)) in s.samples.iter().enumerate() {
+        let sample = usize::try_from(at)
+            .ok()
+            .and_then(|a| bytes.get(a..a.checked_add(size as usize)?))
+            .ok_or_else(|| crate::invalid!("sample {k} lies beyond the end of the file"))?;
+        annexb.clear();
+        if k == 0 {
+            annexb.extend_from_slice(&head);
+        }
+        let mut rest = sample;
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let nal = rest
+                .get(4..4 + len)
+                .ok_or_else(|| crate::invalid!("sample {k}: a NAL unit cut short"))?;
+            annexb.extend_from_slice(&start);
+            annexb.extend_from_slice(nal);
+            rest = &rest[4 + len..];
+        }
+        match dec.decode(&annexb) {
+            Ok(Some(_)) => n += 1,
+            Ok(None) => {}
+            Err(e) => bail!("sample {k} does not decode: {e}"),
+        }
+    }
+    n += dec
+        .flush_remaining()
+        .map_err(|e| crate::invalid!("flushing the decoder: {e}"))?
+        .len();
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +332,7 @@ mod tests {
         let info = crate::mp4::parse(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!((info.codec.as_str(), info.frames), ("avc1", 10));
         assert!((info.duration - 10.0 / 30.0).abs() < 1e-9);
+        assert_eq!(decoded_frames(&std::fs::read(&path).unwrap()).unwrap(), 10);
         assert!(!crate::write::partial(&path).exists());
         std::fs::remove_dir_all(&dir).ok();
     }
