@@ -415,7 +415,8 @@ pub struct Samples {
     pub samples: Vec<(u64, u32)>,
 }
 
-fn video_stbl<'a>(bytes: &'a [u8]) -> Result<Boxes<'a>, DatasetError> {
+/// The first video track's media boxes (`mdia`) and sample table (`stbl`).
+fn video_track(bytes: &[u8]) -> Result<(Boxes<'_>, Boxes<'_>), DatasetError> {
     let top = Reader { b: bytes }.boxes()?;
     let moov = Reader {
         b: find(&top, b"moov")?,
@@ -437,28 +438,35 @@ fn video_stbl<'a>(bytes: &'a [u8]) -> Result<Boxes<'a>, DatasetError> {
             b: find(&mdia, b"minf")?,
         }
         .boxes()?;
-        return Reader {
+        let stbl = Reader {
             b: find(&minf, b"stbl")?,
         }
-        .boxes();
+        .boxes()?;
+        return Ok((mdia, stbl));
     }
     bail!("no video track")
+}
+
+/// The first sample description of a sample table: (codec, entry body).
+fn sample_entry<'a>(stbl: &Boxes<'a>) -> Result<([u8; 4], &'a [u8]), DatasetError> {
+    let stsd = find(stbl, b"stsd")?;
+    let entries = Reader {
+        b: stsd.get(8..).unwrap_or_default(),
+    }
+    .boxes()?;
+    entries
+        .first()
+        .copied()
+        .ok_or_else(|| crate::invalid!("a video track without a sample description"))
 }
 
 /// Where the samples of the first video track are (`stsz`, `stsc`, `stco`/`co64`), and its
 /// H.264 parameter sets. Any bytes give a result or an error, never a panic.
 pub fn samples(bytes: &[u8]) -> Result<Samples, DatasetError> {
-    let stbl = video_stbl(bytes)?;
-    let stsd = find(&stbl, b"stsd")?;
-    let entries = Reader {
-        b: stsd.get(8..).unwrap_or_default(),
-    }
-    .boxes()?;
-    let Some((codec, entry)) = entries.first() else {
-        bail!("a video track without a sample description");
-    };
+    let (_, stbl) = video_track(bytes)?;
+    let (codec, entry) = sample_entry(&stbl)?;
     let mut parameter_sets = None;
-    if codec == b"avc1" {
+    if &codec == b"avc1" {
         // the visual sample entry's 78 bytes, then its boxes
         let children = Reader {
             b: entry.get(78..).unwrap_or_default(),
@@ -542,7 +550,7 @@ pub fn samples(bytes: &[u8]) -> Result<Samples, DatasetError> {
         );
     }
     Ok(Samples {
-        codec: String::from_utf8_lossy(codec).into_owned(),
+        codec: String::from_utf8_lossy(&codec).into_owned(),
         parameter_sets,
         samples,
     })
@@ -551,73 +559,36 @@ pub fn samples(bytes: &[u8]) -> Result<Samples, DatasetError> {
 /// Read the first video track of an MP4 file (its bytes: the whole file, or at least every box
 /// up to and including `moov`). Any bytes give a result or an error, never a panic.
 pub fn parse(bytes: &[u8]) -> Result<Mp4Info, DatasetError> {
-    let top = Reader { b: bytes }.boxes()?;
-    let moov = Reader {
-        b: find(&top, b"moov")?,
+    let (mdia, stbl) = video_track(bytes)?;
+    let mdhd = find(&mdia, b"mdhd")?;
+    let (timescale, duration) = match mdhd.first() {
+        Some(1) => (be32(mdhd, 20)?, be64(mdhd, 24)?),
+        Some(0) => (be32(mdhd, 12)?, be32(mdhd, 16)? as u64),
+        _ => bail!("an `mdhd` of an unknown version"),
+    };
+    if timescale == 0 {
+        bail!("a media timescale of 0");
     }
-    .boxes()?;
-    for (kind, trak) in &moov {
-        if kind != b"trak" {
-            continue;
-        }
-        let trak = Reader { b: trak }.boxes()?;
-        let mdia = Reader {
-            b: find(&trak, b"mdia")?,
-        }
-        .boxes()?;
-        let hdlr = find(&mdia, b"hdlr")?;
-        if hdlr.get(8..12) != Some(b"vide") {
-            continue;
-        }
-        let mdhd = find(&mdia, b"mdhd")?;
-        let (timescale, duration) = match mdhd.first() {
-            Some(1) => (be32(mdhd, 20)?, be64(mdhd, 24)?),
-            Some(0) => (be32(mdhd, 12)?, be32(mdhd, 16)? as u64),
-            _ => bail!("an `mdhd` of an unknown version"),
-        };
-        if timescale == 0 {
-            bail!("a media timescale of 0");
-        }
-        let minf = Reader {
-            b: find(&mdia, b"minf")?,
-        }
-        .boxes()?;
-        let stbl = Reader {
-            b: find(&minf, b"stbl")?,
-        }
-        .boxes()?;
-        let stsd = find(&stbl, b"stsd")?;
-        let entries = Reader {
-            b: stsd.get(8..).unwrap_or_default(),
-        }
-        .boxes()?;
-        let Some((codec, entry)) = entries.first() else {
-            bail!("a video track without a sample description");
-        };
-        let (width, height) = (
-            entry
-                .get(24..26)
-                .map_or(0, |s| u16::from_be_bytes([s[0], s[1]])),
-            entry
-                .get(26..28)
-                .map_or(0, |s| u16::from_be_bytes([s[0], s[1]])),
-        );
-        let frames = if let Ok(stsz) = find(&stbl, b"stsz") {
-            be32(stsz, 8)? as u64
-        } else {
-            let stz2 = find(&stbl, b"stz2")?;
-            be32(stz2, 8)? as u64
-        };
-        return Ok(Mp4Info {
-            codec: String::from_utf8_lossy(codec).into_owned(),
-            width: width as u32,
-            height: height as u32,
-            frames,
-            duration: duration as f64 / timescale as f64,
-            timescale,
-        });
-    }
-    bail!("no video track")
+    let (codec, entry) = sample_entry(&stbl)?;
+    let u16_at = |at: usize| {
+        entry
+            .get(at..at + 2)
+            .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
+    };
+    let frames = if let Ok(stsz) = find(&stbl, b"stsz") {
+        be32(stsz, 8)? as u64
+    } else {
+        let stz2 = find(&stbl, b"stz2")?;
+        be32(stz2, 8)? as u64
+    };
+    Ok(Mp4Info {
+        codec: String::from_utf8_lossy(&codec).into_owned(),
+        width: u16_at(24) as u32,
+        height: u16_at(26) as u32,
+        frames,
+        duration: duration as f64 / timescale as f64,
+        timescale,
+    })
 }
 
 #[cfg(test)]
