@@ -50,7 +50,10 @@ fn main() {
                     break;
                 }
             }
-            assert!(t0.elapsed() < Duration::from_secs(10), "torque never came on");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "torque never came on"
+            );
         }
         // the host goes silent: watch the telemetry
         let (mut hold, mut off) = (None, None);

@@ -197,3 +197,49 @@ fn the_estop_latches_the_firmware_and_only_the_lease_holder_clears_it() {
     drop(c);
     daemon.stop().unwrap();
 }
+
+/// `reachy firmware run` killed with SIGKILL under the daemon: the state goes stale, motion is
+/// refused with the reason, the servos hold; a new firmware process on the same link path: the
+/// daemon reopens the link, takes up where the arm stands, and moves it again.
+#[test]
+fn the_daemon_holds_while_the_firmware_is_dead_and_reconnects_when_it_returns() {
+    let (_servos, mut fw, linkp) =
+        spawn_firmware_on_sim_servos("dkf", "1-8", |bus| format!("r_arm={}", bus.display()));
+    let (daemon, c, _) = serve(&linkp, "hwk", Default::default());
+    state_where(&c, "every servo at torque on", |s| s.faults.is_empty());
+    let elbow = ["r_elbow_pitch".to_string()];
+    assert_eq!(c.goto(&elbow, &[-0.6], 0.5).unwrap().status, "ok");
+
+    let _ = fw.0.kill(); // SIGKILL
+    let _ = fw.0.wait();
+    let st = state_where(&c, "the backend stale", |s| s.stale);
+    assert!((st.position[3] + 0.6).abs() < 0.03, "{}", st.position[3]);
+    let r = c.goto(&elbow, &[0.0], 0.5).unwrap();
+    assert_eq!(r.status, "rejected", "{r:?}");
+    assert!(r.reason.unwrap().contains("holding"));
+
+    // a new firmware process creates its link pty at the same path
+    let bus = linkp.with_file_name("bus");
+    let _fw2 = reachy_e2e::ChildGuard(
+        std::process::Command::new(reachy_e2e::reachy_bin())
+            .args(["firmware", "run", "--link"])
+            .arg(&linkp)
+            .arg("--bus")
+            .arg(format!("r_arm={}", bus.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let st = c
+        .wait_for_state(Duration::from_secs(20), |s| !s.stale && s.faults.is_empty())
+        .expect("fresh states from the new firmware");
+    assert!(
+        (st.target[3] + 0.6).abs() < 0.05,
+        "no jump: target {}",
+        st.target[3]
+    );
+    let r = c.goto(&elbow, &[-0.2], 0.5).unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    drop(c);
+    daemon.stop().unwrap();
+}

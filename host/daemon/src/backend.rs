@@ -208,14 +208,30 @@ impl Backend for SimBackend {
 /// The firmware (`reachy firmware run`, or the Cortex-M board) as a backend, over its host
 /// link: the joints of one servo bus (a chain), in the URDF servo map's order, as the firmware
 /// numbers them with `--bus CHAIN=PORT`. Efforts are the servos' present currents (A).
+///
+/// A link that fails, or says nothing for [`LINK_SILENT`], is reopened at its path every
+/// [`LINK_SILENT`] (a firmware process that restarts creates its pty there again): meanwhile
+/// the state goes stale and the daemon holds; once telemetry flows again the torque state and
+/// the joint limits are sent afresh.
 pub struct SerialBackend {
     link: crate::firmware_link::FirmwareLink,
+    path: String,
+    baud: u32,
     names: Vec<String>,
     /// (direction, offset) per joint: joint = direction * servo + offset.
     mounts: Vec<(f32, f32)>,
     latest: Option<Measured>,
     torque: Option<bool>,
+    /// The limits last sent, for a reopened link.
+    limits: Option<Vec<(u8, f32, f32, f32)>>,
+    /// When the link last gave telemetry, or was (re)opened.
+    heard: Instant,
+    /// The link failed: a warning was logged.
+    lost: bool,
 }
+
+/// Silence on the firmware link after which it is reopened (and the period of the attempts).
+pub const LINK_SILENT: Duration = Duration::from_millis(500);
 
 impl SerialBackend {
     /// Open the firmware link at `path` for the joints of `bus` (e.g. `r_arm`), servos mounted
@@ -249,11 +265,34 @@ impl SerialBackend {
             .collect();
         Ok(Self {
             link,
+            path: path.to_string(),
+            baud,
             mounts,
             names,
             latest: None,
             torque: None,
+            limits: None,
+            heard: Instant::now(),
+            lost: false,
         })
+    }
+
+    /// The link failed or fell silent: open it again at its path.
+    fn reopen(&mut self) {
+        self.heard = Instant::now();
+        match crate::firmware_link::FirmwareLink::open(&self.path, self.baud) {
+            Ok(l) => {
+                self.link = l;
+                // the firmware that answers may be a new one: torque and limits afresh
+                self.torque = None;
+                if let Some(lim) = &self.limits {
+                    if let Err(e) = self.link.send_joint_limits(lim) {
+                        tracing::warn!("firmware link {}: sending the limits: {e}", self.path);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("firmware link {}: reopening: {e}", self.path),
+        }
     }
 }
 
@@ -286,14 +325,33 @@ impl Backend for SerialBackend {
             })
             .collect();
         self.link.send_joint_limits(&servo)?;
+        self.limits = Some(servo);
         Ok(())
     }
     fn joint_names(&self) -> Vec<String> {
         self.names.clone()
     }
     fn read(&mut self) -> Option<Measured> {
+        if self.heard.elapsed() >= LINK_SILENT {
+            if !self.lost {
+                tracing::warn!(
+                    "firmware link {}: no telemetry for {} ms; reopening it every {} ms",
+                    self.path,
+                    LINK_SILENT.as_millis(),
+                    LINK_SILENT.as_millis()
+                );
+                self.lost = true;
+            }
+            self.reopen();
+        }
         match self.link.poll() {
             Ok(ts) => {
+                if !ts.is_empty() {
+                    self.heard = Instant::now();
+                    if std::mem::take(&mut self.lost) {
+                        tracing::info!("firmware link {}: telemetry again", self.path);
+                    }
+                }
                 for t in ts {
                     if let reachy_firmware::link::Telemetry::State { joints, flags, .. } = t {
                         if joints.len() == self.names.len() {
@@ -317,11 +375,34 @@ impl Backend for SerialBackend {
                     }
                 }
             }
-            Err(e) => tracing::warn!("firmware link: {e}"),
+            Err(e) => {
+                if !self.lost {
+                    tracing::warn!("firmware link {}: {e}; reopening it", self.path);
+                    self.lost = true;
+                }
+                // reopened on the next read after the silence bound
+            }
         }
         self.latest.clone()
     }
     fn write(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
+        match self.send_targets(targets, torque) {
+            // a dead link is the read side's to report (the state goes stale) and to reopen
+            Err(e) if self.lost || self.heard.elapsed() >= STALE_WRITE => {
+                tracing::debug!("firmware link {}: {e}", self.path);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+/// A write that fails this long after the last telemetry is the lost link's, not an error of
+/// its own.
+const STALE_WRITE: Duration = Duration::from_millis(50);
+
+impl SerialBackend {
+    fn send_targets(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
         if self.torque != Some(torque) {
             let mask = if self.names.len() >= 32 {
                 u32::MAX
