@@ -1,9 +1,9 @@
 //! The firmware image for Cortex-M (firmware/boards/mps2-an386) in QEMU, in the loop:
-//! host FirmwareLink → QEMU UART0 pty → firmware → UART1 pty ⇄ socat ⇄ `reachy sim servos`.
+//! host FirmwareLink → QEMU UART0 pty → firmware → UART1 pty ⇄ `reachy firmware qemu`'s bridge ⇄
+//! `reachy sim servos`.
 //!
-//! Needs `qemu-system-arm`, `socat` and the board image (`.ci/run` builds and installs all
-//! three, and exports the image path as `REACHY_FW_IMAGE`); skips with a message when one is
-//! missing.
+//! Needs `qemu-system-arm` and the board image (`.ci/run` builds and installs both, and exports
+//! the image path as `REACHY_FW_IMAGE`); fails under CI, skips elsewhere, when one is missing.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -38,7 +38,6 @@ fn firmware_image_in_qemu_drives_simulated_servos() {
             have("qemu-system-arm"),
             "qemu-system-arm (Debian qemu-system-arm)",
         ),
-        (have("socat"), "socat"),
         (
             image.exists(),
             "the board image (cd firmware/boards/mps2-an386 && cargo build --release)",
@@ -53,58 +52,26 @@ fn firmware_image_in_qemu_drives_simulated_servos() {
     std::fs::create_dir_all(&dir).unwrap();
     let bus = dir.join("bus");
     let _servos = spawn_sim_servos(&bus, "1-8");
-    let mut qemu = Proc::new("qemu-system-arm")
-        .args([
-            "-cpu",
-            "cortex-m4",
-            "-machine",
-            "mps2-an386",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-        ])
-        .args(["-serial", "pty", "-serial", "pty", "-kernel"])
+    // `reachy firmware qemu` starts the image and wires its UARTs: UART0 at `link`, UART1
+    // bridged to the servos' bus pty
+    let linkp = dir.join("link");
+    let mut qemu = Proc::new(reachy_e2e::reachy_bin())
+        .args(["firmware", "qemu", "--image"])
         .arg(&image)
+        .arg("--link")
+        .arg(&linkp)
+        .arg("--bus")
+        .arg(&bus)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // QEMU prints "char device redirected to /dev/pts/N (label serial0)" per UART
-    let mut ptys = Vec::new();
-    let out = qemu.stderr.take().unwrap();
-    let out2 = qemu.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(qemu.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _qemu = ChildGuard(qemu);
-    let (tx, rx) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(out) as Box<dyn std::io::Read + Send>,
-        Box::new(out2),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let t0 = Instant::now();
-    while ptys.len() < 2 && t0.elapsed() < Duration::from_secs(20) {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            if let Some(rest) = line.split("redirected to ").nth(1) {
-                ptys.push(rest.split_whitespace().next().unwrap().to_string());
-            }
-        }
-    }
-    assert_eq!(ptys.len(), 2, "QEMU did not report its UART ptys");
-    let _socat = ChildGuard(
-        Proc::new("socat")
-            .arg(format!("{},raw,echo=0", ptys[1]))
-            .arg(format!("{},raw,echo=0", bus.display()))
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let mut link = FirmwareLink::open(&ptys[0], 1_000_000).unwrap();
+    assert!(line.starts_with("firmware in QEMU"), "{line}");
+    let mut link = FirmwareLink::open(linkp.to_str().unwrap(), 1_000_000).unwrap();
     let mut last = None;
     let mut last_stats = None;
     let t0 = Instant::now();
