@@ -386,20 +386,17 @@ impl Backend for SerialBackend {
         self.latest.clone()
     }
     fn write(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
-        match self.send_targets(targets, torque) {
-            // a dead link is the read side's to report (the state goes stale) and to reopen
-            Err(e) if self.lost || self.heard.elapsed() >= STALE_WRITE => {
-                tracing::debug!("firmware link {}: {e}", self.path);
-                Ok(())
+        // a failing link never stops the daemon's loop: the state goes stale (the daemon holds
+        // and says so) and the read side reopens the link
+        if let Err(e) = self.send_targets(targets, torque) {
+            if !self.lost {
+                tracing::warn!("firmware link {}: {e}; reopening it", self.path);
+                self.lost = true;
             }
-            r => r,
         }
+        Ok(())
     }
 }
-
-/// A write that fails this long after the last telemetry is the lost link's, not an error of
-/// its own.
-const STALE_WRITE: Duration = Duration::from_millis(50);
 
 impl SerialBackend {
     fn send_targets(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
