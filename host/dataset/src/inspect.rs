@@ -24,18 +24,7 @@ pub fn spec_of(info: &serde_json::Value) -> Result<DatasetSpec, DatasetError> {
         .get("features")
         .and_then(|f| f.as_object())
         .ok_or_else(|| invalid!("no features"))?;
-    let names = features
-        .get("observation.state")
-        .and_then(|f| f.get("names"))
-        .and_then(|n| {
-            n.as_array()
-                .or_else(|| n.as_object().and_then(|o| o.values().next()?.as_array()))
-        })
-        .ok_or_else(|| invalid!("no observation.state names"))?
-        .iter()
-        .map(|n| n.as_str().map(str::to_string))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| invalid!("a name of observation.state is not a string"))?;
+    let names = crate::read::feature_names(info, "observation.state")?;
     let mut cameras = Vec::new();
     let mut video = crate::video::VideoOptions::default();
     for (k, f) in features {
@@ -165,24 +154,6 @@ pub fn episode_of_file(root: &Path, path: &Path) -> Option<usize> {
     Some(c * crate::write::CHUNKS_SIZE + f)
 }
 
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for chunk in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(chunk.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let p = f.path();
-            if p.extension().is_some_and(|e| e == "parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// One row of the episodes table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpisodeRow {
@@ -205,7 +176,7 @@ pub struct EpisodeRow {
 /// The episodes table, in file order.
 pub fn episodes(root: &Path, video_keys: &[String]) -> Result<Vec<EpisodeRow>, DatasetError> {
     let mut rows = Vec::new();
-    let files = parquet_files(&root.join("meta/episodes"));
+    let files = crate::read::chunk_files(&root.join("meta/episodes"));
     if files.is_empty() {
         return Err(invalid!(
             "{}: no meta/episodes/chunk-*/file-*.parquet",

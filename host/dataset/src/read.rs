@@ -28,29 +28,35 @@ pub fn dataset_names(dir: &Path) -> Result<FeatureNames, DatasetError> {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let info: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let names = |k: &str| -> Result<Vec<String>, DatasetError> {
-        let v = info
-            .pointer(&format!("/features/{}/names", k.replace('/', "~1")))
-            .ok_or_else(|| invalid!("{}: no features.{k}.names", path.display()))?;
-        // a list, or LeRobot's older {"motors": [...]} form
-        let list = v
-            .as_array()
-            .or_else(|| v.as_object().and_then(|o| o.values().next()?.as_array()))
-            .ok_or_else(|| invalid!("{}: features.{k}.names is not a list", path.display()))?;
-        list.iter()
-            .map(|n| {
-                n.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| invalid!("{}: a name of {k} is not a string", path.display()))
-            })
-            .collect()
-    };
+    let names = |k: &str| feature_names(&info, k).map_err(|e| invalid!("{}: {e}", path.display()));
     let fps = info.get("fps").and_then(|v| v.as_f64());
     Ok(FeatureNames {
         state: names("observation.state")?,
         action: names("action")?,
         fps,
     })
+}
+
+/// The names of feature `k` in an `info.json`: a list, or LeRobot's older `{"motors": [...]}`
+/// form.
+pub(crate) fn feature_names(
+    info: &serde_json::Value,
+    k: &str,
+) -> Result<Vec<String>, DatasetError> {
+    let v = info
+        .pointer(&format!("/features/{}/names", k.replace('/', "~1")))
+        .ok_or_else(|| invalid!("no features.{k}.names"))?;
+    let list = v
+        .as_array()
+        .or_else(|| v.as_object().and_then(|o| o.values().next()?.as_array()))
+        .ok_or_else(|| invalid!("features.{k}.names is not a list"))?;
+    list.iter()
+        .map(|n| {
+            n.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| invalid!("a name of {k} is not a string"))
+        })
+        .collect()
 }
 
 /// The joint a feature name stands for: `r_shoulder_pitch.pos` → `r_shoulder_pitch`.
@@ -83,26 +89,33 @@ pub struct Episode {
 /// The data files of a dataset, in order.
 fn data_files(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     let data = dir.join("data");
-    let mut files = Vec::new();
-    let chunks = std::fs::read_dir(&data)
+    std::fs::read_dir(&data)
         .with_context(|| format!("{}: not a LeRobot dataset (no data/)", dir.display()))?;
-    for chunk in chunks {
-        let chunk = chunk?.path();
-        if !chunk.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(&chunk)? {
-            let f = f?.path();
-            if f.extension().is_some_and(|e| e == "parquet") {
-                files.push(f);
-            }
-        }
-    }
-    files.sort();
+    let files = chunk_files(&data);
     if files.is_empty() {
         bail!("{}: no data/chunk-*/file-*.parquet", dir.display());
     }
     Ok(files)
+}
+
+/// The `chunk-*/file-*.parquet` files under `dir`, sorted (lerobot's order); none when `dir`
+/// cannot be read.
+pub(crate) fn chunk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for chunk in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(chunk.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = f.path();
+            if p.extension().is_some_and(|e| e == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn int_column<'a>(
