@@ -268,6 +268,16 @@ pub struct CameraFrame {
     pub pose: PoseMsg,
 }
 
+impl CameraFrame {
+    /// Whether the pixels are what the header says: `rgb8`, width × height × 3 bytes, not empty.
+    pub fn is_rgb8(&self) -> bool {
+        self.encoding == "rgb8"
+            && self.width > 0
+            && self.height > 0
+            && self.data.len() as u64 == self.width as u64 * self.height as u64 * 3
+    }
+}
+
 /// Request of the `reset` queryable: rebuild the scene (objects placed from `seed`; the current
 /// seed when absent) with the robot at home.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -139,6 +139,23 @@ impl ClientRobot {
     }
 }
 
+/// The sim's `reset` queryable, in this process or behind `reachy sim`: the scene rebuilt from
+/// `seed`, the robot teleported home.
+pub fn reset_sim(session: &zenoh::Session, robot: &str, seed: u64) -> anyhow::Result<()> {
+    let request = schema::encode(&schema::ResetRequest {
+        v: schema::SIM_SCHEMA_VERSION,
+        seed: Some(seed),
+    });
+    let _: schema::SimReply = reachy_api::net::get(
+        session,
+        &keys::sim_query(robot, "reset"),
+        Some(request),
+        Duration::from_secs(5),
+        schema::decode_sim,
+    )?;
+    Ok(())
+}
+
 /// What to start.
 pub struct SimRobotOptions {
     /// Robot name (the `<robot>` key segment).
@@ -225,18 +242,7 @@ impl SimRobot {
 
     /// Rebuild the scene with `seed` (objects re-placed, robot teleported home).
     pub fn reset_scene(&self, seed: u64) -> anyhow::Result<()> {
-        let request = schema::encode(&schema::ResetRequest {
-            v: schema::SIM_SCHEMA_VERSION,
-            seed: Some(seed),
-        });
-        let _: schema::SimReply = reachy_api::net::get(
-            &self.session,
-            &keys::sim_query(&self.robot, "reset"),
-            Some(request),
-            Duration::from_secs(5),
-            schema::decode_sim,
-        )?;
-        Ok(())
+        reset_sim(&self.session, &self.robot, seed)
     }
 
     /// Stop the daemon, then the sim; errors of either.

@@ -740,7 +740,7 @@ fn observe(
             .ok_or_else(|| anyhow!("no frame from camera `{cam}`"))?;
         let (fw, fh) = (f.width as usize, f.height as usize);
         anyhow::ensure!(
-            f.encoding == "rgb8" && f.data.len() == fw * fh * 3 && fw > 0 && fh > 0,
+            f.is_rgb8(),
             "camera `{cam}`: a frame that is not {fw}x{fh} rgb8"
         );
         images.push(schema::ImageMsg {

@@ -141,23 +141,6 @@ pub struct RecordSummary {
     pub cameras: Vec<(String, String)>,
 }
 
-/// The sim's `reset`: the scene rebuilt from `seed`, the robot at home.
-pub fn reset_sim(session: &zenoh::Session, robot: &str, seed: u64) -> anyhow::Result<()> {
-    let request = schema::encode(&schema::ResetRequest {
-        v: schema::SIM_SCHEMA_VERSION,
-        seed: Some(seed),
-    });
-    let _: schema::SimReply = reachy_api::net::get(
-        session,
-        &keys::sim_query(robot, "reset"),
-        Some(request),
-        Duration::from_secs(5),
-        schema::decode_sim,
-    )
-    .context("resetting the sim's scene (the scripted demonstration needs a sim)")?;
-    Ok(())
-}
-
 /// Targets = the measured positions, once the state shows the robot where the sim put it.
 fn hold_where_it_is(client: &mut RobotClient) -> anyhow::Result<()> {
     let after = client.state()?.seq + 2;
@@ -211,22 +194,17 @@ impl Camera {
         let new = self.latest.lock().ok().and_then(|mut l| l.take());
         match new {
             Some(f) => {
-                if (f.width, f.height) != self.size || f.encoding != "rgb8" {
+                if (f.width, f.height) != self.size || !f.is_rgb8() {
                     bail!(
-                        "camera `{}` sent a {}x{} {} frame where {}x{} rgb8 is recorded",
+                        "camera `{}` sent a {}x{} {} frame of {} bytes where {}x{} rgb8 is \
+                         recorded",
                         self.name,
                         f.width,
                         f.height,
                         f.encoding,
+                        f.data.len(),
                         self.size.0,
                         self.size.1
-                    );
-                }
-                if f.data.len() != (f.width * f.height * 3) as usize {
-                    bail!(
-                        "camera `{}` sent a frame of {} bytes",
-                        self.name,
-                        f.data.len()
                     );
                 }
                 self.last = Arc::new(f.data);
@@ -358,7 +336,8 @@ pub fn record(
         let index = writer.episodes();
         // the reset: a new scene for the script, the operator's pause otherwise
         let reset = if let Some(client) = &mut driver {
-            reset_sim(session, robot, cfg.seed + index as u64)?;
+            crate::inprocess::reset_sim(session, robot, cfg.seed + index as u64)
+                .context("resetting the sim's scene (the scripted demonstration needs a sim)")?;
             // the robot was put home: the daemon's targets go there too (else the previous
             // episode's last targets pull it back, and are recorded as the first action)
             hold_where_it_is(client)?;

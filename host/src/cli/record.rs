@@ -74,18 +74,11 @@ pub struct RecordArgs {
     pub report: super::args::ReportArgs,
 }
 
-/// `WxH` → (w, h), both even and within 16..=4096.
+/// `WxH` as `reachy sim` takes it, both even (yuv420p video).
 fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
-    let (w, h) = s
-        .split_once('x')
-        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-        .ok_or_else(|| anyhow::anyhow!("--camera-size `{s}`: expected WxH, e.g. 640x480"))?;
-    if !(16..=4096).contains(&w)
-        || !(16..=4096).contains(&h)
-        || !w.is_multiple_of(2)
-        || !h.is_multiple_of(2)
-    {
-        bail!("--camera-size {w}x{h}: even sizes within 16..=4096");
+    let (w, h) = super::sim::parse_size(s).context("--camera-size")?;
+    if !w.is_multiple_of(2) || !h.is_multiple_of(2) {
+        bail!("--camera-size {w}x{h}: the videos need an even width and height");
     }
     Ok((w, h))
 }
