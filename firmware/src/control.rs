@@ -48,8 +48,16 @@ struct Joint {
     shutdown: bool,
     shutdown_reported: bool,
     have_state: bool,
+    /// State reads in a row this servo did not answer.
+    misses: u8,
     state: JointState,
 }
+
+/// State reads in a row a servo may miss before it is reported `NO_REPLY`. One lost or late
+/// reply is bus noise (or, in QEMU, an emulated UART that delivered the reply after the read's
+/// timeout), not a dead servo: the joint keeps its last state for those cycles (≤ 2 ms old at
+/// 1 kHz), and the timeout is counted in the stats either way.
+pub const MISSES_FOR_NO_REPLY: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Watchdog {
@@ -133,6 +141,7 @@ where
                 shutdown: false,
                 shutdown_reported: false,
                 have_state: false,
+                misses: 0,
                 state: JointState::default(),
             })
             .map_err(|_| ConfigError::TooMany)?;
@@ -549,6 +558,7 @@ where
                 j.state.velocity = vel as f32 * RAD_S_PER_STEP;
                 j.state.position = position_to_rad(pos);
                 j.state.flags &= !joint_flags::NO_REPLY;
+                j.misses = 0;
                 if !j.have_state {
                     j.have_state = true;
                     if !j.torque_on {
@@ -557,7 +567,10 @@ where
                     }
                 }
             } else {
-                j.state.flags |= joint_flags::NO_REPLY;
+                j.misses = j.misses.saturating_add(1);
+                if j.misses >= MISSES_FOR_NO_REPLY {
+                    j.state.flags |= joint_flags::NO_REPLY;
+                }
             }
             if aux_ok[k] {
                 match aux_read {

@@ -24,20 +24,14 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ep = format!("tcp/127.0.0.1:{port}");
     let server = ZenohOptions {
-        listen: vec![ep.clone()],
+        listen: vec!["tcp/127.0.0.1:0".into()],
         ..Default::default()
     }
     .open()
     .unwrap();
     let client = ZenohOptions {
-        connect: vec![ep],
+        connect: reachy_api::net::listening(&server),
         ..Default::default()
     }
     .open()
@@ -181,7 +175,7 @@ fn main() {
 
     // a hostile peer on its own session floods the joint-target key with malformed commands
     let hostile = ZenohOptions {
-        connect: vec![format!("tcp/127.0.0.1:{port}")],
+        connect: reachy_api::net::listening(&server),
         ..Default::default()
     }
     .open()

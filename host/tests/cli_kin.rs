@@ -48,9 +48,15 @@ fn bad_lines_and_bad_files_fail_cleanly() {
     assert!(lines[0].starts_with("{\"error\":\"line 1:"));
     assert!(lines[1].contains("quat_xyzw"));
 
-    let (code, _, err) = reachy(&["--urdf", "/no/such.urdf", "kin", "chains"], "");
-    assert_eq!(code, 2);
-    assert!(err.contains("/no/such.urdf"), "{err}");
+    // --urdf where the subcommand's own flags go, before or after its subcommand
+    for args in [
+        ["kin", "--urdf", "/no/such.urdf", "chains"],
+        ["kin", "chains", "--urdf", "/no/such.urdf"],
+    ] {
+        let (code, _, err) = reachy(&args, "");
+        assert_eq!(code, 2);
+        assert!(err.contains("/no/such.urdf"), "{err}");
+    }
 
     let (code, _, err) = reachy(&["kin", "frobnicate"], "");
     assert_eq!(code, 2);
@@ -70,4 +76,41 @@ fn urdf_passes_check_urdf() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Successfully Parsed XML"));
     assert!(text.contains("root Link: base_link"));
+}
+
+/// `--urdf` is offered by the commands that read the robot description, and only by them.
+#[test]
+fn urdf_only_where_it_is_read() {
+    let help = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.push("--help");
+        let (code, out, err) = reachy(&a, "");
+        assert_eq!(code, 0, "{a:?}: {err}");
+        out
+    };
+    for cmd in [
+        &["kin", "fk"][..],
+        &["sim"],
+        &["daemon"],
+        &["demo"],
+        &["teleop"],
+        &["record"],
+        &["replay"],
+        &["policy", "run"],
+    ] {
+        assert!(help(cmd).contains("--urdf"), "{cmd:?} lacks --urdf");
+    }
+    for cmd in [
+        &["bus", "scan"][..],
+        &["router"],
+        &["dataset", "info"],
+        &["firmware", "run"],
+        &["sim", "servos"],
+        &["policy", "serve"],
+        &["policy", "predict"],
+    ] {
+        assert!(!help(cmd).contains("--urdf"), "{cmd:?} offers --urdf");
+    }
+    let (code, _, err) = reachy(&["bus", "--urdf", "x.urdf", "scan"], "");
+    assert_eq!(code, 2, "{err}");
 }

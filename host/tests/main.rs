@@ -11,6 +11,7 @@ mod faults;
 mod pinocchio;
 mod policy_run;
 mod python_example;
+mod python_sdk;
 mod readme;
 mod record;
 mod replay;

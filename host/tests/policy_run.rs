@@ -10,9 +10,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::common::{free_port, start_reachy};
+use crate::common::start_listening;
 
-const NAMES: [&str; 8] = [
+pub(crate) const NAMES: [&str; 8] = [
     "r_shoulder_pitch",
     "r_shoulder_roll",
     "r_elbow_yaw",
@@ -24,10 +24,10 @@ const NAMES: [&str; 8] = [
 ];
 /// Where the policy's actions are centred (the hand stays in front of the table's edge); home is
 /// [0, -1.309, 0, -0.5, 0, 0, 0, ~0].
-const POSE: [f32; 8] = [0.3, -1.2, 0.0, -0.8, 0.0, 0.2, 0.0, 0.0];
+pub(crate) const POSE: [f32; 8] = [0.3, -1.2, 0.0, -0.8, 0.0, 0.2, 0.0, 0.0];
 
 /// The checkpoint and the dataset metadata, built once per test binary; `None` without Python.
-fn fixture() -> Option<&'static (PathBuf, PathBuf)> {
+pub(crate) fn fixture() -> Option<&'static (PathBuf, PathBuf)> {
     static F: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
     F.get_or_init(|| {
         let py = common::python_with("lerobot", "lerobot")?;
@@ -188,8 +188,7 @@ fn policy_server_serves_two_robots() {
         return;
     };
     let dir = ckpt.parent().unwrap();
-    let endpoint = format!("tcp/127.0.0.1:{}", free_port());
-    let _server = start_reachy(
+    let (_server, endpoint) = start_listening(
         &[
             "policy",
             "serve",
@@ -197,8 +196,6 @@ fn policy_server_serves_two_robots() {
             ckpt.to_str().unwrap(),
             "--name",
             "shared",
-            "--listen",
-            &endpoint,
             "--stats-every",
             "0",
         ],

@@ -1,13 +1,13 @@
-//! `examples/python/reachy_client.py` (eclipse-zenoh + cbor2 only) against `reachy sim` and
+//! `examples/python/reachy_client.py` (on the `reachy_rs` SDK) against `reachy sim` and
 //! `reachy daemon` running as separate processes linked by zenoh endpoints.
 
 use crate::common;
 
-use crate::common::{free_port, run_python_json, start_reachy};
+use crate::common::{run_python_json, start_listening, start_reachy};
 
 #[test]
 fn python_example_reads_state_and_sends_a_goto() {
-    let Some(py) = common::python_with("zenoh", "eclipse-zenoh==1.10.2") else {
+    let Some(py) = common::python_with("reachy_rs", "-e ./host/python") else {
         return;
     };
     let _robot = crate::common::sim_and_daemon("ex");
@@ -25,11 +25,10 @@ fn python_example_reads_state_and_sends_a_goto() {
 /// none listens), as they would across hosts.
 #[test]
 fn python_example_through_a_router() {
-    let Some(py) = common::python_with("zenoh", "eclipse-zenoh==1.10.2") else {
+    let Some(py) = common::python_with("reachy_rs", "-e ./host/python") else {
         return;
     };
-    let r = format!("tcp/127.0.0.1:{}", free_port());
-    let _router = start_reachy(&["router", "--listen", &r], "router ready");
+    let (_router, r) = start_listening(&["router"], "router ready");
     let _sim = start_reachy(&["sim", "--robot", "routed", "--connect", &r], "sim ready");
     let _daemon = start_reachy(
         &["daemon", "--robot", "routed", "--connect", &r],

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, start_reachy};
+use crate::common::{listening_endpoint, start_listening, start_reachy_line};
 use reachy_api::net::ZenohOptions;
 use reachy_api::schema::{self, keys};
 use zenoh::Wait;
@@ -74,15 +74,8 @@ fn remote_listening_needs_credentials() {
     let none = client("none.json5", "");
 
     // without authentication, a listener on every interface is refused with the reason
-    let port = free_port();
     let out = Command::new(env!("CARGO_BIN_EXE_reachy"))
-        .args([
-            "sim",
-            "--robot",
-            "sec",
-            "--listen",
-            &format!("tcp/0.0.0.0:{port}"),
-        ])
+        .args(["sim", "--robot", "sec", "--listen", "tcp/0.0.0.0:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -90,18 +83,22 @@ fn remote_listening_needs_credentials() {
     assert!(err.contains("without authentication"), "{err}");
 
     // with user-password authentication it listens, and answers valid credentials only
-    let _sim = start_reachy(
+    let (_sim, line) = start_reachy_line(
         &[
             "sim",
             "--robot",
             "sec",
             "--listen",
-            &format!("tcp/0.0.0.0:{port}"),
+            "tcp/0.0.0.0:0",
             "--zenoh-config",
             server.to_str().unwrap(),
         ],
         "sim ready",
     );
+    // every interface: the line names the machine's addresses (loopback left out), the port
+    // is the same on each
+    let any = listening_endpoint(&line).expect(&line);
+    let port = any.rsplit(':').next().unwrap();
     let endpoint = format!("tcp/127.0.0.1:{port}");
     let info = sim_info(&good, &endpoint, Duration::from_secs(10)).expect("valid credentials");
     assert_eq!(info.robot, "sec");
@@ -148,31 +145,23 @@ fn the_shipped_access_control_lets_viewers_watch_and_operators_drive() {
             &creds,
         )
     };
-    let (sim_ep, daemon_ep) = (
-        format!("tcp/127.0.0.1:{}", free_port()),
-        format!("tcp/127.0.0.1:{}", free_port()),
-    );
-    let _sim = start_reachy(
+    let (_sim, sim_ep) = start_listening(
         &[
             "sim",
             "--robot",
             "acl",
-            "--listen",
-            &sim_ep,
             "--zenoh-config",
             sim_cfg.to_str().unwrap(),
         ],
         "sim ready",
     );
-    let _daemon = start_reachy(
+    let (_daemon, daemon_ep) = start_listening(
         &[
             "daemon",
             "--robot",
             "acl",
             "--connect",
             &sim_ep,
-            "--listen",
-            &daemon_ep,
             "--zenoh-config",
             daemon_cfg.to_str().unwrap(),
         ],

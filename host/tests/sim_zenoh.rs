@@ -6,7 +6,7 @@ use crate::common;
 
 use std::process::Command;
 
-use crate::common::{free_port, run_python_json, start_reachy};
+use crate::common::{run_python_json, start_listening};
 
 #[test]
 fn python_zenoh_client_drives_the_lockstep_sim() {
@@ -14,18 +14,8 @@ fn python_zenoh_client_drives_the_lockstep_sim() {
         return;
     };
     common::python_with("cbor2", "cbor2");
-    let endpoint = format!("tcp/127.0.0.1:{}", free_port());
-    let _sim = start_reachy(
-        &[
-            "sim",
-            "--lockstep",
-            "--robot",
-            "testbot",
-            "--listen",
-            &endpoint,
-        ],
-        "sim ready",
-    );
+    let (_sim, endpoint) =
+        start_listening(&["sim", "--lockstep", "--robot", "testbot"], "sim ready");
     let r = run_python_json(
         &py,
         "host/tests/python/sim_client.py",
@@ -93,7 +83,8 @@ fn bad_arguments_are_clear_errors() {
 /// no zenoh warning with its source paths.
 #[test]
 fn a_dead_endpoint_is_one_clear_error() {
-    let ep = format!("tcp/127.0.0.1:{}", crate::common::free_port());
+    // port 1 (tcpmux): nothing listens there
+    let ep = "tcp/127.0.0.1:1".to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_reachy"))
         .args(["teleop", "--connect", &ep])
         .stdin(std::process::Stdio::null())

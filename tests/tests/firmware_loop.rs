@@ -327,6 +327,48 @@ fn overheating_and_dead_servos_are_reported_without_stopping_the_rest() {
     assert!(j[1].flags & joint_flags::SHUTDOWN == 0);
 }
 
+/// A servo that misses a reply now and then (bus noise; in QEMU, a reply the emulated UART
+/// delivered after the read's timeout) is not reported dead: only `MISSES_FOR_NO_REPLY` misses
+/// in a row are. Every miss is counted.
+#[test]
+fn single_missed_replies_are_counted_not_reported() {
+    use reachy_firmware::control::MISSES_FOR_NO_REPLY;
+    let mut r = Rig::new(3);
+    // telemetry every cycle: a one-cycle flag cannot hide between two reports
+    r.send(&Command::Safety(SafetyConfig {
+        telemetry_every: 1,
+        ..SafetyConfig::default()
+    }));
+    r.run(20);
+    let no_reply = |tel: &[Telemetry]| {
+        tel.iter().any(|t| {
+            matches!(t, Telemetry::State { joints, .. }
+                if joints[1].flags & joint_flags::NO_REPLY != 0)
+        })
+    };
+    let timeouts0 = r.ctl.stats().bus_timeouts;
+    // silent for one cycle less than the bound, then answering, a few times over
+    for _ in 0..5 {
+        r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = true;
+        let tel = r.run(MISSES_FOR_NO_REPLY as u32 - 1);
+        r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = false;
+        let mut tel2 = r.run(5);
+        tel2.extend(tel);
+        assert!(!no_reply(&tel2), "a short silence reported as a dead servo");
+    }
+    assert!(
+        r.ctl.stats().bus_timeouts > timeouts0,
+        "the misses are counted"
+    );
+    // silent for the bound: reported, and cleared by the first answer
+    r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = true;
+    let tel = r.run(MISSES_FOR_NO_REPLY as u32 + 2);
+    assert!(no_reply(&tel));
+    r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = false;
+    let (_, j) = Rig::last_state(&r.run(5));
+    assert!(j[1].flags & joint_flags::NO_REPLY == 0);
+}
+
 #[test]
 fn link_noise_is_counted_and_dropped() {
     let mut r = Rig::new(1);

@@ -129,6 +129,28 @@ impl ZenohOptions {
     }
 }
 
+/// The endpoints `session` listens on, as connectable strings: a `:0` port as the port the OS
+/// gave, an unspecified address (`0.0.0.0`) as the machine's addresses (loopback left out).
+pub fn listening(session: &zenoh::Session) -> Vec<String> {
+    session
+        .info()
+        .locators()
+        .wait()
+        .into_iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// `; listening on A, B` for a ready line, or nothing when `session` listens nowhere.
+pub fn listening_note(session: &zenoh::Session) -> String {
+    let l = listening(session);
+    if l.is_empty() {
+        String::new()
+    } else {
+        format!("; listening on {}", l.join(", "))
+    }
+}
+
 fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).expect("a list of strings is JSON")
 }

@@ -619,6 +619,42 @@ pub struct GripperRequest {
     pub duration: Option<f32>,
 }
 
+/// Query of `kinematics` (no lease, nothing moves): forward kinematics of `q`, or, with a
+/// `position` (and an `orientation`), inverse kinematics from the seed `q` (default: the arm's
+/// current targets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KinematicsRequest {
+    /// Schema version.
+    pub v: u32,
+    /// `r_arm` or `l_arm` (or any chain of the robot).
+    pub arm: String,
+    /// Joint positions (rad): what forward kinematics poses, or inverse kinematics' seed.
+    #[serde(default)]
+    pub q: Option<Vec<f32>>,
+    /// The TCP's target position (m): asks for inverse kinematics.
+    #[serde(default)]
+    pub position: Option<[f32; 3]>,
+    /// The TCP's target orientation, quaternion x, y, z, w (position only without).
+    #[serde(default)]
+    pub orientation: Option<[f32; 4]>,
+}
+
+/// Reply of `kinematics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KinematicsReply {
+    /// Schema version.
+    pub v: u32,
+    /// `ok`, `clamped` (inverse kinematics stopped by a joint limit close to the target),
+    /// `unreachable` or `rejected`.
+    pub status: String,
+    /// Why, when not `ok`.
+    pub reason: Option<String>,
+    /// The chain's joints (rad): the query's, or the solution.
+    pub q: Vec<f32>,
+    /// The TCP's pose at `q`.
+    pub pose: Option<PoseMsg>,
+}
+
 /// Reply of `goto`, `cartesian`, `look_at`, `gripper`, `cancel` and `estop`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandReply {
@@ -700,6 +736,8 @@ versioned!(
     CommandReply,
     EstopRequest,
     CancelRequest,
+    KinematicsRequest,
+    KinematicsReply,
     DaemonInfo
 );
 

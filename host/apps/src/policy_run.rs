@@ -450,6 +450,38 @@ pub fn remote_infer(remote: RemotePolicy) -> Infer {
     Box::new(move |req| remote.infer(req))
 }
 
+/// Failed inferences in a row, said once when they start and once when they end (a dead policy
+/// server fails every request until a new one answers: one line each way, not one per step).
+#[derive(Default)]
+struct Outage {
+    /// When the first failure of the current run came (s since the episode's start), and how
+    /// many followed.
+    since: Option<(f64, u64)>,
+}
+
+impl Outage {
+    fn failed(&mut self, now: f64, e: &anyhow::Error, progress: &mut dyn FnMut(&str)) {
+        match &mut self.since {
+            Some((_, n)) => *n += 1,
+            None => {
+                progress(&format!(
+                    "inference failed: {e:#} (the robot holds its last target; retrying)"
+                ));
+                self.since = Some((now, 1));
+            }
+        }
+    }
+
+    fn answered(&mut self, now: f64, progress: &mut dyn FnMut(&str)) {
+        if let Some((t, n)) = self.since.take() {
+            progress(&format!(
+                "inference back after {n} failed request(s), {:.1} s without chunks",
+                now - t
+            ));
+        }
+    }
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -526,6 +558,7 @@ pub fn run(
             ..Default::default()
         };
         let mut latencies = Vec::new();
+        let mut outage = Outage::default();
         let mut started = false;
         let mut last: Option<Vec<f32>> = None;
         let mut depth_sum = 0.0;
@@ -559,10 +592,11 @@ pub fn run(
                         Ok(c) => {
                             let at = arrived.saturating_duration_since(t0).as_secs_f64();
                             latencies.push((at - now) * 1e3);
+                            outage.answered(at, progress);
                             break Some(c.actions);
                         }
                         Err(e) => {
-                            progress(&format!("inference failed: {e:#}"));
+                            outage.failed(now, &e, progress);
                             break None;
                         }
                     }
@@ -600,6 +634,7 @@ pub fn run(
                     Ok(c) if t_obs >= 0.0 && c.t_obs == t_obs => {
                         let at = arrived.saturating_duration_since(t0).as_secs_f64();
                         latencies.push((at - t_obs) * 1e3);
+                        outage.answered(at, progress);
                         if c.actions.iter().any(|a| a.len() != map.action.len()) {
                             rep.errors += 1;
                             sched.cancel_request();
@@ -618,7 +653,7 @@ pub fn run(
                     Err(e) => {
                         rep.errors += 1;
                         sched.cancel_request();
-                        progress(&format!("inference failed: {e:#}"));
+                        outage.failed(now, &e, progress);
                     }
                 }
             }

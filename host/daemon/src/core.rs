@@ -262,6 +262,33 @@ impl Request {
     }
 }
 
+/// The verdict on an IK solution: `ok`; `clamped` with the reason when a joint limit stops the
+/// TCP close to the target (2 cm / 0.1 rad: the arm goes there); `unreachable` with the closest
+/// distance otherwise.
+fn ik_verdict(arm: &str, sol: &reachy_kinematics::IkSolution) -> (Status, Option<String>) {
+    if sol.ok {
+        (Status::Ok, None)
+    } else if sol.pos_err < 0.02 && sol.rot_err < 0.1 {
+        (
+            Status::Clamped,
+            Some(format!(
+                "joint limit: the TCP stops {:.1} mm / {:.3} rad from the target",
+                sol.pos_err * 1000.0,
+                sol.rot_err
+            )),
+        )
+    } else {
+        (
+            Status::Unreachable,
+            Some(format!(
+                "out of reach: the closest the {arm} gets is {:.0} mm / {:.2} rad away",
+                sol.pos_err * 1000.0,
+                sol.rot_err
+            )),
+        )
+    }
+}
+
 /// What the core asks of its server besides return values; see [`Core::take_outbox`].
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -852,6 +879,85 @@ impl Core {
         Ok((idx, seed))
     }
 
+    /// The `kinematics` query: forward kinematics of the given joints, or inverse kinematics of
+    /// a TCP target from a seed (the given joints, or the chain's current targets). Moves
+    /// nothing and needs no lease.
+    pub fn kinematics(&self, r: &schema::KinematicsRequest) -> schema::KinematicsReply {
+        let reply =
+            |status: Status, reason: Option<String>, q: Vec<f32>, pose| schema::KinematicsReply {
+                v: schema::ROBOT_SCHEMA_VERSION,
+                status: status.as_str().into(),
+                reason,
+                q,
+                pose,
+            };
+        let rejected = |why: String| reply(Status::Rejected, Some(why), Vec::new(), None);
+        let Ok(chain) = self.model.chain(&r.arm) else {
+            let names: Vec<&str> = self.model.chains.iter().map(|c| c.name()).collect();
+            return rejected(format!(
+                "no chain `{}` (the robot has {})",
+                r.arm,
+                names.join(", ")
+            ));
+        };
+        let finite =
+            r.q.iter()
+                .flatten()
+                .chain(r.position.iter().flatten())
+                .chain(r.orientation.iter().flatten())
+                .all(|x| x.is_finite());
+        if !finite {
+            return rejected("non-finite values".into());
+        }
+        let mut seed = match self.chain_state(chain) {
+            Ok((_, s)) => s,
+            Err(e) => return rejected(e),
+        };
+        if let Some(q) = &r.q {
+            if q.len() != chain.dof() {
+                return rejected(format!(
+                    "{} has {} joints, not {}",
+                    r.arm,
+                    chain.dof(),
+                    q.len()
+                ));
+            }
+            for (k, v) in q.iter().enumerate() {
+                seed[k] = *v as f64;
+            }
+        }
+        let pose_of = |q: &JointVec| {
+            let f = chain.fk(q);
+            schema::PoseMsg {
+                position: [f.t.x as f32, f.t.y as f32, f.t.z as f32],
+                orientation: f.quat_xyzw().map(|x| x as f32),
+            }
+        };
+        let joints = |q: &JointVec| (0..chain.dof()).map(|k| q[k] as f32).collect::<Vec<_>>();
+        let Some(p) = r.position else {
+            if r.q.is_none() {
+                return rejected("give q (forward kinematics) or a position (inverse)".into());
+            }
+            return reply(Status::Ok, None, joints(&seed), Some(pose_of(&seed)));
+        };
+        let t = [p[0] as f64, p[1] as f64, p[2] as f64];
+        let target = match r.orientation {
+            Some(o) => reachy_kinematics::IkTarget::Pose(reachy_kinematics::Frame::from_t_quat(
+                t,
+                o.map(|x| x as f64),
+            )),
+            None => reachy_kinematics::IkTarget::Position(nalgebra::Vector3::from(t)),
+        };
+        let sol = reachy_kinematics::solve(
+            chain,
+            &target,
+            &seed,
+            &reachy_kinematics::IkOptions::default(),
+        );
+        let (status, reason) = ik_verdict(&r.arm, &sol);
+        reply(status, reason, joints(&sol.q), Some(pose_of(&sol.q)))
+    }
+
     /// IK for a TCP target: Ok(Ok(goal)), Ok(Err(why unreachable)), Err(why rejected).
     fn solve_cartesian(
         &self,
@@ -879,30 +985,10 @@ impl Core {
             &reachy_kinematics::IkOptions::default(),
         );
         let goals: Vec<f32> = (0..chain.dof()).map(|k| sol.q[k] as f32).collect();
-        if sol.ok {
-            return Ok(Ok(Solved {
-                idx,
-                goals,
-                note: None,
-            }));
+        match ik_verdict(arm, &sol) {
+            (Status::Unreachable, why) => Ok(Err(why.unwrap_or_default())),
+            (_, note) => Ok(Ok(Solved { idx, goals, note })),
         }
-        if sol.pos_err < 0.02 && sol.rot_err < 0.1 {
-            // close: a joint limit stops the arm just short; go there and say so
-            return Ok(Ok(Solved {
-                idx,
-                goals,
-                note: Some(format!(
-                    "joint limit: the TCP stops {:.1} mm / {:.3} rad from the target",
-                    sol.pos_err * 1000.0,
-                    sol.rot_err
-                )),
-            }));
-        }
-        Ok(Err(format!(
-            "out of reach: the closest the {arm} gets is {:.0} mm / {:.2} rad away",
-            sol.pos_err * 1000.0,
-            sol.rot_err
-        )))
     }
 
     /// Head look-at.
@@ -1457,6 +1543,57 @@ mod tests {
             release: None,
             renew: None,
         }
+    }
+
+    #[test]
+    fn kinematics_answers_fk_and_ik_without_the_lease_and_moves_nothing() {
+        let r = Rig::new(|_| {});
+        let req = |q: Option<Vec<f32>>, p: Option<[f32; 3]>, o: Option<[f32; 4]>| {
+            schema::KinematicsRequest {
+                v: schema::ROBOT_SCHEMA_VERSION,
+                arm: "r_arm".into(),
+                q,
+                position: p,
+                orientation: o,
+            }
+        };
+        let q = vec![0.1, -0.4, 0.2, -1.3, 0.1, 0.2, -0.3];
+        let fk = r.core.kinematics(&req(Some(q.clone()), None, None));
+        assert_eq!(fk.status, "ok", "{fk:?}");
+        assert_eq!(fk.q, q);
+        let pose = fk.pose.unwrap();
+        // IK of that pose from the current targets finds a solution with the same pose
+        let ik = r
+            .core
+            .kinematics(&req(None, Some(pose.position), Some(pose.orientation)));
+        assert_eq!(ik.status, "ok", "{ik:?}");
+        let back = r.core.kinematics(&req(Some(ik.q.clone()), None, None));
+        let p = back.pose.unwrap().position;
+        let err = (0..3)
+            .map(|k| (p[k] - pose.position[k]).abs())
+            .fold(0.0, f32::max);
+        assert!(err < 2e-3, "{err}");
+        // out of reach: the reason, and nothing moved
+        let far = r.core.kinematics(&req(None, Some([2.0, 0.0, 0.5]), None));
+        assert_eq!(far.status, "unreachable");
+        assert!(far.reason.unwrap().contains("out of reach"));
+        // bad input: the reason
+        let bad = r.core.kinematics(&req(Some(vec![0.0; 3]), None, None));
+        assert_eq!(bad.status, "rejected");
+        assert!(bad.reason.unwrap().contains("7 joints"));
+        let nan = r
+            .core
+            .kinematics(&req(None, Some([f32::NAN, 0.0, 0.0]), None));
+        assert_eq!(nan.status, "rejected");
+        let mut unknown = req(None, None, None);
+        unknown.arm = "tail".into();
+        assert!(r
+            .core
+            .kinematics(&unknown)
+            .reason
+            .unwrap()
+            .contains("r_arm"));
+        assert!(r.core.kinematics(&req(None, None, None)).reason.is_some());
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Daemon {
         ];
         let mut queryables = Vec::new();
         // `lease`, `info` and the requests' queryables; the e-stop has a path of its own (below)
-        let names = ["lease", "info"]
+        let names = ["lease", "info", "kinematics"]
             .into_iter()
             .chain(Request::NAMES.into_iter().filter(|n| *n != "estop"));
         for name in names {
@@ -180,6 +180,7 @@ impl Daemon {
             next_id: 0,
             rejected: rejected.clone(),
             state_pub,
+            tick_errors: TickErrors::default(),
         };
         let worker = Worker::spawn("daemon", move |stop| {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -260,6 +261,34 @@ struct Server {
     next_id: RequestId,
     rejected: Arc<AtomicU64>,
     state_pub: zenoh::pubsub::Publisher<'static>,
+    tick_errors: TickErrors,
+}
+
+/// Ticks that failed (a backend write or the state's publication): counted and logged at most
+/// once a second. None of them ends the loop: the next tick tries again, so a hiccup of the
+/// transport never leaves the robot without its daemon.
+#[derive(Default)]
+struct TickErrors {
+    count: u64,
+    logged: Option<(Instant, u64)>,
+}
+
+impl TickErrors {
+    fn failed(&mut self, e: &DaemonError) {
+        self.count += 1;
+        let due = self
+            .logged
+            .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(1));
+        if due {
+            let since = self.logged.map_or(0, |(_, n)| n);
+            tracing::warn!(
+                "tick failed ({} since the last report, {} in all): {e}",
+                self.count - since,
+                self.count
+            );
+            self.logged = Some((Instant::now(), self.count));
+        }
+    }
 }
 
 impl Server {
@@ -275,7 +304,11 @@ impl Server {
             tokio::select! {
                 biased;
                 Some(q) = estop.recv() => self.estop(q),
-                _ = tick.tick() => self.tick()?,
+                _ = tick.tick() => {
+                    if let Err(e) = self.tick() {
+                        self.tick_errors.failed(&e);
+                    }
+                }
                 m = rx.recv() => match m {
                     Some(m) => self.handle(m),
                     None => break,
@@ -334,6 +367,22 @@ impl Server {
     ) {
         match name {
             "info" => reply_msg(&q, &self.core.info(self.backend.cameras())),
+            "kinematics" => {
+                let r = match schema::decode_robot::<schema::KinematicsRequest>(&payload(&q)) {
+                    Ok(r) => self.core.kinematics(&r),
+                    Err(e) => {
+                        reject(&self.rejected, &format!("kinematics: {e}"));
+                        schema::KinematicsReply {
+                            v: schema::ROBOT_SCHEMA_VERSION,
+                            status: "rejected".into(),
+                            reason: Some(e.to_string()),
+                            q: Vec::new(),
+                            pose: None,
+                        }
+                    }
+                };
+                reply_msg(&q, &r);
+            }
             "lease" => {
                 let r = match schema::decode_robot::<schema::LeaseRequest>(&payload(&q)) {
                     Ok(r) => self.core.lease(&r, now),

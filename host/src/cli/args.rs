@@ -7,6 +7,22 @@ use reachy_api::net::ZenohOptions;
 use reachy_apps::inprocess::RobotOptions;
 use reachy_viz::RerunSink;
 
+/// `--urdf FILE`, on the commands that read the robot description (not on `bus`, `router`,
+/// `dataset` or `firmware`, which never do).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct UrdfArgs {
+    /// Robot description to use instead of the built-in urdf/reachy.urdf.
+    #[arg(long, value_name = "FILE")]
+    pub urdf: Option<PathBuf>,
+}
+
+impl UrdfArgs {
+    /// The file, if one was given.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.urdf.as_deref()
+    }
+}
+
 /// Zenoh options of a command.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ZenohArgs {

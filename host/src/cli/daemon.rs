@@ -14,6 +14,9 @@ use reachy_kinematics::model::RobotModel;
 /// `reachy daemon`
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
+    /// The robot description (`--urdf FILE`).
+    #[command(flatten)]
+    pub urdf: super::args::UrdfArgs,
     /// TOML configuration (default: the built-in config/reachy.toml); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
@@ -47,6 +50,9 @@ pub struct DaemonArgs {
 /// `reachy demo`
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
+    /// The robot description (`--urdf FILE`).
+    #[command(flatten)]
+    pub urdf: super::args::UrdfArgs,
     /// Scene seed (object placement). Real time is not lock-step: the default case succeeds
     /// every time it was run; other seeds succeed about two times in three.
     #[arg(long, default_value_t = 3)]
@@ -119,8 +125,10 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)).context("Ctrl-C handler")?;
     println!(
-        "daemon ready: reachy/{}/** (backend {backend_name}, {} Hz)",
-        cfg.robot, cfg.rate_hz
+        "daemon ready: reachy/{}/** (backend {backend_name}, {} Hz){}",
+        cfg.robot,
+        cfg.rate_hz,
+        reachy_api::net::listening_note(&session)
     );
     use std::io::Write;
     std::io::stdout().flush().ok();

@@ -1,6 +1,5 @@
 //! The `reachy` command line: one module per subcommand family.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -31,9 +30,6 @@ pub struct Cli {
     /// More log output: -v everything at info (zenoh's session messages too), -vv debug.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Robot description to use instead of the built-in urdf/reachy.urdf.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub urdf: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -43,8 +39,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Kinematics as JSON lines: list chains, forward and inverse kinematics, look-at.
-    #[command(subcommand)]
-    Kin(kin::KinCommand),
+    Kin {
+        /// Robot description to use instead of the built-in urdf/reachy.urdf.
+        #[arg(long, global = true, value_name = "FILE")]
+        urdf: Option<std::path::PathBuf>,
+        /// What to compute.
+        #[command(subcommand)]
+        command: kin::KinCommand,
+    },
     /// Dynamixel 2.0 bus tools through a serial adapter: scan, read and write registers.
     #[command(subcommand)]
     Bus(bus::BusCommand),
@@ -86,8 +88,8 @@ pub enum Command {
 /// Run a parsed command line; the exit code is non-zero when any input failed.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Kin(cmd) => {
-            let (_, model) = RobotModel::load(cli.urdf.as_deref())?;
+        Command::Kin { urdf, command: cmd } => {
+            let (_, model) = RobotModel::load(urdf.as_deref())?;
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
             let failed = kin::run(&model, cmd, stdin.lock(), stdout.lock())?;
@@ -99,15 +101,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bus(cmd) => bus::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Sim(args) => {
-            let (urdf, _) = RobotModel::load(cli.urdf.as_deref())?;
+            let (urdf, _) = RobotModel::load(args.run.urdf.path())?;
             sim::run(&urdf, args).map(|_| ExitCode::SUCCESS)
         }
         Command::Daemon(args) => {
-            let (urdf, model) = RobotModel::load(cli.urdf.as_deref())?;
+            let (urdf, model) = RobotModel::load(args.urdf.path())?;
             daemon::run_daemon(&urdf, model, args).map(|_| ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
-            let (urdf, model) = RobotModel::load(cli.urdf.as_deref())?;
+            let (urdf, model) = RobotModel::load(args.urdf.path())?;
             let ok = daemon::run_demo(&urdf, model, args)?;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -116,23 +118,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Teleop(args) => {
-            let ok = teleop::run(args, cli.urdf.as_deref())?;
+            let urdf = args.urdf.urdf.clone();
+            let ok = teleop::run(args, urdf.as_deref())?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             })
         }
-        Command::Record(args) => record::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Record(args) => {
+            let urdf = args.urdf.urdf.clone();
+            record::run(args, urdf.as_deref()).map(|_| ExitCode::SUCCESS)
+        }
         Command::Dataset(cmd) => Ok(if record::run_dataset(cmd)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
         }),
-        Command::Replay(args) => replay::run(args, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Replay(args) => {
+            let urdf = args.urdf.urdf.clone();
+            replay::run(args, urdf.as_deref()).map(|_| ExitCode::SUCCESS)
+        }
         Command::Router(z) => run_router(&z).map(|_| ExitCode::SUCCESS),
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
-        Command::Policy(cmd) => policy::run(cmd, cli.urdf.as_deref()).map(|_| ExitCode::SUCCESS),
+        Command::Policy(cmd) => policy::run(cmd).map(|_| ExitCode::SUCCESS),
     }
 }
 
@@ -143,7 +152,10 @@ fn run_router(z: &args::ZenohArgs) -> anyhow::Result<()> {
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
-    println!("router ready: {}", z.listen.join(", "));
+    println!(
+        "router ready{}",
+        reachy_api::net::listening_note(&session).replacen(';', ":", 1)
+    );
     use std::io::Write;
     std::io::stdout().flush().ok();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {

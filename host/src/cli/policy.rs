@@ -87,6 +87,9 @@ pub enum PolicyCommand {
 /// `reachy policy run`
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// The robot description (`--urdf FILE`).
+    #[command(flatten)]
+    pub urdf: super::args::UrdfArgs,
     /// Checkpoint directory (inference in this process).
     #[arg(long, required_unless_present = "server")]
     pub checkpoint: Option<PathBuf>,
@@ -171,9 +174,9 @@ fn load(
 }
 
 /// Run a `policy` subcommand.
-pub fn run(cmd: PolicyCommand, urdf: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
-        PolicyCommand::Run(a) => run_policy(*a, urdf)?,
+        PolicyCommand::Run(a) => run_policy(*a)?,
         PolicyCommand::Serve {
             checkpoint,
             name,
@@ -191,12 +194,13 @@ pub fn run(cmd: PolicyCommand, urdf: Option<&Path>) -> anyhow::Result<()> {
             ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
                 .context("Ctrl-C handler")?;
             println!(
-                "policy server ready: {} (state {}, action {}, {} camera(s), chunk {}, {device})",
+                "policy server ready: {} (state {}, action {}, {} camera(s), chunk {}, {device}){}",
                 reachy_api::schema::keys::policy_infer(&name),
                 spec.state_dim,
                 spec.action_dim,
                 spec.images.len(),
-                spec.chunk_size
+                spec.chunk_size,
+                reachy_api::net::listening_note(&session)
             );
             use std::io::Write;
             std::io::stdout().flush().ok();
@@ -301,7 +305,8 @@ pub fn run(cmd: PolicyCommand, urdf: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// `reachy policy run`.
-fn run_policy(a: RunArgs, urdf: Option<&Path>) -> anyhow::Result<()> {
+fn run_policy(a: RunArgs) -> anyhow::Result<()> {
+    let urdf = a.urdf.path();
     use reachy_apps::policy_run as pr;
     use std::time::Duration;
     let (ds_state, ds_action, ds_fps) = match &a.dataset {

@@ -13,6 +13,9 @@ use reachy_dataset::VideoOptions;
 /// `reachy record`
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
+    /// The robot description (`--urdf FILE`).
+    #[command(flatten)]
+    pub urdf: super::args::UrdfArgs,
     /// Dataset directory (LeRobot's `--dataset.root`; `--out` is another name for it).
     #[arg(long, alias = "out", value_name = "DIR")]
     pub root: PathBuf,

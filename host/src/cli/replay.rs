@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// `reachy replay`
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
+    /// The robot description (`--urdf FILE`).
+    #[command(flatten)]
+    pub urdf: super::args::UrdfArgs,
     /// LeRobot v3 dataset directory (meta/info.json, data/chunk-*/file-*.parquet).
     #[arg(long)]
     pub dataset: PathBuf,

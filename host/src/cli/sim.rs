@@ -27,6 +27,9 @@ pub struct SimArgs {
 /// Options of `reachy sim` (the simulated robot on zenoh, headless).
 #[derive(Debug, clap::Args)]
 pub struct SimRunArgs {
+    /// The robot description (`--urdf FILE`).
+    #[command(flatten)]
+    pub urdf: super::args::UrdfArgs,
     /// Robot name: keys are `reachy/<robot>/sim/…`.
     #[arg(long, default_value = "reachy")]
     pub robot: String,
@@ -151,10 +154,11 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
         .context("installing the Ctrl-C handler")?;
     // one line on stdout when the keys are declared: scripts wait for it
     println!(
-        "sim ready: {}/sim/** ({}, {} Hz)",
+        "sim ready: {}/sim/** ({}, {} Hz){}",
         reachy_api::schema::keys::robot(&a.robot),
         if a.lockstep { "lock-step" } else { "real time" },
-        a.rate
+        a.rate,
+        reachy_api::net::listening_note(&session)
     );
     use std::io::Write;
     std::io::stdout().flush().ok();

@@ -7,6 +7,9 @@ use anyhow::bail;
 /// `reachy teleop`
 #[derive(Debug, clap::Args)]
 pub struct TeleopArgs {
+    /// The robot description (`--urdf FILE`).
+    #[command(flatten)]
+    pub urdf: super::args::UrdfArgs,
     /// `stdin`: JSON lines of TCP targets (`{"arm", "position", "orientation"?, "gripper"?}`)
     /// or `{"hold": SECONDS}`.
     #[arg(long, default_value = "stdin")]

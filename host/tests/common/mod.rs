@@ -4,14 +4,10 @@ use std::process::Command;
 
 pub use reachy_test_support::{python_with, repo_root, run_python_json, run_with_stdin, Kill};
 
-/// A TCP port free on loopback now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// What a test listens on: loopback, a port the OS picks. The process reports the port it got
+/// in its ready line (`… listening on tcp/127.0.0.1:PORT`), which [`start_listening`] reads back:
+/// no port is probed, closed and hoped to be free still.
+pub const ANY_PORT: &str = "tcp/127.0.0.1:0";
 
 /// The simulated robot as two processes on fresh loopback endpoints: `reachy sim` for `robot`
 /// and `reachy daemon` connected to it. Returns them with the sim's and the daemon's endpoint.
@@ -28,19 +24,9 @@ pub struct SimAndDaemon {
 
 /// Start [`SimAndDaemon`] for `robot`.
 pub fn sim_and_daemon(robot: &str) -> SimAndDaemon {
-    let sim_endpoint = format!("tcp/127.0.0.1:{}", free_port());
-    let endpoint = format!("tcp/127.0.0.1:{}", free_port());
-    let sim = start_sim(robot, &sim_endpoint);
-    let daemon = start_reachy(
-        &[
-            "daemon",
-            "--robot",
-            robot,
-            "--connect",
-            &sim_endpoint,
-            "--listen",
-            &endpoint,
-        ],
+    let (sim, sim_endpoint) = start_listening(&["sim", "--robot", robot], "sim ready");
+    let (daemon, endpoint) = start_listening(
+        &["daemon", "--robot", robot, "--connect", &sim_endpoint],
         "daemon ready",
     );
     SimAndDaemon {
@@ -61,6 +47,32 @@ pub fn start_sim(robot: &str, endpoint: &str) -> Kill {
 
 /// Start `reachy ARGS` and wait for its first stdout line to start with `ready`.
 pub fn start_reachy(args: &[&str], ready: &str) -> Kill {
+    start_reachy_line(args, ready).0
+}
+
+/// Start `reachy ARGS --listen tcp/127.0.0.1:0` and wait for its ready line; the endpoint it
+/// listens on, read from that line.
+pub fn start_listening(args: &[&str], ready: &str) -> (Kill, String) {
+    let mut a = args.to_vec();
+    a.extend(["--listen", ANY_PORT]);
+    let (c, line) = start_reachy_line(&a, ready);
+    let endpoint = listening_endpoint(&line)
+        .unwrap_or_else(|| panic!("{args:?}: no `listening on` in {line:?}"));
+    (c, endpoint)
+}
+
+/// The first endpoint of a ready line's `listening on A, B` part.
+pub fn listening_endpoint(line: &str) -> Option<String> {
+    let rest = line.split("listening on ").nth(1)?;
+    let ep = rest
+        .split([',', ' ', ')', '\n'])
+        .next()
+        .filter(|e| !e.is_empty())?;
+    Some(ep.to_string())
+}
+
+/// Start `reachy ARGS`, wait for its first stdout line to start with `ready`; the line.
+pub fn start_reachy_line(args: &[&str], ready: &str) -> (Kill, String) {
     use std::io::BufRead;
     let mut c = Kill(
         Command::new(env!("CARGO_BIN_EXE_reachy"))
@@ -75,7 +87,7 @@ pub fn start_reachy(args: &[&str], ready: &str) -> Kill {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with(ready), "{args:?}: {line:?}");
-    c
+    (c, line)
 }
 
 /// A Pinocchio reference script (`host/tests/python/<script>`) answering `request` on stdout.
