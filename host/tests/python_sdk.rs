@@ -158,19 +158,15 @@ fn lerobot_records_and_replays_through_the_plugin() {
     )
     .unwrap();
     let home = c.state().unwrap();
-    let elbow = home
-        .names
-        .iter()
-        .position(|n| n == "r_elbow_pitch")
-        .unwrap();
+    let yaw = home.names.iter().position(|n| n == "neck_yaw").unwrap();
     c.release().unwrap();
 
     // a policy lerobot made: ACT with random weights, its actions centred on the home pose with
-    // the right elbow bent 0.4 rad further
+    // the head turned 0.4 rad
     let dir = std::env::temp_dir().join(format!("reachy-lerobot-plugin-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut pose = home.position.clone();
-    pose[elbow] -= 0.4;
+    pose[yaw] += 0.4;
     let mean: Vec<String> = pose.iter().map(|v| v.to_string()).collect();
     let out = Command::new(&py)
         .arg(common::repo_root().join("policies/tests/python/make_act_fixture.py"))
@@ -217,10 +213,10 @@ fn lerobot_records_and_replays_through_the_plugin() {
         .args(["--dataset.num_episodes=1", "--dataset.episode_time_s=3"])
         .args(["--dataset.reset_time_s=0", "--dataset.fps=10"])
         .args([
-            "--dataset.single_task=bend the elbow",
+            "--dataset.single_task=turn the head",
             "--dataset.push_to_hub=false",
         ])
-        .arg("--display_data=false")
+        .args(["--display_data=false", "--play_sounds=false"])
         .output()
         .unwrap();
     assert!(
@@ -228,13 +224,13 @@ fn lerobot_records_and_replays_through_the_plugin() {
         "lerobot-record: {}",
         String::from_utf8_lossy(&rec.stderr)
     );
-    // the policy drove the robot: the elbow went where its actions are centred
+    // the policy drove the robot: the yaw went where its actions are centred
     let st = c.state().unwrap();
     assert!(
-        (st.position[elbow] - pose[elbow]).abs() < 0.1,
-        "elbow at {} after lerobot-record, the policy's pose {}",
-        st.position[elbow],
-        pose[elbow]
+        (st.position[yaw] - pose[yaw]).abs() < 0.1,
+        "yaw at {} after lerobot-record, the policy's pose {}",
+        st.position[yaw],
+        pose[yaw]
     );
 
     // the same features as `reachy record` gives
@@ -243,7 +239,7 @@ fn lerobot_records_and_replays_through_the_plugin() {
         .args(["record", "--connect", &ep, "--robot", name, "--root"])
         .arg(&ours)
         .args(["--episodes", "1", "--episode-time", "1", "--fps", "10"])
-        .args(["--cameras", "head", "--camera-size", "64x48"])
+        .args(["--cameras", "head_camera", "--camera-size", "64x48"])
         .output()
         .unwrap();
     assert!(
@@ -270,7 +266,11 @@ fn lerobot_records_and_replays_through_the_plugin() {
         .arg("--robot.camera_names=[]")
         .arg("--dataset.repo_id=local/eval_reachy_rs")
         .arg(format!("--dataset.root={}", ds.display()))
-        .args(["--dataset.episode=0", "--dataset.fps=10"])
+        .args([
+            "--dataset.episode=0",
+            "--dataset.fps=10",
+            "--play_sounds=false",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -280,10 +280,10 @@ fn lerobot_records_and_replays_through_the_plugin() {
     );
     let st = c.state().unwrap();
     assert!(
-        (st.position[elbow] - pose[elbow]).abs() < 0.1,
-        "elbow at {} after lerobot-replay, the episode's {}",
-        st.position[elbow],
-        pose[elbow]
+        (st.position[yaw] - pose[yaw]).abs() < 0.1,
+        "yaw at {} after lerobot-replay, the episode's {}",
+        st.position[yaw],
+        pose[yaw]
     );
     std::fs::remove_dir_all(&dir).ok();
 }
