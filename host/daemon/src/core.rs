@@ -863,6 +863,8 @@ impl Core {
             clamped: note,
             id,
         });
+        // the state that says `moving` goes out now, not at the next period
+        self.outbox.publish_now = true;
     }
 
     /// The chain's joints as indices into the backend's joints, and the current targets.

@@ -6,8 +6,8 @@
 
 - goto accepted: `r_arm.goto(..., wait=False)` called → the first state with `moving` (the
   daemon took the goto and its profile runs);
-- command → state: `send_goal_positions` → the state whose `target` carries it (the daemon
-  applies streaming targets on arrival and publishes a state at once);
+- command → state: `send_goal_positions` → the first state whose `target` moved towards it (the
+  daemon applies streaming targets on arrival and publishes a state at once);
 - state callbacks: the interval between `on_state` callbacks (the daemon publishes at its rate).
 """
 
@@ -56,13 +56,21 @@ try:
 
     remove = reachy.on_state(on)
     acked = []
+    reachy.send_goal_positions({"neck_yaw": 0.1})
+    time.sleep(0.5)
     for k in range(n):
         target = 0.1 + 0.001 * (k % 2)
+        with lock:
+            prev = seen["target"]
         t0 = time.perf_counter()
         reachy.send_goal_positions({"neck_yaw": target})
+        # the first state whose target moved towards the command (the daemon's acceleration
+        # limit may spread the move over a few periods; the first step is the acknowledgement)
+        toward = 1.0 if target > prev else -1.0
         with lock:
-            lock.wait_for(lambda: abs(seen.get("target", 1e9) - target) < 1e-6, timeout=5)
+            lock.wait_for(lambda: (seen["target"] - prev) * toward > 1e-7, timeout=5)
             acked.append(seen["t"] - t0)
+        time.sleep(0.02)
     remove()
     # callback intervals
     stamps = []
