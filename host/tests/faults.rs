@@ -183,21 +183,8 @@ fn the_robot_holds_while_the_policy_server_is_dead_and_the_runner_resumes_on_a_n
         return;
     };
     let robot = "kpol";
-    let (_sim, sim_ep) = start_listening(
-        &[
-            "sim",
-            "--robot",
-            robot,
-            "--cameras",
-            "--camera-size",
-            "64x48",
-        ],
-        "sim ready",
-    );
-    let (_daemon, endpoint) = start_listening(
-        &["daemon", "--robot", robot, "--connect", &sim_ep],
-        "daemon ready",
-    );
+    let sd = common::sim_and_daemon_with(robot, &["--cameras", "--camera-size", "64x48"]);
+    let endpoint = sd.endpoint.clone();
     let ckpt_s = ckpt.to_str().unwrap();
     let serve = |listen: &[&'static str]| -> Vec<&str> {
         let mut a = vec![

@@ -2,26 +2,11 @@
 //! effect checked (`host/tests/python/sdk_check.py`), and the LeRobot plugin found by lerobot's
 //! own discovery and driven by `lerobot-record` and `lerobot-replay`.
 
-use crate::common::{self, run_python_json, start_listening};
+use crate::common::{self, run_python_json};
 
-/// `reachy sim` with a small head camera and `reachy daemon` on it; the daemon's endpoint.
-fn robot(name: &str) -> (common::Kill, common::Kill, String) {
-    let (sim, sim_ep) = start_listening(
-        &[
-            "sim",
-            "--robot",
-            name,
-            "--cameras",
-            "--camera-size",
-            "64x48",
-        ],
-        "sim ready",
-    );
-    let (daemon, ep) = start_listening(
-        &["daemon", "--robot", name, "--connect", &sim_ep],
-        "daemon ready",
-    );
-    (sim, daemon, ep)
+/// `reachy sim` with a small head camera and `reachy daemon` on it.
+fn robot(name: &str) -> common::SimAndDaemon {
+    common::sim_and_daemon_with(name, &["--cameras", "--camera-size", "64x48"])
 }
 
 #[test]
@@ -29,7 +14,8 @@ fn the_sdk_drives_the_simulated_robot() {
     let Some(py) = common::python_with("reachy_rs", "-e ./host/python") else {
         return;
     };
-    let (_sim, _daemon, ep) = robot("sdk");
+    let sd = robot("sdk");
+    let ep = sd.endpoint.clone();
     let r = run_python_json(&py, "host/tests/python/sdk_check.py", &[&ep, "sdk"]);
     let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k}: {r}"));
     assert_eq!(r["joints"], 21, "{r}");
@@ -142,7 +128,8 @@ fn lerobot_records_and_replays_through_the_plugin() {
     );
 
     let name = "lrec";
-    let (_sim, _daemon, ep) = robot(name);
+    let sd = robot(name);
+    let ep = sd.endpoint.clone();
     let session = reachy_api::ZenohOptions {
         connect: vec![ep.clone()],
         ..Default::default()
@@ -224,14 +211,17 @@ fn lerobot_records_and_replays_through_the_plugin() {
         "lerobot-record: {}",
         String::from_utf8_lossy(&rec.stderr)
     );
-    // the policy drove the robot: the yaw went where its actions are centred
-    let st = c.state().unwrap();
-    assert!(
-        (st.position[yaw] - pose[yaw]).abs() < 0.1,
-        "yaw at {} after lerobot-record, the policy's pose {}",
-        st.position[yaw],
-        pose[yaw]
-    );
+    // the head is where the policy's actions (and so the episode's) are centred
+    let head_on_pose = |after: &str| {
+        let st = c.state().unwrap();
+        assert!(
+            (st.position[yaw] - pose[yaw]).abs() < 0.1,
+            "yaw at {} after {after}, the policy's pose {}",
+            st.position[yaw],
+            pose[yaw]
+        );
+    };
+    head_on_pose("lerobot-record");
 
     // the same features as `reachy record` gives
     let ours = dir.join("ours");
@@ -278,12 +268,6 @@ fn lerobot_records_and_replays_through_the_plugin() {
         "lerobot-replay: {}",
         String::from_utf8_lossy(&rep.stderr)
     );
-    let st = c.state().unwrap();
-    assert!(
-        (st.position[yaw] - pose[yaw]).abs() < 0.1,
-        "yaw at {} after lerobot-replay, the episode's {}",
-        st.position[yaw],
-        pose[yaw]
-    );
+    head_on_pose("lerobot-replay");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -24,7 +24,14 @@ pub struct SimAndDaemon {
 
 /// Start [`SimAndDaemon`] for `robot`.
 pub fn sim_and_daemon(robot: &str) -> SimAndDaemon {
-    let (sim, sim_endpoint) = start_listening(&["sim", "--robot", robot], "sim ready");
+    sim_and_daemon_with(robot, &[])
+}
+
+/// [`SimAndDaemon`] with more `reachy sim` flags, e.g. `--cameras`.
+pub fn sim_and_daemon_with(robot: &str, sim_flags: &[&str]) -> SimAndDaemon {
+    let mut sim_args = vec!["sim", "--robot", robot];
+    sim_args.extend_from_slice(sim_flags);
+    let (sim, sim_endpoint) = start_listening(&sim_args, "sim ready");
     let (daemon, endpoint) = start_listening(
         &["daemon", "--robot", robot, "--connect", &sim_endpoint],
         "daemon ready",
