@@ -407,6 +407,8 @@ fn lerobot_async_inference_drives_the_robot_through_the_plugin() {
     let mut server = Kill(
         Command::new(&py)
             .arg(common::repo_root().join("host/tests/python/async_policy_server.py"))
+            // lerobot writes its logs/ into the working directory
+            .current_dir(&dir)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
@@ -425,6 +427,7 @@ fn lerobot_async_inference_drives_the_robot_through_the_plugin() {
     let _client = spawn_logged(
         Command::new(&py)
             .args(["-m", "lerobot.async_inference.robot_client"])
+            .current_dir(&dir)
             .args(["--robot.type=reachy_rs", &format!("--robot.robot={name}")])
             .arg(format!("--robot.endpoint={}", sd.endpoint))
             .args(["--robot.camera_names=[head]", "--robot.camera_width=64"])

@@ -104,6 +104,47 @@ fn firmware_image_in_qemu_drives_simulated_servos() {
     }
     let j = last.expect("telemetry from the firmware in QEMU");
     eprintln!("firmware flags and stats: {last_stats:?}");
+    // Holding there: how often does a servo read as `not answering` (the flicker issue 19 saw
+    // before the firmware waited for `MISSES_FOR_NO_REPLY` missed reads in a row)? Count the
+    // next FRAMES state frames, their servo flags and the firmware's own miss counters.
+    const FRAMES: usize = 300;
+    let (mut frames, mut flagged, mut flagged_joints) = (0usize, 0usize, 0usize);
+    let mut first: Option<reachy_firmware::link::LoopStats> = None;
+    let mut end = None;
+    let t1 = Instant::now();
+    while frames < FRAMES && t1.elapsed() < Duration::from_secs(120) {
+        link.send_goals(&[(0, 0.6), (3, -0.4)]).unwrap();
+        for t in link.poll().unwrap() {
+            if let Telemetry::State { joints, stats, .. } = t {
+                frames += 1;
+                let n = joints
+                    .iter()
+                    .filter(|s| s.flags & joint_flags::NO_REPLY != 0)
+                    .count();
+                flagged += usize::from(n > 0);
+                flagged_joints += n;
+                first.get_or_insert(stats);
+                end = Some(stats);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (first, end) = (first.unwrap(), end.unwrap());
+    let cycles = end.cycles.wrapping_sub(first.cycles);
+    let misses = end.bus_timeouts.wrapping_sub(first.bus_timeouts);
+    // the figure the README quotes (issue 19): `cargo test -p reachy-e2e -- qemu --nocapture`
+    eprintln!(
+        "QEMU flicker: {frames} state frames, {flagged} with a servo flagged NO_REPLY \
+         ({flagged_joints} servo-frames of {}); {misses} missed servo replies in {cycles} \
+         cycles ({:.2} per 1000 cycles of 8 servo reads)",
+        frames * 8,
+        misses as f64 * 1000.0 / cycles.max(1) as f64,
+    );
+    assert_eq!(frames, FRAMES, "the firmware stopped sending state");
+    assert_eq!(
+        flagged, 0,
+        "a servo read as not answering while holding ({misses} missed replies in {cycles} cycles)"
+    );
     assert_eq!(j.len(), 8);
     assert!(
         j.iter().all(|s| s.flags & joint_flags::NO_REPLY == 0),
