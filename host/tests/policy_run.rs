@@ -121,6 +121,7 @@ fn policy_runs_the_simulated_robot_async_and_sync() {
     let dir = ckpt.parent().unwrap();
     let ckpt = ckpt.to_str().unwrap();
     let ds = ds.to_str().unwrap();
+    let rrd = dir.join("policy.rrd");
     let r = run_policy(
         &[
             "--checkpoint",
@@ -135,9 +136,34 @@ fn policy_runs_the_simulated_robot_async_and_sync() {
             "6",
             "--seed",
             "1",
+            "--rerun",
+            "save",
+            rrd.to_str().unwrap(),
         ],
         &dir.join("async.json"),
     );
+    // the rerun view of the run: the chunks as the TCPs' future paths, the latency, the
+    // episode boundaries, the camera beside the 3D view (issue 20)
+    let v = reachy_viz::inspect::summarize(&rrd).unwrap();
+    let rows = |e: &str| v.temporal_rows.get(e).copied().unwrap_or(0);
+    let chunks = rows("policy/chunk/r_arm").max(rows("policy/chunk/l_arm"));
+    assert!(chunks >= 2, "{:?}", v.temporal_rows);
+    assert!(rows("policy/latency_ms") >= 2);
+    assert_eq!(rows("events"), 2, "one event per episode");
+    assert!(rows("cameras/head_camera") > 0);
+    for (class, origin) in [
+        ("2D", "cameras/head_camera"),
+        ("TimeSeries", "policy/latency_ms"),
+        ("TextLog", "events"),
+    ] {
+        assert!(
+            v.views
+                .iter()
+                .any(|w| w.class == class && w.origin == origin),
+            "{:?}",
+            v.views
+        );
+    }
     assert_eq!(r["fps"], 20.0);
     assert_eq!(r["mode"], "async");
     assert_eq!(r["features"]["images"][0][1], "head_camera");

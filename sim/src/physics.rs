@@ -7,6 +7,9 @@
 use std::path::Path;
 
 use rapier3d::prelude::*;
+
+/// A rigid transform (rapier's): translation and unit quaternion.
+pub use rapier3d::prelude::Pose;
 use rapier3d_urdf::{UrdfLoaderOptions, UrdfRobot};
 
 /// Errors while building the physics model.
@@ -884,26 +887,52 @@ impl RobotPhysics {
         }
     }
 
-    /// Everything to draw, in world coordinates: the robot's URDF visuals, a floor, the table
-    /// and the cubes.
-    pub fn primitives(&self) -> Vec<Primitive> {
+    /// The parent of each URDF link (its index in [`Self::link_names`]), `None` for the root.
+    pub fn link_parents(&self) -> Vec<Option<usize>> {
+        self.link_parent.iter().map(|p| p.map(|(i, _)| i)).collect()
+    }
+
+    /// World pose of every URDF link, in [`Self::link_names`] order.
+    pub fn link_poses(&self) -> Vec<Option<Pose>> {
+        (0..self.link_names.len())
+            .map(|i| self.link_pose_index(i))
+            .collect()
+    }
+
+    /// The robot's URDF visuals: the link each is fixed to (an index in [`Self::link_names`])
+    /// and the primitive in that link's frame.
+    pub fn link_visuals(&self) -> Vec<(usize, Primitive)> {
+        self.visuals
+            .iter()
+            .map(|v| {
+                (
+                    v.link,
+                    Primitive {
+                        shape: v.shape,
+                        pose: v.origin,
+                        color: v.color,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The floor (a 6 m square), and the table with its cabinet and the cubes if there is a
+    /// scene, in world coordinates.
+    pub fn scene_primitives(&self) -> Vec<Primitive> {
+        let mut out = self.fixed_primitives();
+        out.extend(self.object_primitives());
+        out
+    }
+
+    /// What never moves: the floor (a 6 m square), and the table and its cabinet if there is a
+    /// scene, in world coordinates.
+    pub fn fixed_primitives(&self) -> Vec<Primitive> {
         let mut out = vec![Primitive {
             shape: Shape::Box([3.0, 3.0, 0.005]),
             pose: Pose::translation(0.0, 0.0, -0.005),
             color: [0.55, 0.52, 0.48],
         }];
-        let poses: Vec<Option<Pose>> = (0..self.link_names.len())
-            .map(|i| self.link_pose_index(i))
-            .collect();
-        for v in &self.visuals {
-            if let Some(p) = poses[v.link] {
-                out.push(Primitive {
-                    shape: v.shape,
-                    pose: p * v.origin,
-                    color: v.color,
-                });
-            }
-        }
         if let Some((c, h)) = self.table {
             out.push(Primitive {
                 shape: Shape::Box(h),
@@ -918,16 +947,40 @@ impl RobotPhysics {
                 color: [0.45, 0.32, 0.2],
             });
         }
-        for o in &self.objects {
-            if let Some(b) = self.world.bodies.get(o.body) {
-                out.push(Primitive {
+        out
+    }
+
+    /// The scene's objects (the cubes) where they are now, in [`Self::objects`] order.
+    pub fn object_primitives(&self) -> Vec<Primitive> {
+        self.objects
+            .iter()
+            .filter_map(|o| {
+                let b = self.world.bodies.get(o.body)?;
+                Some(Primitive {
                     shape: Shape::Box([o.half; 3]),
                     pose: *b.position(),
                     color: o.color,
+                })
+            })
+            .collect()
+    }
+
+    /// Everything to draw, in world coordinates: the floor, the robot's URDF visuals posed
+    /// from its links, the table and the cubes.
+    pub fn primitives(&self) -> Vec<Primitive> {
+        let mut scene = self.scene_primitives();
+        let rest = scene.split_off(1);
+        let poses = self.link_poses();
+        for (link, v) in self.link_visuals() {
+            if let Some(p) = poses[link] {
+                scene.push(Primitive {
+                    pose: p * v.pose,
+                    ..v
                 });
             }
         }
-        out
+        scene.extend(rest);
+        scene
     }
 }
 

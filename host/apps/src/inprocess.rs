@@ -107,24 +107,29 @@ impl ClientRobot {
         )?)
     }
 
-    /// Record the robot (and `cameras`) to `sink` until [`ClientRobot::stop`]; nothing when
-    /// `sink` is `None`.
+    /// Record the robot (and the layout's cameras) to `sink` until [`ClientRobot::stop`];
+    /// nothing when `sink` is `None`.
     pub fn record_to(
         &mut self,
         sink: Option<&reachy_viz::RerunSink>,
-        cameras: &[String],
+        layout: reachy_viz::Layout,
     ) -> anyhow::Result<()> {
         if let Some(s) = sink {
             self.viz = Some(reachy_viz::ApiViz::spawn(
                 &self.session,
                 &self.name,
                 &self.urdf,
-                cameras,
+                layout,
                 s,
                 25.0,
             )?);
         }
         Ok(())
+    }
+
+    /// Logs policy chunks and episode events into the recording, if there is one.
+    pub fn annotator(&self) -> Option<reachy_viz::Annotator> {
+        self.viz.as_ref().map(reachy_viz::ApiViz::annotator)
     }
 
     /// Flush the recording, then stop the in-process robot.

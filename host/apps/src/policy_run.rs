@@ -491,13 +491,16 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// Run `opts.episodes` episodes on the robot of `client`. Before each episode
-/// `before_episode(i)` runs (go home, reset the scene). Progress lines go to `progress`.
+/// `before_episode(i)` runs (go home, reset the scene). Every chunk taken goes to
+/// `on_chunk(actions, observation-to-arrival latency in ms)` (the rerun view draws it), progress
+/// lines go to `progress`.
 pub fn run(
     client: &mut RobotClient,
     map: &FeatureMap,
     mut infer: Infer,
     opts: &RunOptions,
     before_episode: &mut dyn FnMut(usize, &mut RobotClient) -> anyhow::Result<()>,
+    on_chunk: &mut dyn FnMut(&[Vec<f32>], f64),
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Vec<EpisodeReport>> {
     anyhow::ensure!(
@@ -611,6 +614,7 @@ pub fn run(
                     continue;
                 };
                 rep.chunks += 1;
+                on_chunk(&chunk, latencies.last().copied().unwrap_or(0.0));
                 let rows: Vec<Vec<f64>> = chunk
                     .iter()
                     .map(|a| a.iter().map(|&v| v as f64).collect())
@@ -643,6 +647,7 @@ pub fn run(
                                 map.action.len()
                             ));
                         } else {
+                            on_chunk(&c.actions, latencies.last().copied().unwrap_or(0.0));
                             sched.push(t_obs, &c.actions, now);
                         }
                     }

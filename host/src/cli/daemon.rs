@@ -117,7 +117,15 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
     )?;
     let viz = match &sink {
         Some(s) => Some(reachy_viz::ApiViz::spawn(
-            &session, &cfg.robot, urdf, &cameras, s, 25.0,
+            &session,
+            &cfg.robot,
+            urdf,
+            reachy_viz::Layout {
+                cameras: cameras.clone(),
+                ..Default::default()
+            },
+            s,
+            25.0,
         )?),
         None => None,
     };
@@ -157,9 +165,19 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
     // the recording: the whole scene at 25 Hz of simulated time, from the sim thread
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let rrd = a.out.join("demo.rrd");
-    let viz = std::sync::Arc::new(reachy_viz::Viz::open(&reachy_viz::RerunSink::Save(
-        rrd.clone(),
-    ))?);
+    // the arm on the cube's side does the task: its joints are the plots shown first
+    let side = objects
+        .iter()
+        .find(|o| o.0 == a.object)
+        .map_or(0.0, |o| o.1[1]);
+    let viz = std::sync::Arc::new(reachy_viz::Viz::open(
+        &reachy_viz::RerunSink::Save(rrd.clone()),
+        urdf,
+        reachy_viz::Layout {
+            active_arm: if side < 0.0 { "r_arm" } else { "l_arm" }.into(),
+            ..Default::default()
+        },
+    )?);
     let observer: reachy_apps::sim_bridge::Observer = {
         let viz = viz.clone();
         let mut k = 0u64;

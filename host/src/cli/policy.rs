@@ -409,7 +409,16 @@ fn run_policy(a: RunArgs) -> anyhow::Result<()> {
         &overrides,
     )?;
     let cams: Vec<String> = map.images.iter().map(|(_, c, _)| c.clone()).collect();
-    robot.record_to(sink.as_ref(), &cams)?;
+    robot.record_to(
+        sink.as_ref(),
+        reachy_viz::Layout {
+            cameras: cams.clone(),
+            policy: true,
+            episodes: true,
+            ..Default::default()
+        },
+    )?;
+    let annotator = robot.annotator();
     let opts = pr::RunOptions {
         fps,
         n_action_steps: a.n_action_steps.unwrap_or(spec.n_action_steps).max(1),
@@ -446,7 +455,11 @@ fn run_policy(a: RunArgs) -> anyhow::Result<()> {
     let home = client.state()?.position;
     let seed = a.robot.seed;
     let sim_ref = robot.sim();
+    let events = annotator.clone();
     let mut before = |ep: usize, c: &mut reachy_api::client::RobotClient| -> anyhow::Result<()> {
+        if let Some(a) = &events {
+            a.event(&format!("policy episode {ep}: start"));
+        }
         if ep > 0 {
             let r = c.goto(&joints, &home, 1.5)?;
             if r.status != "ok" && r.status != "clamped" {
@@ -462,9 +475,21 @@ fn run_policy(a: RunArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    let reports = pr::run(&mut client, &map, infer, &opts, &mut before, &mut |s| {
-        println!("  {s}")
-    })?;
+    let action = map.action.clone();
+    let mut on_chunk = |chunk: &[Vec<f32>], latency_ms: f64| {
+        if let Some(a) = &annotator {
+            a.chunk(&action, chunk, latency_ms);
+        }
+    };
+    let reports = pr::run(
+        &mut client,
+        &map,
+        infer,
+        &opts,
+        &mut before,
+        &mut on_chunk,
+        &mut |s| println!("  {s}"),
+    )?;
     drop(client);
     robot.stop()?;
     drop(policy_session);

@@ -190,7 +190,15 @@ pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
             .map(|c| c.name)
             .collect()
     });
-    robot.record_to(sink.as_ref(), &names)?;
+    robot.record_to(
+        sink.as_ref(),
+        reachy_viz::Layout {
+            cameras: names.clone(),
+            episodes: true,
+            ..Default::default()
+        },
+    )?;
+    let annotator = robot.annotator();
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed))
@@ -241,7 +249,17 @@ pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
         );
         b
     });
+    let mut phase = "";
     let mut progress = |p: &Progress| {
+        if p.phase != phase {
+            phase = p.phase;
+            if let Some(a) = &annotator {
+                a.event(&format!(
+                    "episode {}/{} (dataset episode {}): {}",
+                    p.k, p.of, p.episode, p.phase
+                ));
+            }
+        }
         if p.phase == "start" {
             let line = format!(
                 "episode {}/{}: recording (episode {} of the dataset)",

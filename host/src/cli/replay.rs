@@ -37,7 +37,7 @@ pub fn run(a: ReplayArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
     let mut robot =
         reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, Vec::new(), 30.0)?;
     let mut client = robot.connect("replay", "script")?;
-    robot.record_to(sink.as_ref(), &[])?;
+    robot.record_to(sink.as_ref(), reachy_viz::Layout::default())?;
     println!(
         "replay: episode {} of {} ({} frames at {} fps, {} joints)",
         ep.index,

@@ -121,7 +121,11 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
         tracing::info!("cameras rendered on {info}");
     }
     let viz = match a.rerun.sink()? {
-        Some(sink) => Some(Arc::new(reachy_viz::Viz::open(&sink)?)),
+        Some(sink) => Some(Arc::new(reachy_viz::Viz::open(
+            &sink,
+            urdf,
+            reachy_viz::Layout::default(),
+        )?)),
         None => None,
     };
     let observer: Option<reachy_apps::sim_bridge::Observer> = viz.clone().map(|viz| {

@@ -36,7 +36,7 @@ pub fn run(a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<bool
     let mut robot =
         reachy_apps::inprocess::ClientRobot::open(&a.robot.options(), urdf, Vec::new(), 30.0)?;
     let client = robot.connect("teleop", "teleop")?;
-    robot.record_to(sink.as_ref(), &[])?;
+    robot.record_to(sink.as_ref(), reachy_viz::Layout::default())?;
     let bad =
         reachy_apps::teleop::pose_stream(&client, std::io::stdin().lock(), a.rate, &mut |v| {
             println!("{v}")
