@@ -3,16 +3,7 @@
 
 use crate::common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
 
 #[test]
 fn robotis_sdk_talks_to_simulated_servos() {
@@ -22,28 +13,7 @@ fn robotis_sdk_talks_to_simulated_servos() {
     let dir = std::env::temp_dir().join(format!("reachy-dxl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let link = dir.join("bus");
-    let _sim = Kill(
-        Command::new(env!("CARGO_BIN_EXE_reachy"))
-            .args([
-                "sim",
-                "servos",
-                "--pty",
-                link.to_str().unwrap(),
-                "--ids",
-                "1-6",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while !link.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "sim servos did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _sim = common::sim_servos(&link, "1-6");
     let out = Command::new(&py)
         .arg(common::repo_root().join("host/tests/python/dxl_sdk_client.py"))
         .arg(&link)

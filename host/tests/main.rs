@@ -6,6 +6,7 @@ mod cli_policy;
 mod common;
 mod daemon_api;
 mod demo;
+mod doctor;
 mod dynamixel_sdk;
 mod faults;
 mod pinocchio;

@@ -10,6 +10,7 @@ use zenoh::Wait;
 pub mod args;
 pub mod bus;
 pub mod daemon;
+pub mod doctor;
 pub mod firmware;
 pub mod kin;
 pub mod policy;
@@ -83,6 +84,16 @@ pub enum Command {
     /// the robot, serve over zenoh).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Check what a first hour on a real robot breaks on, each line with its fix: serial
+    /// adapters and permissions, USB latency timers, every servo the servo map expects
+    /// (`--bus r_arm=/dev/ttyUSB0`), the bus cycle, rendering, CUDA, zenoh ports, a daemon
+    /// (`--connect`). Exits non-zero when a check fails.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script, e.g. `reachy completions bash > ~/.local/share/bash-completion/completions/reachy`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Run a parsed command line; the exit code is non-zero when any input failed.
@@ -142,6 +153,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Router(z) => run_router(&z).map(|_| ExitCode::SUCCESS),
         Command::Firmware(cmd) => firmware::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Policy(cmd) => policy::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Doctor(args) => Ok(if doctor::run(args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "reachy", &mut script);
+            use std::io::Write;
+            // a closed pipe (`| head`) is not an error worth a panic
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
     }
 }
 

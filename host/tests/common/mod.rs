@@ -130,3 +130,31 @@ pub fn report_of(
     );
     serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
 }
+
+/// `reachy sim servos` on a pseudo-terminal linked at `link`, with servo `ids` (e.g. `1-6`);
+/// returns once the link exists.
+pub fn sim_servos(link: &std::path::Path, ids: &str) -> Kill {
+    let k = Kill(
+        Command::new(env!("CARGO_BIN_EXE_reachy"))
+            .args([
+                "sim",
+                "servos",
+                "--pty",
+                link.to_str().unwrap(),
+                "--ids",
+                ids,
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = std::time::Instant::now();
+    while !link.exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "sim servos did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    k
+}
