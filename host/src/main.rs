@@ -9,6 +9,15 @@ use clap::Parser;
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    // Without a desktop session (SSH, CI, a container) Mesa's Vulkan device-select layer looks
+    // for a Wayland display and prints `XDG_RUNTIME_DIR is invalid or not set` twice whenever
+    // the sim's cameras start. It only reorders GPUs, and wgpu picks its adapter itself: leave
+    // it out there. Set here, first, while this process has one thread.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     let cli = cli::Cli::parse();
     // quiet by default: our crates say what they do, dependencies (zenoh's session chatter)
     // only warnings; -v for everything at info, -vv for debug; RUST_LOG overrides both

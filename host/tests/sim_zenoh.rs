@@ -14,8 +14,24 @@ fn python_zenoh_client_drives_the_lockstep_sim() {
         return;
     };
     common::python_with("cbor2", "cbor2");
-    let (_sim, endpoint) =
-        start_listening(&["sim", "--lockstep", "--robot", "testbot"], "sim ready");
+    let rrd = std::env::temp_dir().join(format!("reachy-sim-{}.rrd", std::process::id()));
+    let (mut sim, endpoint) = start_listening(
+        &[
+            "sim",
+            "--lockstep",
+            "--robot",
+            "testbot",
+            "--cameras",
+            "--camera-size",
+            "32x24",
+            "--camera-fps",
+            "10",
+            "--rerun",
+            "save",
+            rrd.to_str().unwrap(),
+        ],
+        "sim ready",
+    );
     let r = run_python_json(
         &py,
         "host/tests/python/sim_client.py",
@@ -49,6 +65,25 @@ fn python_zenoh_client_drives_the_lockstep_sim() {
     // 5 malformed commands + 1 malformed step request
     assert_eq!(r["rejected"], 6, "{r}");
     assert_eq!(r["bad_step_rejected"], true);
+    // SIGTERM ends the sim as Ctrl-C does: its rerun recording is complete and holds the
+    // robot's tree and the camera frames it published, with a view for each camera
+    let st = Command::new("kill")
+        .arg(sim.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(sim.0.wait().unwrap().success());
+    let v = reachy_viz::inspect::summarize(&rrd).unwrap();
+    std::fs::remove_file(&rrd).ok();
+    for c in ["head_camera", "l_wrist_camera", "r_wrist_camera"] {
+        let e = format!("cameras/{c}");
+        assert!(
+            v.temporal_rows.get(&e).copied().unwrap_or(0) >= 1,
+            "{e}: {v:?}"
+        );
+        assert!(v.views.iter().any(|w| w.class == "2D" && w.origin == e));
+    }
+    assert!(v.temporal_rows.keys().any(|e| e.ends_with("/r_tcp")));
 }
 
 #[test]
@@ -96,4 +131,39 @@ fn a_dead_endpoint_is_one_clear_error() {
     assert!(err.contains("reachy daemon --listen"), "{err}");
     assert!(!err.contains(".cargo/registry"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Headless (no `XDG_RUNTIME_DIR`), the cameras start without the graphics stack's noise
+/// (issue 18: `XDG_RUNTIME_DIR is invalid or not set`, twice, on every sim run).
+#[test]
+fn a_headless_sim_with_cameras_starts_quietly() {
+    use std::io::{BufRead, Read};
+    let mut sim = common::Kill(
+        Command::new(env!("CARGO_BIN_EXE_reachy"))
+            .args(["sim", "--lockstep", "--cameras", "--camera-size", "32x24"])
+            .args(["--listen", common::ANY_PORT])
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("NODEVICE_SELECT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(sim.0.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert!(ready.starts_with("sim ready"), "{ready}");
+    let st = Command::new("kill")
+        .arg(sim.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut err = String::new();
+    sim.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+    assert!(err.contains("cameras rendered on"), "{err}");
 }

@@ -117,6 +117,7 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
         return Err(anyhow!("--camera-fps must be within 0..=1000"));
     }
     let world = reachy_sim::world::World::new(cfg).context("building the simulated world")?;
+    let camera_names: Vec<String> = world.cameras().iter().map(|c| c.name.clone()).collect();
     if let Some(info) = world.renderer_info() {
         tracing::info!("cameras rendered on {info}");
     }
@@ -124,7 +125,10 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
         Some(sink) => Some(Arc::new(reachy_viz::Viz::open(
             &sink,
             urdf,
-            reachy_viz::Layout::default(),
+            reachy_viz::Layout {
+                cameras: world.cameras().iter().map(|c| c.name.clone()).collect(),
+                ..Default::default()
+            },
         )?)),
         None => None,
     };
@@ -152,6 +156,28 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
         },
         observer,
     )?;
+    // the frames the bridge publishes go into the recording too, at their sim time
+    let mut _frame_subs = Vec::new();
+    if let Some(viz) = &viz {
+        for c in &camera_names {
+            let viz = viz.clone();
+            let sub = session
+                .declare_subscriber(reachy_api::schema::keys::sim_camera(&a.robot, c))
+                .callback(move |s| {
+                    let bytes = s.payload().to_bytes();
+                    if let Ok(f) =
+                        reachy_api::schema::decode_robot::<reachy_api::schema::CameraFrame>(&bytes)
+                    {
+                        if let Err(e) = viz.log_frame_at_its_time(&f) {
+                            tracing::warn!("rerun: {e}");
+                        }
+                    }
+                })
+                .wait()
+                .map_err(|e| anyhow!("subscribing to camera {c}: {e}"))?;
+            _frame_subs.push(sub);
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))

@@ -729,6 +729,13 @@ impl Viz {
         Ok(())
     }
 
+    /// One camera frame as received on zenoh, at its own time on this recording's timeline (a
+    /// sim's frames carry sim time).
+    pub fn log_frame_at_its_time(&self, f: &schema::CameraFrame) -> anyhow::Result<()> {
+        self.rec.set_duration_secs(self.timeline, f.t);
+        self.log_frame(f)
+    }
+
     /// Log camera images.
     pub fn log_images(&self, images: &[reachy_sim::world::CameraImage]) -> anyhow::Result<()> {
         for img in images {
