@@ -17,11 +17,42 @@ fn serve(
     let model = RobotModel::reachy().unwrap();
     let backend =
         SerialBackend::open(link.to_str().unwrap(), 1_000_000, &model, "r_arm", &mounts).unwrap();
+    serve_on(Box::new(backend), robot)
+}
+
+/// The daemon on the direct-bus backend: the firmware's control core in this process over
+/// simulated servos at `bus` standing in for a USB adapter (bus r_arm).
+fn serve_direct(
+    bus: &std::path::Path,
+    robot: &str,
+    mounts: std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
+) -> (Daemon, reachy_api::client::RobotClient, zenoh::Session) {
+    let model = RobotModel::reachy().unwrap();
+    let backend = reachy_apps::direct::DirectBackend::open(
+        &reachy_apps::direct::DirectOptions {
+            bus: "r_arm".into(),
+            port: bus.to_str().unwrap().into(),
+            baud: 1_000_000,
+            model: reachy_firmware::dynamixel::Model::Xm430W350,
+            rate_hz: 1000,
+        },
+        &model,
+        &mounts,
+    )
+    .unwrap();
+    serve_on(Box::new(backend), robot)
+}
+
+fn serve_on(
+    backend: Box<dyn reachy_daemon::Backend>,
+    robot: &str,
+) -> (Daemon, reachy_api::client::RobotClient, zenoh::Session) {
+    let model = RobotModel::reachy().unwrap();
     let session = reachy_api::net::ZenohOptions::default().open().unwrap();
     let daemon = Daemon::spawn(
         session.clone(),
         model,
-        Box::new(backend),
+        backend,
         DaemonConfig {
             robot: robot.into(),
             ..Default::default()
@@ -39,12 +70,9 @@ fn serve(
     (daemon, c, session)
 }
 
-#[test]
-fn daemon_drives_the_firmware_like_the_sim() {
-    let (_servos, _fw, linkp) =
-        spawn_firmware_on_sim_servos("dsr", "1-8", |bus| format!("r_arm={}", bus.display()));
-    // the elbow's servo mounted 0.2 rad off: the daemon speaks joint angles either way
-    let mounts = [(
+/// The elbow's servo mounted 0.2 rad off: the daemon speaks joint angles either way.
+fn elbow_mounted_off() -> std::collections::BTreeMap<String, reachy_daemon::config::ServoMount> {
+    [(
         "r_elbow_pitch".to_string(),
         reachy_daemon::config::ServoMount {
             offset: 0.2,
@@ -52,11 +80,18 @@ fn daemon_drives_the_firmware_like_the_sim() {
         },
     )]
     .into_iter()
-    .collect();
-    let (daemon, c, _) = serve(&linkp, "hw", mounts);
+    .collect()
+}
+
+/// Every servo at torque on on backend `backend`, then a goto of two joints answered `ok` when
+/// they are there (the mounted elbow included). The last state.
+fn goto_arrives(
+    c: &reachy_api::client::RobotClient,
+    backend: &str,
+) -> reachy_api::schema::RobotState {
     // every servo at torque on before the goto (a goto answers `ok` only when it arrives)
-    let st = state_where(&c, "every servo at torque on", |s| s.faults.is_empty());
-    assert_eq!(st.backend, "serial");
+    let st = state_where(c, "every servo at torque on", |s| s.faults.is_empty());
+    assert_eq!(st.backend, backend);
     assert_eq!(st.names.len(), 8, "{:?}", st.names);
     assert_eq!(st.names[3], "r_elbow_pitch");
     let r = c
@@ -67,18 +102,17 @@ fn daemon_drives_the_firmware_like_the_sim() {
         )
         .unwrap();
     assert_eq!(r.status, "ok", "{r:?}");
-    std::thread::sleep(Duration::from_millis(500));
-    let st = c.state().unwrap();
-    assert!(
-        (st.position[3] + 0.8).abs() < 0.03,
-        "elbow {}",
-        st.position[3]
-    );
-    assert!(
-        (st.position[0] - 0.3).abs() < 0.03,
-        "shoulder {}",
-        st.position[0]
-    );
+    state_where(c, "the arm at the goal", |s| {
+        (s.position[3] + 0.8).abs() < 0.03 && (s.position[0] - 0.3).abs() < 0.03
+    })
+}
+
+#[test]
+fn daemon_drives_the_firmware_like_the_sim() {
+    let (_servos, _fw, linkp) =
+        spawn_firmware_on_sim_servos("dsr", "1-8", |bus| format!("r_arm={}", bus.display()));
+    let (daemon, c, _) = serve(&linkp, "hw", elbow_mounted_off());
+    let st = goto_arrives(&c, "serial");
     assert_eq!(st.tcp.len(), 1, "the r_arm's TCP only");
     drop(c);
     daemon.stop().unwrap();
@@ -242,4 +276,46 @@ fn the_daemon_holds_while_the_firmware_is_dead_and_reconnects_when_it_returns() 
     assert_eq!(r.status, "ok", "{r:?}");
     drop(c);
     daemon.stop().unwrap();
+}
+
+/// Servos straight from an adapter (issue 18 §1): the same API as through a board — state,
+/// mounts, goto replies, e-stop latch.
+#[test]
+fn the_direct_backend_drives_servos_from_an_adapter() {
+    let dir = std::env::temp_dir().join(format!("reachy-direct-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bus = dir.join("adapter");
+    let _servos = reachy_e2e::spawn_sim_servos(&bus, "1-8");
+    let (daemon, c, session) = serve_direct(&bus, "dx", elbow_mounted_off());
+    let st = goto_arrives(&c, "dynamixel");
+    assert!(!st.estop);
+    assert_eq!(estop(&session, "dx", true, None).status, "ok");
+    state_where(&c, "the e-stop in the state", |s| s.estop);
+    let r = c.goto(&["r_elbow_pitch".into()], &[-0.2], 0.5).unwrap();
+    assert_eq!(r.status, "rejected", "{r:?}");
+    drop(c);
+    daemon.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// On the direct backend, a servo that stops answering shows in the state, named.
+#[test]
+fn the_direct_backend_reports_a_silent_servo() {
+    let dir = std::env::temp_dir().join(format!("reachy-direct-dead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bus = dir.join("adapter");
+    let _servos = reachy_e2e::spawn_sim_servos_with(&bus, "1-8", &["--dead", "6"]);
+    let (daemon, c, _) = serve_direct(&bus, "dxd", Default::default());
+    let st = state_where(&c, "the healthy servos at torque on", |s| {
+        s.faults.len() == 1
+    });
+    assert_eq!(st.faults[0].joint, "r_wrist_pitch", "servo 6 is silent");
+    assert!(
+        st.faults[0].fault.contains("not answering"),
+        "{:?}",
+        st.faults
+    );
+    drop(c);
+    daemon.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod direct;
 pub mod doctor;
 pub mod inprocess;
 pub mod pick_place;

@@ -26,18 +26,21 @@ pub struct DaemonArgs {
     /// Control rate (Hz).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Backend: `sim` (a `reachy sim` reached through the zenoh endpoints) or `serial` (the
-    /// firmware's host link at --link, the joints of --bus).
+    /// Backend: `sim` (a `reachy sim` reached through the zenoh endpoints), `serial` (the
+    /// firmware's host link at --link, the joints of --bus) or `dynamixel` (servos straight
+    /// from a USB adapter, `--bus r_arm=/dev/ttyUSB0`: the firmware's control core runs in this
+    /// process over it).
     #[arg(long)]
     pub backend: Option<String>,
     /// Serial backend: the firmware's host link (a USB serial device, or the pty of
     /// `reachy firmware run`).
     #[arg(long)]
     pub link: Option<String>,
-    /// Serial backend: the servo bus the firmware drives (`r_arm`, `l_arm`, `head`).
+    /// Serial backend: the servo bus the firmware drives (`r_arm`, `l_arm`, `head`); dynamixel
+    /// backend: BUS=PORT, the bus and its adapter.
     #[arg(long)]
     pub bus: Option<String>,
-    /// Serial backend: baud rate.
+    /// Serial and dynamixel backends: baud rate.
     #[arg(long)]
     pub baud: Option<u32>,
     #[command(flatten)]
@@ -105,7 +108,26 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
             &cfg.serial.bus,
             &cfg.servos,
         )?),
-        other => return Err(anyhow!("backend `{other}`: sim or serial")),
+        "dynamixel" => {
+            let (bus, port) = cfg.serial.bus.split_once('=').ok_or_else(|| {
+                anyhow!(
+                    "the dynamixel backend needs --bus BUS=PORT (e.g. r_arm=/dev/ttyUSB0), got `{}`",
+                    cfg.serial.bus
+                )
+            })?;
+            Box::new(reachy_apps::direct::DirectBackend::open(
+                &reachy_apps::direct::DirectOptions {
+                    bus: bus.into(),
+                    port: port.into(),
+                    baud: cfg.serial.baud,
+                    model: reachy_firmware::dynamixel::Model::Xm430W350,
+                    rate_hz: 1000,
+                },
+                &model,
+                &cfg.servos,
+            )?)
+        }
+        other => return Err(anyhow!("backend `{other}`: sim, serial or dynamixel")),
     };
     let backend_name = backend.name();
     let cameras: Vec<String> = backend.cameras().into_iter().map(|c| c.name).collect();

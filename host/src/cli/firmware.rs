@@ -129,18 +129,9 @@ pub fn run(cmd: FirmwareCommand) -> anyhow::Result<()> {
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)).context("Ctrl-C handler")?;
     tracing::info!(link = %link.display(), joints = joints.len(), rate, "firmware running");
-    let period = Duration::from_micros(period_us as u64);
-    let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        ctl.tick();
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now; // overrun: counted by the controller, do not try to catch up
-        }
-    }
+    reachy_apps::direct::run_paced(Duration::from_micros(period_us as u64), &stop, || {
+        ctl.tick()
+    });
     let _ = std::fs::remove_file(&link);
     Ok(())
 }

@@ -1,0 +1,168 @@
+//! The direct-bus backend (`reachy daemon --backend dynamixel --bus r_arm=/dev/ttyUSB0`):
+//! servos straight from a USB adapter (U2D2, an FTDI cable), no MCU board. The firmware
+//! crate's control core — the code that runs on the board, not a second implementation — runs
+//! on a thread of the daemon's process over the adapter, and the daemon talks to it through the
+//! same host link and [`SerialBackend`] it uses for a board, over an in-process pseudo-terminal.
+//! So the API, the limits, the faults, the e-stop and the watchdog are the serial backend's:
+//! if the daemon's loop stalls, the control core holds, then drops torque.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use reachy_api::worker::Worker;
+use reachy_daemon::backend::{Backend, Measured};
+use reachy_daemon::core::JointLimit;
+use reachy_daemon::serial::{SerialIo, StdClock};
+use reachy_daemon::{DaemonError, SerialBackend};
+use reachy_firmware::control::{Controller, JointMap};
+use reachy_firmware::dynamixel::Model;
+use reachy_kinematics::model::RobotModel;
+
+/// Call `tick` every `period` until `stop` is set; an overrun is not caught up (the controller
+/// counts it). The firmware's loop on a host, here and in `reachy firmware run`.
+pub fn run_paced(period: Duration, stop: &AtomicBool, mut tick: impl FnMut()) {
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        tick();
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
+}
+
+/// The servos of one bus of the servo map on a serial adapter, driven by the firmware's
+/// control core in this process.
+pub struct DirectBackend {
+    inner: SerialBackend,
+    // stopped after `inner` is dropped: fields drop in order
+    core: Option<Worker<anyhow::Error>>,
+    link: PathBuf,
+}
+
+/// How the direct backend drives its bus.
+#[derive(Debug, Clone)]
+pub struct DirectOptions {
+    /// The servo map's bus (`r_arm`, `l_arm`, `head`).
+    pub bus: String,
+    /// The adapter, e.g. `/dev/ttyUSB0`.
+    pub port: String,
+    /// The bus's baud rate.
+    pub baud: u32,
+    /// The servos' model.
+    pub model: Model,
+    /// The control core's rate (Hz).
+    pub rate_hz: u32,
+}
+
+impl DirectBackend {
+    /// Open the adapter and start the control core on it.
+    pub fn open(
+        opts: &DirectOptions,
+        robot: &RobotModel,
+        mounts: &std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (1..=10_000).contains(&opts.rate_hz),
+            "the control rate must be within 1..10000 Hz"
+        );
+        let joints: Vec<JointMap> = robot
+            .servo_map()
+            .into_iter()
+            .filter(|a| a.bus == opts.bus)
+            .map(|a| JointMap { bus: 0, id: a.id })
+            .collect();
+        if joints.is_empty() {
+            let chains: Vec<&str> = robot.chains.iter().map(|c| c.name()).collect();
+            anyhow::bail!(
+                "no servo bus `{}` in the servo map (known: {})",
+                opts.bus,
+                chains.join(", ")
+            );
+        }
+        let bus = SerialIo::open(&opts.port, opts.baud)
+            .with_context(|| format!("opening the servo bus {}", opts.port))?;
+        let link = {
+            // one link per backend, also for several in one process
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            std::env::temp_dir().join(format!(
+                "reachy-direct-{}-{}-{n}",
+                std::process::id(),
+                opts.bus
+            ))
+        };
+        let (master, slave) =
+            reachy_sim::servo_pty::pty_pair(&link).context("creating the in-process link")?;
+        let period_us = 1_000_000 / opts.rate_hz;
+        let mut ctl = Controller::new(
+            SerialIo::new(Box::new(master)),
+            [bus],
+            StdClock::default(),
+            &joints,
+            opts.model,
+            period_us,
+        )
+        .map_err(|e| anyhow!("control core configuration: {e:?}"))?;
+        ctl.set_bus_timeout_us(3_000);
+        let core = Worker::spawn(&format!("bus {}", opts.bus), move |stop: &AtomicBool| {
+            let _slave = slave;
+            run_paced(Duration::from_micros(period_us as u64), stop, || ctl.tick());
+            Ok(())
+        })?;
+        let inner = SerialBackend::open(
+            link.to_str().unwrap_or_default(),
+            1_000_000,
+            robot,
+            &opts.bus,
+            mounts,
+        )?;
+        Ok(Self {
+            inner,
+            core: Some(core),
+            link,
+        })
+    }
+}
+
+impl Drop for DirectBackend {
+    fn drop(&mut self) {
+        if let Some(w) = self.core.take() {
+            if let Err(e) = w.stop() {
+                tracing::warn!("control core: {e:#}");
+            }
+        }
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
+impl Backend for DirectBackend {
+    fn name(&self) -> &'static str {
+        "dynamixel"
+    }
+
+    fn joint_names(&self) -> Vec<String> {
+        self.inner.joint_names()
+    }
+
+    fn read(&mut self) -> Option<Measured> {
+        self.inner.read()
+    }
+
+    fn write(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
+        self.inner.write(targets, torque)
+    }
+
+    fn estop(&mut self, engage: bool) -> Result<(), DaemonError> {
+        self.inner.estop(engage)
+    }
+
+    fn set_limits(&mut self, limits: &[JointLimit]) -> Result<(), DaemonError> {
+        self.inner.set_limits(limits)
+    }
+}
