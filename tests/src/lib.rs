@@ -121,7 +121,22 @@ pub fn reachy_bin() -> std::path::PathBuf {
 pub struct ChildGuard(pub std::process::Child);
 
 impl Drop for ChildGuard {
+    /// SIGTERM first, so the child cleans up as on Ctrl-C (`reachy firmware qemu` stops its
+    /// QEMU, which a SIGKILL would leave running at full CPU for the rest of the suite), then
+    /// SIGKILL if it has not exited within 5 s.
     fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let termed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        let t0 = std::time::Instant::now();
+        while termed && t0.elapsed() < std::time::Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
