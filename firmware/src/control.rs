@@ -59,6 +59,13 @@ struct Joint {
 /// 1 kHz), and the timeout is counted in the stats either way.
 pub const MISSES_FOR_NO_REPLY: u8 = 3;
 
+/// Missed reads in a row after which a servo counts as dead: it is then read only every
+/// [`PROBE_SILENT_EVERY`] cycles (and back in every cycle once it answers).
+pub const SILENT_AFTER_MISSES: u8 = 20;
+
+/// How often a dead servo is probed (cycles).
+pub const PROBE_SILENT_EVERY: u32 = 50;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Watchdog {
     Ok,
@@ -84,6 +91,8 @@ pub struct Controller<L, P, C> {
     seq: u32,
     stats: LoopStats,
     last_tick_us: Option<u64>,
+    /// When the last state telemetry went out.
+    last_state_us: Option<u64>,
     window_sum: u64,
     window_n: u32,
     window_max: u32,
@@ -164,6 +173,7 @@ where
             seq: 0,
             stats: LoopStats::default(),
             last_tick_us: None,
+            last_state_us: None,
             window_sum: 0,
             window_n: 0,
             window_max: 0,
@@ -445,8 +455,15 @@ where
             });
         }
 
+        // every `telemetry_every` cycles, and at least every `telemetry_every` periods of time:
+        // cycles that run long must not starve the host of state, or it holds the whole robot
+        // as stale
         let every = self.safety.telemetry_every.max(1) as u32;
-        if cycle.is_multiple_of(every) {
+        let due_by_time = self
+            .last_state_us
+            .is_some_and(|t| now.saturating_sub(t) >= every as u64 * self.period_us as u64);
+        if cycle.is_multiple_of(every) || due_by_time {
+            self.last_state_us = Some(now);
             self.send_state(now);
         }
     }
@@ -516,6 +533,25 @@ where
             let _ = bus.sync_write(regs::GOAL_POSITION.addr, 4, &gids[..gn], &gdata[..4 * gn]);
         }
 
+        // Servos silent for `SILENT_AFTER_MISSES` reads in a row are left out of the reads but
+        // every `PROBE_SILENT_EVERY` cycles: a sync read waits for a missing reply until its
+        // deadline (`timeout × servos`), so one dead servo would stretch every cycle of its bus
+        // tenfold and slow the others' motion. (A late reply now and then, as under QEMU, is
+        // far from that many in a row.)
+        let probe = cycle.is_multiple_of(PROBE_SILENT_EVERY);
+        let (mut rids, mut ridx) = ([0u8; MAX_JOINTS], [0usize; MAX_JOINTS]);
+        let mut rn = 0;
+        for k in 0..n {
+            if probe || self.joints[idx[k]].misses < SILENT_AFTER_MISSES {
+                rids[rn] = ids[k];
+                ridx[rn] = idx[k];
+                rn += 1;
+            }
+        }
+        let (ids, idx, n) = (rids, ridx, rn);
+        if n == 0 {
+            return;
+        }
         // present current (126, 2) + velocity (128, 4) + position (132, 4) in one read
         let mut data = [0u8; 10 * MAX_JOINTS];
         let mut ok = [false; MAX_JOINTS];

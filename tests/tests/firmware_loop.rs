@@ -396,3 +396,35 @@ fn link_noise_is_counted_and_dropped() {
         "valid frames after noise still apply"
     );
 }
+
+/// A dead servo is left out of the bus reads after `SILENT_AFTER_MISSES` misses (each read of a
+/// bus with one would wait out its whole deadline), probed every `PROBE_SILENT_EVERY` cycles,
+/// still reported, and read every cycle again once a probe finds it answering.
+#[test]
+fn a_dead_servo_is_probed_not_waited_for() {
+    use reachy_firmware::control::{PROBE_SILENT_EVERY, SILENT_AFTER_MISSES};
+    let mut r = Rig::new(3);
+    r.send(&Command::Safety(SafetyConfig {
+        telemetry_every: 1,
+        ..SafetyConfig::default()
+    }));
+    r.run(20);
+    r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = true;
+    r.run(SILENT_AFTER_MISSES as u32 + PROBE_SILENT_EVERY);
+    // from now on a whole probe period costs about one probe's misses, not one per cycle
+    let t0 = r.ctl.stats().bus_timeouts;
+    let tel = r.run(2 * PROBE_SILENT_EVERY);
+    let missed = r.ctl.stats().bus_timeouts - t0;
+    assert!(
+        (1..=6).contains(&missed),
+        "{missed} missed reads in {} cycles",
+        2 * PROBE_SILENT_EVERY
+    );
+    let (_, j) = Rig::last_state(&tel);
+    assert!(j[1].flags & joint_flags::NO_REPLY != 0, "still reported");
+    // it answers again: the next probe brings it back
+    r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = false;
+    r.run(PROBE_SILENT_EVERY + 1);
+    let (_, j) = Rig::last_state(&r.run(5));
+    assert!(j[1].flags & joint_flags::NO_REPLY == 0, "back in the reads");
+}
