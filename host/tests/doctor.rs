@@ -135,3 +135,22 @@ fn completions_for_bash_name_the_subcommands() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+/// The direct-bus backend's wrong arguments: what it needs, and the port that failed.
+#[test]
+fn the_dynamixel_backend_names_what_is_wrong() {
+    for (bus, says) in [
+        ("r_arm", "needs --bus BUS=PORT"),
+        ("r_arm=/nonexistent/ttyUSB0", "/nonexistent/ttyUSB0"),
+        ("r_leg=/dev/null", "no servo bus `r_leg`"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_reachy"))
+            .args(["daemon", "--backend", "dynamixel", "--bus", bus])
+            .args(["--listen", common::ANY_PORT])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{bus}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{bus}: {err}");
+    }
+}
