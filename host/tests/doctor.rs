@@ -154,3 +154,36 @@ fn the_dynamixel_backend_names_what_is_wrong() {
         assert!(err.contains(says), "{bus}: {err}");
     }
 }
+
+/// What the latency timer check exists for: behind an adapter holding each reply 16 ms (FTDI's
+/// default), the measured bus cycle exceeds the 1 kHz loop's period and doctor says so.
+#[test]
+fn doctor_catches_a_slow_adapter_in_the_bus_cycle() {
+    let dir = std::env::temp_dir().join(format!("reachy-doctor-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bus = dir.join("bus");
+    let _servos = common::sim_servos_with(&bus, "1-8", &["--latency-ms", "16"]);
+    let arg = format!("r_arm={}", bus.display());
+    let (ok, out) = doctor(&[
+        "--bus",
+        &arg,
+        "--no-render",
+        "--sysfs",
+        "/nonexistent",
+        "--zenoh-port",
+        "0",
+    ]);
+    let cycle = line(&out, "bus cycle r_arm");
+    assert!(cycle.starts_with("warning"), "{cycle}");
+    let ms: f64 = cycle
+        .split("servos: ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{cycle}"));
+    assert!(ms >= 16.0, "{cycle}");
+    assert!(out.contains("latency timer to 1 ms"));
+    // a warning, not an error: the robot works, slowly
+    assert!(ok || out.contains("serial adapters"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -97,10 +97,27 @@ impl Drop for PtyEndpoint {
 
 /// Serve `bus` on a pty until `stop` is set: answer packets, advance servo dynamics in real time.
 pub fn serve(bus: &mut SimBus, pty: &mut PtyEndpoint, stop: &AtomicBool) -> Result<(), PtyError> {
+    serve_with_latency(bus, pty, stop, std::time::Duration::ZERO)
+}
+
+/// [`serve`], each reply held back by `latency` as a USB-serial adapter's latency timer holds
+/// small packets (FTDI's default is 16 ms): what `reachy doctor` exists to catch.
+pub fn serve_with_latency(
+    bus: &mut SimBus,
+    pty: &mut PtyEndpoint,
+    stop: &AtomicBool,
+    latency: std::time::Duration,
+) -> Result<(), PtyError> {
     let mut buf = [0u8; 4096];
     let mut out = Vec::with_capacity(4096);
+    let mut held: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        while held.front().is_some_and(|(due, _)| *due <= Instant::now()) {
+            if let Some((_, bytes)) = held.pop_front() {
+                pty.write_all(&bytes)?;
+            }
+        }
         let n = pty.read(&mut buf)?;
         let now = Instant::now();
         let dt = now.duration_since(last).as_secs_f32();
@@ -116,7 +133,11 @@ pub fn serve(bus: &mut SimBus, pty: &mut PtyEndpoint, stop: &AtomicBool) -> Resu
             out.clear();
             bus.receive(&buf[..n], &mut out);
             if !out.is_empty() {
-                pty.write_all(&out)?;
+                if latency.is_zero() {
+                    pty.write_all(&out)?;
+                } else {
+                    held.push_back((Instant::now() + latency, out.clone()));
+                }
             }
         }
     }

@@ -233,6 +233,10 @@ pub enum SimCommand {
         /// IDs that never answer (fault injection), e.g. `3`.
         #[arg(long)]
         dead: Option<String>,
+        /// Hold every reply back this long (ms), as a USB adapter's latency timer does (FTDI's
+        /// default: 16).
+        #[arg(long, default_value_t = 0.0)]
+        latency_ms: f64,
     },
 }
 
@@ -248,7 +252,11 @@ pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
             model,
             drop_rate,
             dead,
+            latency_ms,
         } => {
+            if !(0.0..=1000.0).contains(&latency_ms) {
+                return Err(anyhow!("--latency-ms must be within 0..=1000"));
+            }
             let ids = super::bus::parse_ids(&ids)?;
             let model = Model::from_name(&model).ok_or_else(|| {
                 anyhow!("unknown model `{model}` (xm430-w350, xm430-w210, xl330-m288)")
@@ -273,7 +281,12 @@ pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
             ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
                 .context("installing the Ctrl-C handler")?;
             tracing::info!(pty = %pty.display(), ?ids, model = model.name(), "simulated servos ready");
-            servo_pty::serve(&mut bus, &mut ep, &stop)?;
+            servo_pty::serve_with_latency(
+                &mut bus,
+                &mut ep,
+                &stop,
+                std::time::Duration::from_secs_f64(latency_ms / 1e3),
+            )?;
             Ok(())
         }
     }

@@ -134,6 +134,11 @@ pub fn report_of(
 /// `reachy sim servos` on a pseudo-terminal linked at `link`, with servo `ids` (e.g. `1-6`);
 /// returns once the link exists.
 pub fn sim_servos(link: &std::path::Path, ids: &str) -> Kill {
+    sim_servos_with(link, ids, &[])
+}
+
+/// [`sim_servos`] with more flags (`--latency-ms 16`, `--dead 3`).
+pub fn sim_servos_with(link: &std::path::Path, ids: &str, extra: &[&str]) -> Kill {
     let k = Kill(
         Command::new(env!("CARGO_BIN_EXE_reachy"))
             .args([
@@ -144,6 +149,7 @@ pub fn sim_servos(link: &std::path::Path, ids: &str) -> Kill {
                 "--ids",
                 ids,
             ])
+            .args(extra)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
