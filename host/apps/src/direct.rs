@@ -20,18 +20,63 @@ use reachy_firmware::control::{Controller, JointMap};
 use reachy_firmware::dynamixel::Model;
 use reachy_kinematics::model::RobotModel;
 
-/// Call `tick` every `period` until `stop` is set; an overrun is not caught up (the controller
-/// counts it). The firmware's loop on a host, here and in `reachy firmware run`.
-pub fn run_paced(period: Duration, stop: &AtomicBool, mut tick: impl FnMut()) {
-    let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        tick();
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
+/// The firmware's control core on a host: its host link on a new pty at a path, its servo buses
+/// on serial ports, one cycle per period once run. What `reachy firmware run` runs as a process
+/// and [`DirectBackend`] on a thread.
+pub struct HostCore {
+    ctl: Controller<SerialIo, SerialIo, StdClock>,
+    period: Duration,
+    // the pty's other end, kept open while the core runs
+    _slave: Box<dyn Send>,
+}
+
+impl HostCore {
+    /// The core for `joints` on `buses` (a joint's `bus` indexes them), its host link at `link`,
+    /// cycling at `rate_hz`.
+    pub fn new(
+        link: &std::path::Path,
+        buses: Vec<SerialIo>,
+        joints: &[JointMap],
+        model: Model,
+        rate_hz: u32,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (1..=10_000).contains(&rate_hz),
+            "the control rate must be within 1..10000 Hz"
+        );
+        let (master, slave) =
+            reachy_sim::servo_pty::pty_pair(link).context("creating the host link pty")?;
+        let period_us = 1_000_000 / rate_hz;
+        let mut ctl = Controller::new(
+            SerialIo::new(Box::new(master)),
+            buses,
+            StdClock::default(),
+            joints,
+            model,
+            period_us,
+        )
+        .map_err(|e| anyhow!("firmware configuration: {e:?}"))?;
+        ctl.set_bus_timeout_us(3_000);
+        Ok(Self {
+            ctl,
+            period: Duration::from_micros(period_us as u64),
+            _slave: Box::new(slave),
+        })
+    }
+
+    /// Cycle once per period until `stop` is set; an overrun is not caught up (the controller
+    /// counts it).
+    pub fn run(mut self, stop: &AtomicBool) {
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            self.ctl.tick();
+            next += self.period;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
         }
     }
 }
@@ -67,10 +112,6 @@ impl DirectBackend {
         robot: &RobotModel,
         mounts: &std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            (1..=10_000).contains(&opts.rate_hz),
-            "the control rate must be within 1..10000 Hz"
-        );
         let joints: Vec<JointMap> = robot
             .servo_map()
             .into_iter()
@@ -97,22 +138,9 @@ impl DirectBackend {
                 opts.bus
             ))
         };
-        let (master, slave) =
-            reachy_sim::servo_pty::pty_pair(&link).context("creating the in-process link")?;
-        let period_us = 1_000_000 / opts.rate_hz;
-        let mut ctl = Controller::new(
-            SerialIo::new(Box::new(master)),
-            [bus],
-            StdClock::default(),
-            &joints,
-            opts.model,
-            period_us,
-        )
-        .map_err(|e| anyhow!("control core configuration: {e:?}"))?;
-        ctl.set_bus_timeout_us(3_000);
+        let core = HostCore::new(&link, vec![bus], &joints, opts.model, opts.rate_hz)?;
         let core = Worker::spawn(&format!("bus {}", opts.bus), move |stop: &AtomicBool| {
-            let _slave = slave;
-            run_paced(Duration::from_micros(period_us as u64), stop, || ctl.tick());
+            core.run(stop);
             Ok(())
         })?;
         let inner = SerialBackend::open(

@@ -278,8 +278,8 @@ fn servo_bus(model: &RobotModel, bus: &str, port: &str, opts: &DoctorOptions) ->
             ),
         )];
     }
-    let io = match SerialIo::open(port, opts.baud) {
-        Ok(io) => io,
+    let mut m = match reachy_daemon::serial::open_master(port, opts.baud, opts.timeout_ms) {
+        Ok(m) => m,
         Err(e) => {
             return vec![check(
                 format!("bus {bus}"),
@@ -288,8 +288,6 @@ fn servo_bus(model: &RobotModel, bus: &str, port: &str, opts: &DoctorOptions) ->
             )]
         }
     };
-    let mut m = Master::new(io, StdClock::default());
-    m.timeout_us = opts.timeout_ms * 1000;
     m.retries = 1;
     let mut out = Vec::new();
     let mut found = Vec::new();

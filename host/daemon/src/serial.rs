@@ -57,6 +57,19 @@ impl SerialIo {
     }
 }
 
+/// A Dynamixel 2.0 bus master on the serial port `path` at `baud`, waiting `timeout_ms` for
+/// each reply: what the bus tools and `reachy doctor` talk to servos with.
+pub fn open_master(
+    path: &str,
+    baud: u32,
+    timeout_ms: u32,
+) -> Result<reachy_firmware::dynamixel::Master<SerialIo, StdClock>, serialport::Error> {
+    let mut m =
+        reachy_firmware::dynamixel::Master::new(SerialIo::open(path, baud)?, StdClock::default());
+    m.timeout_us = timeout_ms * 1000;
+    Ok(m)
+}
+
 impl embedded_io::ErrorType for SerialIo {
     type Error = std::io::Error;
 }

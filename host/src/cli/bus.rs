@@ -100,10 +100,8 @@ pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 fn open(p: &PortArgs) -> anyhow::Result<Master<SerialIo, StdClock>> {
-    let io = SerialIo::open(&p.port, p.baud).with_context(|| format!("cannot open {}", p.port))?;
-    let mut m = Master::new(io, StdClock::default());
-    m.timeout_us = p.timeout_ms * 1000;
-    Ok(m)
+    reachy_daemon::serial::open_master(&p.port, p.baud, p.timeout_ms)
+        .with_context(|| format!("cannot open {}", p.port))
 }
 
 fn register(name: &str) -> anyhow::Result<&'static control_table::Register> {

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
-use reachy_firmware::control::{Controller, JointMap};
+use reachy_firmware::control::JointMap;
 use reachy_firmware::dynamixel::Model;
 
-use reachy_daemon::serial::{SerialIo, StdClock};
+use reachy_daemon::serial::SerialIo;
 
 /// `reachy firmware …`
 #[derive(Debug, Subcommand)]
@@ -111,27 +111,12 @@ pub fn run(cmd: FirmwareCommand) -> anyhow::Result<()> {
         ports.push(SerialIo::open(path, baud).with_context(|| format!("opening bus {path}"))?);
     }
     tracing::info!(joints = ?names, "firmware joint indices");
-    let (master, _slave) =
-        reachy_sim::servo_pty::pty_pair(&link).context("creating the link pty")?;
-    let link_port = SerialIo::new(Box::new(master));
-    let period_us = 1_000_000 / rate;
-    let mut ctl = Controller::new(
-        link_port,
-        ports,
-        StdClock::default(),
-        &joints,
-        model,
-        period_us,
-    )
-    .map_err(|e| anyhow!("firmware configuration: {e:?}"))?;
-    ctl.set_bus_timeout_us(3_000);
+    let core = reachy_apps::direct::HostCore::new(&link, ports, &joints, model, rate)?;
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)).context("Ctrl-C handler")?;
     tracing::info!(link = %link.display(), joints = joints.len(), rate, "firmware running");
-    reachy_apps::direct::run_paced(Duration::from_micros(period_us as u64), &stop, || {
-        ctl.tick()
-    });
+    core.run(&stop);
     let _ = std::fs::remove_file(&link);
     Ok(())
 }

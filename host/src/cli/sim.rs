@@ -126,7 +126,7 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
             &sink,
             urdf,
             reachy_viz::Layout {
-                cameras: world.cameras().iter().map(|c| c.name.clone()).collect(),
+                cameras: camera_names.clone(),
                 ..Default::default()
             },
         )?)),

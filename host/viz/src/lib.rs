@@ -1,6 +1,6 @@
 //! Rerun logging (`--rerun spawn | save FILE | connect ADDR`) and the layout a user opens it
 //! with. The robot is logged as rerun expects a URDF: each link's geometry once (static) under
-//! its entity in the URDF tree (`robot/<root>/…/<link>`), one `Transform3D` per link per frame.
+//! its entity in the URDF tree (`robot/<root>/…/<link>`), a `Transform3D` per link when it moves.
 //! TCP targets are axes beside the TCP links' axes, the grasp state a labelled marker; joints
 //! are plotted target over measured, with the grippers' openings and the TCP errors; a policy's
 //! chunk is the TCPs' future path, its latency a plot; episode boundaries are events. A
@@ -184,10 +184,14 @@ pub fn blueprint(layout: &Layout, joints: &[String], timeline: &str) -> Blueprin
 }
 
 /// The robot's links as rerun entities: the URDF tree as entity paths
-/// (`robot/<root>/<child>/…`), each link's parent, the TCP links.
+/// (`robot/<root>/<child>/…`), each link's parent, each arm's TCP link; the scene's objects.
 struct Tree {
     paths: Vec<String>,
     parents: Vec<Option<usize>>,
+    /// Arm (`r_arm`) → the entity path of its TCP link (`…/r_tcp`).
+    tcps: BTreeMap<String, String>,
+    /// The scene's objects, in [`RobotPhysics::objects`] order.
+    objects: Vec<String>,
 }
 
 impl Tree {
@@ -205,8 +209,21 @@ impl Tree {
                 chain.reverse();
                 format!("robot/{}", chain.join("/"))
             })
+            .collect::<Vec<String>>();
+        let tcps = names
+            .iter()
+            .zip(&paths)
+            .filter_map(|(n, path)| {
+                Some((format!("{}_arm", n.strip_suffix("_tcp")?), path.clone()))
+            })
             .collect();
-        Self { paths, parents }
+        let objects = p.objects().iter().map(|o| o.name.clone()).collect();
+        Self {
+            paths,
+            parents,
+            tcps,
+            objects,
+        }
     }
 }
 
@@ -351,8 +368,8 @@ pub fn grasp_state(measured: f32, target: f32) -> &'static str {
     }
 }
 
-/// A recording: the robot as a URDF transform tree (each link's geometry logged once, one
-/// transform per link per frame), the scene, TCPs and targets as axes, the grippers' grasp
+/// A recording: the robot as a URDF transform tree (each link's geometry logged once, a
+/// transform per link when it moves), the scene, TCPs and targets as axes, the grippers' grasp
 /// state, target-over-measured joint plots, gripper openings, TCP errors, camera images, policy
 /// chunks and latencies, episode events, and the blueprint that lays them out.
 pub struct Viz {
@@ -361,7 +378,6 @@ pub struct Viz {
     layout: Layout,
     timeline: &'static str,
     tree: OnceLock<Tree>,
-    objects: Mutex<Vec<String>>,
     logged: Mutex<Logged>,
 }
 
@@ -413,7 +429,6 @@ impl Viz {
             layout,
             timeline,
             tree: OnceLock::new(),
-            objects: Mutex::new(Vec::new()),
             logged: Mutex::new(Logged::default()),
         })
     }
@@ -444,10 +459,8 @@ impl Viz {
         for (link, prims) in &per_link {
             log_primitives(rec, &format!("{}/visual", tree.paths[*link]), prims)?;
         }
-        for (i, n) in p.link_names().iter().enumerate() {
-            if n.ends_with("_tcp") {
-                rec.log_static(tree.paths[i].as_str(), &rerun::TransformAxes3D::new(0.08))?;
-            }
+        for path in tree.tcps.values() {
+            rec.log_static(path.as_str(), &rerun::TransformAxes3D::new(0.08))?;
         }
         // the floor as a 2 m patch around the robot and its table: the viewer frames its 3D
         // view on the scene's bounds, and a 6 m floor left the robot tiny in the middle
@@ -458,16 +471,10 @@ impl Viz {
             floor.pose = Pose::translation(table_x / 2.0, 0.0, -0.005);
         }
         log_primitives(rec, "scene/fixed", &fixed)?;
-        for o in p.objects().iter().zip(p.object_primitives()) {
-            let (obj, mut prim) = o;
+        for (name, mut prim) in tree.objects.iter().zip(p.object_primitives()) {
             prim.pose = Pose::IDENTITY;
-            log_primitives(rec, &format!("scene/objects/{}", obj.name), &[prim])?;
+            log_primitives(rec, &format!("scene/objects/{name}"), &[prim])?;
         }
-        *self
-            .objects
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))? =
-            p.objects().iter().map(|o| o.name.clone()).collect();
         let series = |path: String, name: &str, color: [u8; 3], width: f32| {
             rec.log_static(
                 path,
@@ -477,25 +484,30 @@ impl Viz {
                     .with_widths([width]),
             )
         };
-        const MEASURED: [u8; 3] = [31, 119, 180];
-        const TARGET: [u8; 3] = [255, 127, 14];
-        for j in names {
-            series(format!("joints/{j}/measured"), "measured", MEASURED, 2.0)?;
-            series(format!("joints/{j}/target"), "target", TARGET, 1.0)?;
-        }
-        for arm in self.arms() {
-            let side = &arm[..1];
+        // `<base>/measured` (thick, blue) and `<base>/target` (thin, orange) in one plot
+        let measured_and_target = |base: &str, prefix: &str| -> anyhow::Result<()> {
             series(
-                format!("grippers/{side}_gripper/measured"),
-                &format!("{side}_gripper measured"),
-                MEASURED,
+                format!("{base}/measured"),
+                &format!("{prefix}measured"),
+                [31, 119, 180],
                 2.0,
             )?;
             series(
-                format!("grippers/{side}_gripper/target"),
-                &format!("{side}_gripper target"),
-                TARGET,
+                format!("{base}/target"),
+                &format!("{prefix}target"),
+                [255, 127, 14],
                 1.0,
+            )?;
+            Ok(())
+        };
+        for j in names {
+            measured_and_target(&format!("joints/{j}"), "")?;
+        }
+        for arm in self.arms() {
+            let side = &arm[..1];
+            measured_and_target(
+                &format!("grippers/{side}_gripper"),
+                &format!("{side}_gripper "),
             )?;
             series(
                 format!("tcp_error/{arm}"),
@@ -546,13 +558,10 @@ impl Viz {
                     v[k] = *q.get(i)? as f64;
                 }
                 let f = c.fk(&v);
-                let r = nalgebra::UnitQuaternion::from_rotation_matrix(
-                    &nalgebra::Rotation3::from_matrix_unchecked(f.r),
-                );
                 Some((
                     c.name().to_string(),
                     [f.t.x as f32, f.t.y as f32, f.t.z as f32],
-                    [r.i as f32, r.j as f32, r.k as f32, r.w as f32],
+                    f.quat_xyzw().map(|x| x as f32),
                 ))
             })
             .collect()
@@ -575,11 +584,7 @@ impl Viz {
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?;
         let poses = f.physics.link_poses();
-        let mut tcp_paths = BTreeMap::new();
         for (i, path) in tree.paths.iter().enumerate() {
-            if let Some(arm) = path.strip_suffix("_tcp").and_then(|p| p.rsplit('/').next()) {
-                tcp_paths.insert(format!("{arm}_arm"), path.as_str());
-            }
             let Some(pose) = poses[i] else { continue };
             let local = match tree.parents[i].and_then(|up| poses[up]) {
                 Some(up) => up.inverse() * pose,
@@ -590,18 +595,13 @@ impl Viz {
                 rec.log(path.as_str(), &transform(t, q))?;
             }
         }
-        let objects = self
-            .objects
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
-        for (name, prim) in objects.iter().zip(f.physics.object_primitives()) {
+        for (name, prim) in tree.objects.iter().zip(f.physics.object_primitives()) {
             let path = format!("scene/objects/{name}");
             let (t, q) = parts(&prim.pose);
             if logged.moved(&path, t, q) {
                 rec.log(path, &transform(t, q))?;
             }
         }
-        drop(objects);
         for ((name, q), t) in f.names.iter().zip(f.measured).zip(f.target) {
             rec.log(
                 format!("joints/{name}/measured"),
@@ -651,7 +651,7 @@ impl Viz {
             };
             // a marker on the TCP link (it moves with it), logged when its label changes
             let label = format!("{gripper} {state} ({:.0} %)", om * 100.0);
-            if let Some(tcp) = tcp_paths.get(arm.as_str()) {
+            if let Some(tcp) = tree.tcps.get(arm.as_str()) {
                 let path = format!("{tcp}/grasp");
                 if logged.relabelled(&path, &label) {
                     rec.log(
@@ -912,7 +912,7 @@ mod tests {
     use reachy_kinematics::model::REACHY_URDF;
 
     /// A sim recording read back with rerun's decoder: the blueprint's views, the URDF tree
-    /// (geometry static under the links, a transform per link per frame), the TCP targets,
+    /// (geometry static under the links, a transform per link when it moves), the TCP targets,
     /// plots, the policy chunk and the events.
     #[test]
     fn a_recording_holds_the_blueprint_and_the_urdf_tree() {
