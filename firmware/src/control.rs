@@ -50,6 +50,8 @@ struct Joint {
     have_state: bool,
     /// State reads in a row this servo did not answer.
     misses: u8,
+    /// When it last answered a state read (or when the controller started).
+    last_reply_us: u64,
     state: JointState,
 }
 
@@ -97,6 +99,8 @@ pub struct Controller<L, P, C> {
     window_n: u32,
     window_max: u32,
     bus_max: u32,
+    /// A servo is reported `NO_REPLY` only once it has also been silent this long.
+    no_reply_after_us: u32,
     tx: [u8; MAX_FRAME],
 }
 
@@ -151,6 +155,7 @@ where
                 shutdown_reported: false,
                 have_state: false,
                 misses: 0,
+                last_reply_us: clock.now_us(),
                 state: JointState::default(),
             })
             .map_err(|_| ConfigError::TooMany)?;
@@ -178,6 +183,7 @@ where
             window_n: 0,
             window_max: 0,
             bus_max: 0,
+            no_reply_after_us: 0,
             tx: [0; MAX_FRAME],
         })
     }
@@ -187,6 +193,14 @@ where
         for b in &mut self.buses {
             b.timeout_us = us;
         }
+    }
+
+    /// Report a servo `NO_REPLY` (and stop reading it every cycle) only after it has also been
+    /// silent for `us`, besides [`MISSES_FOR_NO_REPLY`] missed reads in a row. 0 (the default)
+    /// leaves the count alone in charge, right for a bus the MCU drives itself; a board whose
+    /// buses are host ptys (QEMU) sets a time above the host's scheduling stalls.
+    pub fn set_no_reply_after_us(&mut self, us: u32) {
+        self.no_reply_after_us = us;
     }
 
     /// Counters so far.
@@ -542,7 +556,10 @@ where
         let (mut rids, mut ridx) = ([0u8; MAX_JOINTS], [0usize; MAX_JOINTS]);
         let mut rn = 0;
         for k in 0..n {
-            if probe || self.joints[idx[k]].misses < SILENT_AFTER_MISSES {
+            let j = &self.joints[idx[k]];
+            let silent =
+                j.misses >= SILENT_AFTER_MISSES && j.state.flags & joint_flags::NO_REPLY != 0;
+            if probe || !silent {
                 rids[rn] = ids[k];
                 ridx[rn] = idx[k];
                 rn += 1;
@@ -583,6 +600,7 @@ where
         self.stats.bus_timeouts += bus.stats.timeouts - timeouts0;
         self.stats.bus_crc_errors += bus.decoder_stats().crc_errors - crc0;
         let cur_unit = self.model.current_unit_a();
+        let now = self.clock.now_us();
         for k in 0..n {
             let j = &mut self.joints[idx[k]];
             if ok[k] {
@@ -595,6 +613,7 @@ where
                 j.state.position = position_to_rad(pos);
                 j.state.flags &= !joint_flags::NO_REPLY;
                 j.misses = 0;
+                j.last_reply_us = now;
                 if !j.have_state {
                     j.have_state = true;
                     if !j.torque_on {
@@ -604,7 +623,8 @@ where
                 }
             } else {
                 j.misses = j.misses.saturating_add(1);
-                if j.misses >= MISSES_FOR_NO_REPLY {
+                let quiet_us = now.saturating_sub(j.last_reply_us);
+                if j.misses >= MISSES_FOR_NO_REPLY && quiet_us >= self.no_reply_after_us as u64 {
                     j.state.flags |= joint_flags::NO_REPLY;
                 }
             }

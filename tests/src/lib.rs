@@ -117,6 +117,23 @@ pub fn reachy_bin() -> std::path::PathBuf {
     bin
 }
 
+/// Tests that time real processes against each other share this machine's cores. The QEMU
+/// test emulates a Cortex-M in software and times its bus against a host process; with the
+/// suite's other process tests beside it on a two-core runner its loop ran at 17 ms a cycle and
+/// missed servo replies. It takes [`alone`]; the others take [`beside_others`], so they still
+/// run in parallel with one another, but never with it.
+static CORES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Run with no other process test of this binary (a panic elsewhere does not poison it).
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CORES.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run beside the other process tests, but not beside one that runs [`alone`].
+pub fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    CORES.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A child process killed on drop.
 pub struct ChildGuard(pub std::process::Child);
 

@@ -110,6 +110,7 @@ fn goto_arrives(
 
 #[test]
 fn daemon_drives_the_firmware_like_the_sim() {
+    let _cores = reachy_e2e::beside_others();
     let (_servos, _fw, linkp) =
         spawn_firmware_on_sim_servos("dsr", "1-8", |bus| format!("r_arm={}", bus.display()));
     let (daemon, c, _) = serve(&linkp, "hw", elbow_mounted_off());
@@ -121,6 +122,7 @@ fn daemon_drives_the_firmware_like_the_sim() {
 
 #[test]
 fn a_dead_servo_shows_in_the_state() {
+    let _cores = reachy_e2e::beside_others();
     let (_servos, _fw, linkp) =
         spawn_firmware_on_sim_servos_with("dsd", "1-8", &["--dead", "4"], |bus| {
             format!("r_arm={}", bus.display())
@@ -199,6 +201,7 @@ fn estop(
 
 #[test]
 fn the_estop_latches_the_firmware_and_only_the_lease_holder_clears_it() {
+    let _cores = reachy_e2e::beside_others();
     let (_servos, _fw, linkp) =
         spawn_firmware_on_sim_servos("dse", "1-8", |bus| format!("r_arm={}", bus.display()));
     let (daemon, c, session) = serve(&linkp, "hwe", Default::default());
@@ -238,6 +241,7 @@ fn the_estop_latches_the_firmware_and_only_the_lease_holder_clears_it() {
 /// daemon reopens the link, takes up where the arm stands, and moves it again.
 #[test]
 fn the_daemon_holds_while_the_firmware_is_dead_and_reconnects_when_it_returns() {
+    let _cores = reachy_e2e::beside_others();
     let (_servos, mut fw, linkp) =
         spawn_firmware_on_sim_servos("dkf", "1-8", |bus| format!("r_arm={}", bus.display()));
     let (daemon, c, _) = serve(&linkp, "hwk", Default::default());
@@ -283,6 +287,7 @@ fn the_daemon_holds_while_the_firmware_is_dead_and_reconnects_when_it_returns() 
 /// mounts, goto replies, e-stop latch.
 #[test]
 fn the_direct_backend_drives_servos_from_an_adapter() {
+    let _cores = reachy_e2e::beside_others();
     let dir = std::env::temp_dir().join(format!("reachy-direct-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bus = dir.join("adapter");
@@ -303,6 +308,7 @@ fn the_direct_backend_drives_servos_from_an_adapter() {
 /// others still answer their gotos.
 #[test]
 fn the_direct_backend_reports_a_silent_servo() {
+    let _cores = reachy_e2e::beside_others();
     let dir = std::env::temp_dir().join(format!("reachy-direct-dead-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bus = dir.join("adapter");

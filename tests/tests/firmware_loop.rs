@@ -428,3 +428,52 @@ fn a_dead_servo_is_probed_not_waited_for() {
     let (_, j) = Rig::last_state(&r.run(5));
     assert!(j[1].flags & joint_flags::NO_REPLY == 0, "back in the reads");
 }
+
+/// A board whose buses are host processes (QEMU's ptys) sets a silence time as well: a servo
+/// is reported `NO_REPLY`, and left out of the reads, only after `MISSES_FOR_NO_REPLY` misses
+/// *and* that long without an answer, so a host stall of a few hundred ms is not a dead servo.
+#[test]
+fn a_silence_time_holds_back_no_reply_until_it_has_passed() {
+    use reachy_firmware::control::{MISSES_FOR_NO_REPLY, SILENT_AFTER_MISSES};
+    const QUIET_US: u64 = 200_000;
+    let mut r = Rig::new(3);
+    r.ctl.set_no_reply_after_us(QUIET_US as u32);
+    r.send(&Command::Safety(SafetyConfig {
+        telemetry_every: 1,
+        ..SafetyConfig::default()
+    }));
+    r.run(20);
+    let no_reply = |tel: &[Telemetry]| {
+        tel.iter().any(|t| {
+            matches!(t, Telemetry::State { joints, .. }
+                if joints[1].flags & joint_flags::NO_REPLY != 0)
+        })
+    };
+    // Silent from now on: cycle by cycle until it is reported, noting when and after how many
+    // missed reads (each cycle waits out a read's timeout, so cycles run long here).
+    for _ in 0..2 {
+        r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = true;
+        let (t0, m0) = (r.clock.peek(), r.ctl.stats().bus_timeouts);
+        let (flagged_after_us, misses) = loop {
+            let tel = r.run(1);
+            if no_reply(&tel) {
+                break (r.clock.peek() - t0, r.ctl.stats().bus_timeouts - m0);
+            }
+            assert!(r.clock.peek() - t0 < 10 * QUIET_US, "never reported");
+        };
+        assert!(
+            (QUIET_US..QUIET_US + 20_000).contains(&flagged_after_us),
+            "reported after {flagged_after_us} µs silent"
+        );
+        // read every cycle until then (not left out as silent on the count alone)
+        assert!(
+            misses > (MISSES_FOR_NO_REPLY + SILENT_AFTER_MISSES) as u32,
+            "{misses} missed reads"
+        );
+        // answering again: the next probe clears it
+        r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = false;
+        r.run(60);
+        let (_, j) = Rig::last_state(&r.run(5));
+        assert!(j[1].flags & joint_flags::NO_REPLY == 0);
+    }
+}

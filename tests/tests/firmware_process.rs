@@ -28,6 +28,7 @@ fn stream(link: &mut FirmwareLink, goals: &[(u8, f32)], ms: u64) {
 
 #[test]
 fn serial_backend_drives_simulated_servos_through_the_firmware() {
+    let _cores = reachy_e2e::beside_others();
     let (_servos, _fw, linkp) =
         spawn_firmware_on_sim_servos("fw", "1-3", |bus| format!("{}:1-3", bus.display()));
     let mut link = FirmwareLink::open(linkp.to_str().unwrap(), 1_000_000).unwrap();

@@ -106,6 +106,7 @@ fn try_run(seed: u64, object: &str) -> (Result<pick_place::PickPlaceReport, Stri
 
 #[test]
 fn scripted_pick_and_place_succeeds_in_lockstep() {
+    let _cores = reachy_e2e::beside_others();
     // one of each cube; over seeds 0..20 and all cubes the script succeeds 41 times in 60
     // (`sweep` below): cubes are lifted in most failures and slip during the carry
     for (seed, object) in [(18, "red_cube"), (3, "green_cube"), (2, "blue_cube")] {
@@ -121,6 +122,7 @@ fn scripted_pick_and_place_succeeds_in_lockstep() {
 
 #[test]
 fn pick_and_place_is_deterministic() {
+    let _cores = reachy_e2e::beside_others();
     // whatever the outcome, the same seed and script give the same final state, bit for bit
     let (a, bits_a) = try_run(0, "red_cube");
     let (b, bits_b) = try_run(0, "red_cube");
@@ -136,6 +138,7 @@ fn pick_and_place_is_deterministic() {
 #[test]
 #[ignore = "a measurement, not a check: prints the success rate"]
 fn sweep() {
+    let _cores = reachy_e2e::beside_others();
     let mut ok = 0;
     let mut n = 0;
     for seed in 0..20 {

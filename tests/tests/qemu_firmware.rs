@@ -25,6 +25,8 @@ fn have(tool: &str) -> bool {
 
 #[test]
 fn firmware_image_in_qemu_drives_simulated_servos() {
+    // alone: the emulated board times its bus against host processes (see `reachy_e2e::alone`)
+    let _cores = reachy_e2e::alone();
     // `.ci/run` exports where it built the image; the default is the board crate's own target dir
     let image = std::env::var_os("REACHY_FW_IMAGE")
         .map(PathBuf::from)

@@ -37,6 +37,9 @@ fn main() -> ! {
     };
     // emulated UARTs behind ptys answer in ~1-2 ms
     ctl.set_bus_timeout_us(5_000);
+    // ... but behind host processes that a loaded host can stall for a few hundred ms (a CI run
+    // saw bursts of misses while holding): a servo counts as not answering after 0.5 s silent
+    ctl.set_no_reply_after_us(500_000);
     let mut next = clock.now_us();
     loop {
         ctl.tick();
