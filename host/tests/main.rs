@@ -19,3 +19,4 @@ mod replay;
 mod secure_zenoh;
 mod sim_zenoh;
 mod teleop;
+mod teleop_devices;

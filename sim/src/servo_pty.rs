@@ -108,6 +108,18 @@ pub fn serve_with_latency(
     stop: &AtomicBool,
     latency: std::time::Duration,
 ) -> Result<(), PtyError> {
+    serve_with(bus, pty, stop, latency, &mut |_| {})
+}
+
+/// [`serve_with_latency`], calling `each` with the bus between packets: something outside the
+/// servos moves them (a hand moving a leader arm whose torque is off, a test's script).
+pub fn serve_with(
+    bus: &mut SimBus,
+    pty: &mut PtyEndpoint,
+    stop: &AtomicBool,
+    latency: std::time::Duration,
+    each: &mut dyn FnMut(&mut SimBus),
+) -> Result<(), PtyError> {
     let mut buf = [0u8; 4096];
     let mut out = Vec::with_capacity(4096);
     let mut held: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
@@ -119,6 +131,7 @@ pub fn serve_with_latency(
             }
         }
         let n = pty.read(&mut buf)?;
+        each(bus);
         let now = Instant::now();
         let dt = now.duration_since(last).as_secs_f32();
         if dt >= 0.0005 {

@@ -53,6 +53,66 @@ pub struct Config {
     /// Servo mounting (serial backend).
     #[serde(default)]
     pub servos: BTreeMap<String, ServoMount>,
+    /// `reachy teleop`'s devices.
+    #[serde(default)]
+    pub teleop: TeleopConfig,
+}
+
+/// `[teleop]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeleopConfig {
+    /// `[teleop.gamepad]`: which control does what.
+    #[serde(default)]
+    pub gamepad: GamepadMapping,
+}
+
+/// `[teleop.gamepad]`: gilrs' control names (`LeftStickX`, `RightTrigger2`, `South`, …); a `-`
+/// in front inverts an axis.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GamepadMapping {
+    /// Forward / back.
+    pub x: String,
+    /// Left / right.
+    pub y: String,
+    /// Up / down.
+    pub z: String,
+    /// Rotation about the TCP's z axis.
+    pub yaw: String,
+    /// Closes the gripper (an analog trigger: the further, the faster).
+    pub close: String,
+    /// Opens it.
+    pub open: String,
+    /// Motion only while held.
+    pub deadman: String,
+    /// Next part (r_arm → l_arm → head).
+    pub switch: String,
+    /// The arm home.
+    pub home: String,
+    /// Quit, holding the pose.
+    pub quit: String,
+    /// Stick values below this count as 0.
+    pub deadzone: f32,
+}
+
+impl Default for GamepadMapping {
+    fn default() -> Self {
+        let s = |v: &str| v.to_string();
+        Self {
+            x: s("LeftStickY"),
+            y: s("-LeftStickX"),
+            z: s("RightStickY"),
+            yaw: s("-RightStickX"),
+            close: s("RightTrigger2"),
+            open: s("LeftTrigger2"),
+            deadman: s("LeftTrigger"),
+            switch: s("North"),
+            home: s("Start"),
+            quit: s("Select"),
+            deadzone: 0.1,
+        }
+    }
 }
 
 /// `[serial]`
@@ -215,6 +275,7 @@ mod tests {
         assert_eq!(c.rate_hz, 100.0);
         assert_eq!(c.serial.bus, "r_arm");
         assert!(c.limits.is_empty() && c.servos.is_empty());
+        assert_eq!(c.teleop.gamepad, GamepadMapping::default());
         assert_eq!(c.max_acceleration, Some(30.0));
     }
 

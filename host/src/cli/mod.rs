@@ -63,11 +63,11 @@ pub enum Command {
     /// Teleoperate through the daemon's API (the `teleop` lease): a Cartesian pose stream as
     /// JSON lines on stdin, each target solved by the daemon's IK, one verdict line back each.
     /// A running daemon (--connect) or the simulated robot started in this process.
-    Teleop(teleop::TeleopArgs),
+    Teleop(Box<teleop::TeleopArgs>),
     /// Record demonstrations into a LeRobot v3 dataset: joint positions as `observation.state`,
     /// commanded targets as `action`, the cameras as H.264 videos, while the built-in script,
     /// teleop, a policy or anyone drives.
-    Record(record::RecordArgs),
+    Record(Box<record::RecordArgs>),
     /// Look at a LeRobot dataset: `info`, `validate`.
     #[command(subcommand)]
     Dataset(record::DatasetCommand),
@@ -130,7 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Teleop(args) => {
             let urdf = args.urdf.urdf.clone();
-            let ok = teleop::run(args, urdf.as_deref())?;
+            let ok = teleop::run(*args, urdf.as_deref())?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -139,7 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Record(args) => {
             let urdf = args.urdf.urdf.clone();
-            record::run(args, urdf.as_deref()).map(|_| ExitCode::SUCCESS)
+            record::run(*args, urdf.as_deref()).map(|_| ExitCode::SUCCESS)
         }
         Command::Dataset(cmd) => Ok(if record::run_dataset(cmd)? {
             ExitCode::SUCCESS

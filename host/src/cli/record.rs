@@ -40,9 +40,14 @@ pub struct RecordArgs {
     pub task: String,
     /// Who drives: `scripted` (the demo's pick-and-place, a new seeded scene per episode; needs
     /// the sim), `pose-stream` (`reachy teleop`'s JSON lines on stdin, in this process; its
-    /// answers go to stderr), `none` (someone else: teleop, a policy, a script).
-    #[arg(long, default_value = "none", value_parser = ["scripted", "pose-stream", "none"])]
+    /// answers go to stderr), `keyboard`, `gamepad`, `leader`, `webxr` (`reachy teleop --source`'s
+    /// devices, in this process: the keyboard's q / Esc ends the recording), `none` (someone
+    /// else: teleop, a policy, a script).
+    #[arg(long, default_value = "none", value_parser = ["scripted", "pose-stream", "keyboard", "gamepad", "leader", "webxr", "none"])]
     pub teleop: String,
+    /// The teleop device's settings (`--arm`, `--speed`, `--leader-port`, …).
+    #[command(flatten)]
+    pub device: super::teleop::DeviceArgs,
     /// Cameras: `all` (every camera the daemon publishes), `none`, or names
     /// (`head_camera,r_wrist_camera`).
     #[arg(long, default_value = "all")]
@@ -139,7 +144,8 @@ impl Drop for Keys {
 }
 
 /// Run `reachy record`.
-pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub fn run(mut a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> {
+    super::teleop::take_xr_listen(&mut a.device, &mut a.robot);
     let (w, h) = parse_size(&a.camera_size)?;
     let cameras = match a.cameras.as_str() {
         "all" => None,
@@ -212,27 +218,44 @@ pub fn run(a: RecordArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<()> 
         a.root.display(),
         if a.resume { "resuming" } else { "new dataset" }
     );
-    if a.teleop == "pose-stream" {
-        // the operator's stream drives from its own thread with the teleop lease; the recorder
-        // samples whatever the robot does
-        let client = robot.connect("record-teleop", "teleop")?;
+    let operator = matches!(
+        a.teleop.as_str(),
+        "pose-stream" | "keyboard" | "gamepad" | "leader" | "webxr"
+    );
+    if operator {
+        // the operator's device drives from its own thread with the teleop lease; the recorder
+        // samples whatever the robot does. The device opens here, so a missing one is said
+        // before the first episode.
+        let opened = super::teleop::open_source(&a.teleop, &a.device, &model)?;
+        let mut client = robot.connect("record-teleop", "teleop")?;
+        let (device, stop2) = (a.device.clone(), stop.clone());
+        let session = robot.session.clone();
+        let source = a.teleop.clone();
         std::thread::Builder::new()
-            .name("pose stream".into())
+            .name("teleop".into())
             .spawn(move || {
-                let r = reachy_apps::teleop::pose_stream(
-                    &client,
-                    std::io::stdin().lock(),
-                    50.0,
-                    &mut |v| eprintln!("{v}"),
+                let r = super::teleop::drive(
+                    opened,
+                    &device,
+                    &session,
+                    &mut client,
+                    &stop2,
+                    false,
+                    &mut |l| eprintln!("{l}"),
                 );
                 if let Err(e) = r {
-                    eprintln!("pose stream: {e:#}");
+                    eprintln!("teleop ({source}): {e:#}");
+                }
+                // the keyboard's q / Esc (or the device gone) ends the recording too
+                if source != "pose-stream" {
+                    stop2.store(true, Ordering::Relaxed);
                 }
             })
-            .context("starting the pose stream")?;
+            .context("starting the teleop source")?;
     }
-    // keys need the terminal's stdin, which a pose stream reads
-    let keys = if a.teleop == "pose-stream" {
+    // keys need the terminal's stdin, which a pose stream, the keyboard source and the leader's
+    // calibration read
+    let keys = if matches!(a.teleop.as_str(), "pose-stream" | "keyboard" | "leader") {
         None
     } else {
         Keys::start()

@@ -11,10 +11,14 @@
 //! of the input until the arms are within 1 cm of their last targets (5 s at most). Every line gets
 //! one JSON line back: the daemon's verdict (`ok`, `clamped`, `unreachable` with the reason) and
 //! the measured TCP, or the error in the line; the last line is a summary. `reachy teleop` and
-//! `reachy record --teleop pose-stream` run it.
+//! `reachy record --teleop pose-stream` run it, on stdin or, for a remote operator station, on
+//! a zenoh key (`--pose-key KEY`: the same lines as payloads; the answers are published on
+//! `KEY/answer`).
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};
+
+use zenoh::Wait;
 
 use reachy_api::client::RobotClient;
 use serde::Deserialize;
@@ -45,6 +49,53 @@ pub fn pose_stream(
     rate: f64,
     out_line: &mut dyn FnMut(serde_json::Value),
 ) -> anyhow::Result<u64> {
+    pose_lines(client, input.lines(), rate, out_line)
+}
+
+/// The lines of a pose stream published on the zenoh key `key` (UTF-8 payloads, one message or
+/// several lines each, as a remote operator station sends them), until `stop` is set.
+pub fn zenoh_lines<'a>(
+    session: &zenoh::Session,
+    key: &str,
+    stop: &'a std::sync::atomic::AtomicBool,
+) -> anyhow::Result<(
+    impl Iterator<Item = std::io::Result<String>> + 'a,
+    zenoh::pubsub::Subscriber<()>,
+)> {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx = std::sync::Mutex::new(tx);
+    let sub = session
+        .declare_subscriber(key)
+        .callback(move |s| {
+            let text = String::from_utf8_lossy(&s.payload().to_bytes()).into_owned();
+            if let Ok(tx) = tx.lock() {
+                for l in text.lines() {
+                    let _ = tx.send(l.to_string());
+                }
+            }
+        })
+        .wait()
+        .map_err(|e| anyhow::anyhow!("subscribing to {key}: {e}"))?;
+    let it = std::iter::from_fn(move || loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(l) => return Some(Ok(l)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+    });
+    Ok((it, sub))
+}
+
+/// [`pose_stream`] over any source of lines.
+pub fn pose_lines(
+    client: &RobotClient,
+    input: impl Iterator<Item = std::io::Result<String>>,
+    rate: f64,
+    out_line: &mut dyn FnMut(serde_json::Value),
+) -> anyhow::Result<u64> {
     if !(rate > 0.0 && rate <= 1000.0) {
         anyhow::bail!("--rate must be within 0..=1000 Hz");
     }
@@ -64,7 +115,7 @@ pub fn pose_stream(
     let mut last: std::collections::BTreeMap<String, Target> = Default::default();
     let mut tally = std::collections::BTreeMap::<String, u64>::new();
     let mut bad = 0u64;
-    for (n, line) in input.lines().enumerate() {
+    for (n, line) in input.enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
