@@ -26,6 +26,12 @@ fn targets(s: &RobotState, idx: &[usize]) -> Vec<f32> {
     idx.iter().map(|&i| s.target[i]).collect()
 }
 
+/// A pseudo-random 0..20 ms pause, so inputs do not arrive in phase with the loops' ticks.
+fn jitter(k: usize) {
+    let us = (k as u64).wrapping_mul(2_654_435_761) % 20_000;
+    std::thread::sleep(Duration::from_micros(us));
+}
+
 fn changed(a: &[f32], b: &[f32]) -> bool {
     a.iter().zip(b).any(|(x, y)| (x - y).abs() > 1e-6)
 }
@@ -131,6 +137,7 @@ fn main() {
             });
             for k in 0..trials {
                 let before = steady(&watch, &arm);
+                jitter(k);
                 // alternate directions so the arm stays in its workspace
                 let t0 = Instant::now();
                 if source == "keyboard" {
@@ -204,6 +211,7 @@ fn main() {
                     }
                 }
                 z += if k % 2 == 0 { -0.01 } else { 0.01 };
+                jitter(k);
                 let t0 = Instant::now();
                 ws.send(frame(z)).unwrap();
                 lat.push(until_changed(&watch, &arm, &before, t0));
@@ -221,7 +229,26 @@ fn main() {
         let dir = std::env::temp_dir().join(format!("reachy-bench-leader-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let port = dir.join("leader");
-        let hand = Arc::new(Mutex::new((vec![0.0f32; 8], Instant::now())));
+        // the leader held where the follower's home pose maps to (the middle of each joint's
+        // range is the middle of the follower's: `leader::follower_targets`)
+        let (_, model) = reachy_kinematics::model::RobotModel::load(None).unwrap();
+        let map = leader::leader_map(&model, "r_arm");
+        let home = reachy_sim::physics::home_pose(
+            &map.iter().map(|(j, _)| j.as_str()).collect::<Vec<_>>(),
+        );
+        let base: Vec<f32> = map
+            .iter()
+            .zip(&home)
+            .map(|((j, _), h)| {
+                let l = watch.info().joints.iter().find(|x| x.name == *j).unwrap();
+                if j.ends_with("gripper") {
+                    0.0
+                } else {
+                    h - (l.lower + l.upper) / 2.0
+                }
+            })
+            .collect();
+        let hand = Arc::new(Mutex::new((base.clone(), Instant::now())));
         let serving = Arc::new(AtomicBool::new(false));
         let (h2, p2, serving2) = (hand.clone(), port.clone(), serving.clone());
         let bus_stop = Arc::new(AtomicBool::new(false));
@@ -242,8 +269,6 @@ fn main() {
         while !serving.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let (_, model) = reachy_kinematics::model::RobotModel::load(None).unwrap();
-        let map = leader::leader_map(&model, "r_arm");
         let mut l = leader::Leader::open(port.to_str().unwrap(), 1_000_000, &map).unwrap();
         // a calibration as if the sweep had covered ±1 rad about 0 on every joint
         let cal = leader::Calibration {
@@ -275,10 +300,11 @@ fn main() {
             std::thread::sleep(Duration::from_secs(4));
             for k in 0..trials {
                 let before = steady(&watch, &arm);
+                jitter(k);
                 let t0 = Instant::now();
                 {
                     let mut g = hand.lock().unwrap();
-                    g.0[3] = if k % 2 == 0 { 0.05 } else { 0.0 };
+                    g.0[3] = base[3] + if k % 2 == 0 { 0.05 } else { 0.0 };
                     g.1 = t0;
                 }
                 lat.push(until_changed(&watch, &arm, &before, t0));
@@ -294,13 +320,14 @@ fn main() {
                     .unwrap();
                 (j.lower, j.upper)
             };
-            let mid = (lo + hi) / 2.0;
+            let mid = (lo + hi) / 2.0 + base[3];
             let t0 = Instant::now();
             let mut samples: Vec<(f64, f32)> = Vec::new();
             let mut seq = 0;
             while t0.elapsed() < Duration::from_secs(6) {
                 let t = t0.elapsed().as_secs_f64();
-                hand.lock().unwrap().0[3] = 0.3 * (std::f64::consts::TAU * 0.5 * t).sin() as f32;
+                hand.lock().unwrap().0[3] =
+                    base[3] + 0.3 * (std::f64::consts::TAU * 0.5 * t).sin() as f32;
                 let s = watch.state().unwrap();
                 if s.seq != seq {
                     seq = s.seq;
