@@ -655,3 +655,77 @@ fn records_while_teleoperating_from_a_pose_stream() {
     assert!(span > 0.1, "the right arm moved {span} rad");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Recording while teleoperating from the keyboard, in one process and one terminal (tmux): the
+/// held key moves the arm into the recording, `q` ends teleop and the recording with it, keeping
+/// the episode.
+#[test]
+fn records_while_teleoperating_from_the_keyboard() {
+    if !Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        reachy_test_support::missing("tmux", "apt install tmux");
+        return;
+    }
+    let dir = temp("rec-kb");
+    let session = format!("reachy-rec-kb-{}", std::process::id());
+    let cmd = format!(
+        "LP_NUM_THREADS=1 {} record --backend sim --cameras none --teleop keyboard --speed 0.08 0.5 \
+         --episodes 1 --episode-time 600 --fps 10 --root {}; sleep 600",
+        env!("CARGO_BIN_EXE_reachy"),
+        dir.display()
+    );
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    assert!(tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &cmd
+    ])
+    .status
+    .success());
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-S", "-100", "-t", &session]).stdout)
+            .to_string()
+    };
+    let wait_for = |what: &str| {
+        let ok = reachy_api::net::wait_until(
+            std::time::Duration::from_secs(120),
+            std::time::Duration::from_millis(20),
+            || screen().contains(what),
+        );
+        assert!(ok, "no `{what}` on the screen:\n{}", screen());
+    };
+    wait_for("episode 1/1: recording");
+    // a held `d`, as the terminal repeats it: the right hand out to its side
+    for _ in 0..40 {
+        tmux(&["send-keys", "-t", &session, "d"]);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    // until the move is in the recording (a second of frames after it), then `q`
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    tmux(&["send-keys", "-t", &session, "q"]);
+    wait_for("dataset `");
+    let text = screen();
+    tmux(&["kill-session", "-t", &session]);
+    let ep = reachy_dataset::load_episode(&dir, 0).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let span = (0..ep.names.len())
+        .filter(|&i| ep.names[i].starts_with("r_") && !ep.names[i].contains("gripper"))
+        .map(|i| {
+            let v = ep.actions.iter().map(|a| a[i]);
+            v.clone().fold(f32::MIN, f32::max) - v.fold(f32::MAX, f32::min)
+        })
+        .fold(0.0, f32::max);
+    assert!(
+        span > 0.05,
+        "the right arm moved {span} rad in the recording\n{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -144,6 +144,48 @@ fn term(k: &mut crate::common::Kill) -> serde_json::Value {
     serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// Headless Chromium, as the machine's probe starts it (no network beyond loopback).
+const CHROMIUM_FLAGS: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=800,700",
+];
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// `url` open in a headless Chromium until the guard drops.
+fn open_in_chromium(
+    chromium: &str,
+    url: &str,
+    profile: &std::path::Path,
+    extra: &[&str],
+) -> crate::common::Kill {
+    crate::common::Kill(
+        Command::new(chromium)
+            .args(CHROMIUM_FLAGS)
+            .args(extra)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn have_tmux() -> bool {
     Command::new("tmux")
         .arg("-V")
@@ -665,45 +707,18 @@ fn webxr_page_loads_and_its_websocket_drives_the_hand() {
         .trim_end_matches('/')
         .to_string();
     // 1. headless Chromium loads the page: it connects and reports no script errors
-    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
-        Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    match chromium {
+    match chromium() {
         None => reachy_test_support::missing("chromium", "apt install chromium"),
         Some(chromium) => {
             let dir = std::env::temp_dir().join(format!("reachy-webxr-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let shot = dir.join("webxr.png");
-            let flags = [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=800,700",
-            ];
             // the page open in a browser that stays up until its WebSocket said hello (however
             // long a loaded machine takes), then a screenshot of it
-            let browser = crate::common::Kill(
-                Command::new(chromium)
-                    .args(flags)
-                    .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-                    .arg(&url)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
+            let browser = open_in_chromium(chromium, &url, &dir.join("profile"), &[]);
             let hello = expect_line("page connected");
             drop(browser);
+            let shot = dir.join("webxr.png");
             let out = Command::new(chromium)
-                .args(flags)
+                .args(CHROMIUM_FLAGS)
                 .arg("--virtual-time-budget=3000")
                 .arg(format!(
                     "--user-data-dir={}",
@@ -787,4 +802,62 @@ fn webxr_page_loads_and_its_websocket_drives_the_hand() {
     // the stream goes quiet: said, the robot holds
     expect_line("went quiet");
     assert!(dist(w.settled("r_arm"), x1) < 0.005);
+}
+
+/// Off loopback the page is served over HTTPS (WebXR needs a secure context) with a certificate
+/// made at start: a browser that accepts it loads the page, and its WebSocket connects (wss).
+#[test]
+fn webxr_is_served_over_https_off_loopback() {
+    let Some(chromium) = chromium() else {
+        reachy_test_support::missing("chromium", "apt install chromium");
+        return;
+    };
+    let robot = "txs";
+    let r = sim_and_daemon(robot);
+    let (_teleop, rx) = spawn_teleop(
+        Command::new(env!("CARGO_BIN_EXE_reachy"))
+            .args(["teleop", "--source", "webxr", "--listen", "0.0.0.0:0"])
+            .args(["--robot", robot, "--connect", &r.endpoint])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
+    let line = |what: &str| loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) if l.contains(what) => return l,
+            Ok(_) => {}
+            Err(e) => panic!("no line with `{what}` from teleop: {e}"),
+        }
+    };
+    let page = line("webxr page: ");
+    assert!(
+        page.contains("https://") && page.contains("self-signed"),
+        "{page}"
+    );
+    let port = page
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("https://0.0.0.0:"))
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    // plain HTTP on that port is not served
+    let plain = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()))
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut b = [0u8; 64];
+            let n = std::io::Read::read(&mut s, &mut b).unwrap_or(0);
+            Ok(String::from_utf8_lossy(&b[..n]).to_string())
+        })
+        .unwrap_or_default();
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+    let dir = std::env::temp_dir().join(format!("reachy-webxr-tls-{}", std::process::id()));
+    let _browser = open_in_chromium(
+        chromium,
+        &format!("https://127.0.0.1:{port}/"),
+        &dir.join("profile"),
+        &["--ignore-certificate-errors"],
+    );
+    let hello = line("page connected");
+    assert!(hello.contains("script errors: none"), "{hello}");
+    std::fs::remove_dir_all(&dir).ok();
 }
