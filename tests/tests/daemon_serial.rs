@@ -331,3 +331,51 @@ fn the_direct_backend_reports_a_silent_servo() {
     daemon.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The direct backend over two adapters at once (`--bus r_arm=A --bus head=B`): a control core
+/// per bus, one robot in the API: both limbs in the state, a goto across both arrives, an e-stop
+/// latches both.
+#[test]
+fn the_direct_backend_drives_several_buses() {
+    let _cores = reachy_e2e::beside_others();
+    let dir = std::env::temp_dir().join(format!("reachy-direct-two-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (arm, head) = (dir.join("arm"), dir.join("head"));
+    let _arm = reachy_e2e::spawn_sim_servos(&arm, "1-8");
+    let _head = reachy_e2e::spawn_sim_servos(&head, "1-5");
+    let model = RobotModel::reachy().unwrap();
+    let spec = format!("r_arm={},head={}", arm.display(), head.display());
+    let backend = reachy_apps::direct::open_buses(
+        &reachy_apps::direct::parse_buses(&spec).unwrap(),
+        1_000_000,
+        reachy_firmware::dynamixel::Model::Xm430W350,
+        &model,
+        &Default::default(),
+    )
+    .unwrap();
+    let (daemon, c, session) = serve_on(backend, "dx2");
+    let st = state_where(&c, "both buses at torque on", |s| {
+        s.faults.is_empty() && s.names.len() == 13
+    });
+    assert_eq!(st.backend, "dynamixel");
+    let (elbow, yaw) = (
+        st.names.iter().position(|n| n == "r_elbow_pitch").unwrap(),
+        st.names.iter().position(|n| n == "neck_yaw").unwrap(),
+    );
+    let r = c
+        .goto(
+            &["r_elbow_pitch".into(), "neck_yaw".into()],
+            &[-0.7, 0.4],
+            0.6,
+        )
+        .unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    state_where(&c, "the arm and the head at the goal", |s| {
+        (s.position[elbow] + 0.7).abs() < 0.03 && (s.position[yaw] - 0.4).abs() < 0.03
+    });
+    assert_eq!(estop(&session, "dx2", true, None).status, "ok");
+    state_where(&c, "the e-stop in the state", |s| s.estop);
+    drop(c);
+    daemon.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -194,3 +194,87 @@ impl Backend for DirectBackend {
         self.inner.set_limits(limits)
     }
 }
+
+/// `BUS=PORT[,BUS=PORT…]` (the dynamixel backend's `--bus` flags, or `[serial] bus`).
+pub fn parse_buses(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let buses = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|b| {
+            b.split_once('=')
+                .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+                .map(|(n, p)| (n.to_string(), p.to_string()))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the dynamixel backend needs --bus BUS=PORT (e.g. r_arm=/dev/ttyUSB0), got `{b}`"
+                    )
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if buses.is_empty() {
+        anyhow::bail!("the dynamixel backend needs --bus BUS=PORT (e.g. r_arm=/dev/ttyUSB0)");
+    }
+    for (k, (n, _)) in buses.iter().enumerate() {
+        if buses[..k].iter().any(|(m, _)| m == n) {
+            anyhow::bail!("--bus {n} is given twice");
+        }
+    }
+    Ok(buses)
+}
+
+/// The direct backend over every bus in `buses` (servo-map bus, adapter): a control core on a
+/// thread per bus, joined as one backend.
+pub fn open_buses(
+    buses: &[(String, String)],
+    baud: u32,
+    model: Model,
+    robot: &RobotModel,
+    mounts: &std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
+) -> anyhow::Result<Box<dyn Backend>> {
+    let mut parts: Vec<Box<dyn Backend>> = Vec::new();
+    for (bus, port) in buses {
+        parts.push(Box::new(DirectBackend::open(
+            &DirectOptions {
+                bus: bus.clone(),
+                port: port.clone(),
+                baud,
+                model,
+                rate_hz: 1000,
+            },
+            robot,
+            mounts,
+        )?));
+    }
+    Ok(if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Box::new(reachy_daemon::MultiBackend::new(parts)?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bus_specs_parse_and_bad_ones_say_why() {
+        let b = parse_buses("r_arm=/dev/ttyUSB0, head=/dev/ttyUSB1").unwrap();
+        assert_eq!(
+            b,
+            vec![
+                ("r_arm".to_string(), "/dev/ttyUSB0".to_string()),
+                ("head".to_string(), "/dev/ttyUSB1".to_string())
+            ]
+        );
+        for (bad, says) in [
+            ("r_arm", "BUS=PORT"),
+            ("=/dev/ttyUSB0", "BUS=PORT"),
+            ("", "BUS=PORT"),
+            ("r_arm=/a,r_arm=/b", "twice"),
+        ] {
+            let e = parse_buses(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

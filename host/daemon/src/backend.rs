@@ -441,3 +441,107 @@ pub fn servo_fault(j: &reachy_firmware::link::JointState) -> Option<String> {
     }
     (!why.is_empty()).then(|| why.join(", "))
 }
+
+/// Several backends as one, each with its own joints (a board or an adapter per limb): the
+/// robot's joints are theirs end to end, targets and limits go to the one that has the joint,
+/// an e-stop to all. A state is given once every part has sent one, as old as the oldest part's
+/// (one stalled bus makes the whole state stale, and the daemon holds the robot).
+pub struct MultiBackend {
+    parts: Vec<Box<dyn Backend>>,
+    /// Where each part's joints start in the joint vector.
+    starts: Vec<usize>,
+    latest: Vec<Option<Measured>>,
+}
+
+impl MultiBackend {
+    /// Join `parts` (no joint in two of them).
+    pub fn new(parts: Vec<Box<dyn Backend>>) -> Result<Self, DaemonError> {
+        let mut starts = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for p in &parts {
+            starts.push(names.len());
+            for n in p.joint_names() {
+                if names.contains(&n) {
+                    return Err(DaemonError::Backend(format!("joint {n} is on two buses")));
+                }
+                names.push(n);
+            }
+        }
+        let latest = parts.iter().map(|_| None).collect();
+        Ok(Self {
+            parts,
+            starts,
+            latest,
+        })
+    }
+
+    fn range(&self, k: usize) -> std::ops::Range<usize> {
+        let end = self
+            .starts
+            .get(k + 1)
+            .copied()
+            .unwrap_or_else(|| self.starts[k] + self.parts[k].joint_names().len());
+        self.starts[k]..end
+    }
+}
+
+impl Backend for MultiBackend {
+    fn name(&self) -> &'static str {
+        self.parts.first().map_or("none", |p| p.name())
+    }
+
+    fn joint_names(&self) -> Vec<String> {
+        self.parts.iter().flat_map(|p| p.joint_names()).collect()
+    }
+
+    fn read(&mut self) -> Option<Measured> {
+        let mut fresh = false;
+        for (p, l) in self.parts.iter_mut().zip(&mut self.latest) {
+            if let Some(m) = p.read() {
+                *l = Some(m);
+                fresh = true;
+            }
+        }
+        if !fresh || self.latest.iter().any(Option::is_none) {
+            return None;
+        }
+        let all = self.latest.iter().flatten();
+        Some(Measured {
+            position: all.clone().flat_map(|m| m.position.clone()).collect(),
+            velocity: all.clone().flat_map(|m| m.velocity.clone()).collect(),
+            effort: all.clone().flat_map(|m| m.effort.clone()).collect(),
+            faults: all.clone().flat_map(|m| m.faults.clone()).collect(),
+            estop: all.clone().any(|m| m.estop),
+            at: all.map(|m| m.at).min()?,
+        })
+    }
+
+    fn write(&mut self, targets: &[f32], torque: bool) -> Result<(), DaemonError> {
+        for k in 0..self.parts.len() {
+            let r = self.range(k);
+            self.parts[k].write(&targets[r], torque)?;
+        }
+        Ok(())
+    }
+
+    fn estop(&mut self, engage: bool) -> Result<(), DaemonError> {
+        // every part, even when one fails: the others still stop
+        let mut first = Ok(());
+        for p in &mut self.parts {
+            if let Err(e) = p.estop(engage) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    fn set_limits(&mut self, limits: &[JointLimit]) -> Result<(), DaemonError> {
+        for k in 0..self.parts.len() {
+            let r = self.range(k);
+            self.parts[k].set_limits(&limits[r])?;
+        }
+        Ok(())
+    }
+}

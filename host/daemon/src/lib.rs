@@ -19,7 +19,7 @@ pub mod firmware_link;
 pub mod serial;
 pub mod server;
 
-pub use backend::{Backend, Measured, SerialBackend, SimBackend};
+pub use backend::{Backend, Measured, MultiBackend, SerialBackend, SimBackend};
 pub use server::{Daemon, DaemonConfig};
 
 /// Errors of the daemon.

@@ -37,9 +37,10 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub link: Option<String>,
     /// Serial backend: the servo bus the firmware drives (`r_arm`, `l_arm`, `head`); dynamixel
-    /// backend: BUS=PORT, the bus and its adapter.
+    /// backend: BUS=PORT, the bus and its adapter, once per bus (`--bus r_arm=/dev/ttyUSB0
+    /// --bus head=/dev/ttyUSB1`: a control core on a thread per bus).
     #[arg(long)]
-    pub bus: Option<String>,
+    pub bus: Vec<String>,
     /// Serial and dynamixel backends: baud rate.
     #[arg(long)]
     pub baud: Option<u32>,
@@ -88,8 +89,8 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
     if let Some(v) = a.link {
         cfg.serial.link = v;
     }
-    if let Some(v) = a.bus {
-        cfg.serial.bus = v;
+    if !a.bus.is_empty() {
+        cfg.serial.bus = a.bus.join(",");
     }
     if let Some(v) = a.baud {
         cfg.serial.baud = v;
@@ -108,25 +109,13 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
             &cfg.serial.bus,
             &cfg.servos,
         )?),
-        "dynamixel" => {
-            let (bus, port) = cfg.serial.bus.split_once('=').ok_or_else(|| {
-                anyhow!(
-                    "the dynamixel backend needs --bus BUS=PORT (e.g. r_arm=/dev/ttyUSB0), got `{}`",
-                    cfg.serial.bus
-                )
-            })?;
-            Box::new(reachy_apps::direct::DirectBackend::open(
-                &reachy_apps::direct::DirectOptions {
-                    bus: bus.into(),
-                    port: port.into(),
-                    baud: cfg.serial.baud,
-                    model: reachy_firmware::dynamixel::Model::Xm430W350,
-                    rate_hz: 1000,
-                },
-                &model,
-                &cfg.servos,
-            )?)
-        }
+        "dynamixel" => reachy_apps::direct::open_buses(
+            &reachy_apps::direct::parse_buses(&cfg.serial.bus)?,
+            cfg.serial.baud,
+            reachy_firmware::dynamixel::Model::Xm430W350,
+            &model,
+            &cfg.servos,
+        )?,
         other => return Err(anyhow!("backend `{other}`: sim, serial or dynamixel")),
     };
     let backend_name = backend.name();
