@@ -379,3 +379,27 @@ fn the_direct_backend_drives_several_buses() {
     daemon.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On the direct backend, a servo that reports a hardware error (overload, which its shutdown
+/// mask turns into torque off) shows in the state with its error, and the others still move.
+#[test]
+fn the_direct_backend_reports_a_hardware_error() {
+    let _cores = reachy_e2e::beside_others();
+    let dir = std::env::temp_dir().join(format!("reachy-direct-hwerr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bus = dir.join("adapter");
+    let _servos = reachy_e2e::spawn_sim_servos_with(&bus, "1-8", &["--hardware-error", "6=0x20"]);
+    let (daemon, c, _) = serve_direct(&bus, "dxh", Default::default());
+    let st = state_where(&c, "servo 6's fault", |s| s.faults.len() == 1);
+    assert_eq!(st.faults[0].joint, "r_wrist_pitch");
+    assert!(
+        st.faults[0].fault.contains("0x20"),
+        "the error bits are named: {:?}",
+        st.faults
+    );
+    let st = goto_arrives(&c, "dynamixel", 1);
+    assert_eq!(st.faults[0].joint, "r_wrist_pitch");
+    drop(c);
+    daemon.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

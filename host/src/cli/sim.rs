@@ -237,6 +237,11 @@ pub enum SimCommand {
         /// default: 16).
         #[arg(long, default_value_t = 0.0)]
         latency_ms: f64,
+        /// Raise hardware error bits on a servo from the start (fault injection), `ID=BITS`,
+        /// e.g. `3=0x20` (overload: with the default shutdown mask, torque off until a reboot);
+        /// once per servo.
+        #[arg(long, value_name = "ID=BITS")]
+        hardware_error: Vec<String>,
     },
 }
 
@@ -253,6 +258,7 @@ pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
             drop_rate,
             dead,
             latency_ms,
+            hardware_error,
         } => {
             if !(0.0..=1000.0).contains(&latency_ms) {
                 return Err(anyhow!("--latency-ms must be within 0..=1000"));
@@ -274,6 +280,23 @@ pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
                         s.faults.dead = true;
                     }
                 }
+            }
+            for h in &hardware_error {
+                let parsed = h.split_once('=').and_then(|(id, bits)| {
+                    let bits = match bits.strip_prefix("0x") {
+                        Some(hex) => u8::from_str_radix(hex, 16).ok(),
+                        None => bits.parse().ok(),
+                    };
+                    Some((id.parse::<u8>().ok()?, bits?))
+                });
+                let Some((id, bits)) = parsed else {
+                    return Err(anyhow!(
+                        "--hardware-error `{h}`: ID=BITS, e.g. 3=0x20 (overload)"
+                    ));
+                };
+                bus.servo_mut(id)
+                    .ok_or_else(|| anyhow!("--hardware-error {h}: no servo {id} in --ids"))?
+                    .inject_hardware_error(bits);
             }
             let mut ep = PtyEndpoint::create(&pty).context("starting the simulated bus")?;
             let stop = Arc::new(AtomicBool::new(false));
