@@ -17,6 +17,7 @@ mod readme;
 mod record;
 mod replay;
 mod secure_zenoh;
+mod servos;
 mod sim_zenoh;
 mod teleop;
 mod teleop_devices;

@@ -20,5 +20,6 @@ pub mod policy_run;
 pub mod policy_serve;
 pub mod record;
 pub mod replay;
+pub mod servos;
 pub mod sim_bridge;
 pub mod teleop;

@@ -16,6 +16,7 @@ pub mod kin;
 pub mod policy;
 pub mod record;
 pub mod replay;
+pub mod servos;
 pub mod sim;
 pub mod teleop;
 
@@ -51,6 +52,10 @@ pub enum Command {
     /// Dynamixel 2.0 bus tools through a serial adapter: scan, read and write registers.
     #[command(subcommand)]
     Bus(bus::BusCommand),
+    /// New servos set up for the URDF's servo map (ID, baud rate, limits), and their mounting
+    /// calibrated into the config.
+    #[command(subcommand)]
+    Servos(servos::ServosCommand),
     /// The simulated robot on zenoh (physics, cameras, lock-step or real time), and simulated
     /// servos on a pseudo-terminal (`reachy sim servos`).
     Sim(sim::SimArgs),
@@ -61,8 +66,9 @@ pub enum Command {
     /// if the cube ends where it was meant to.
     Demo(daemon::DemoArgs),
     /// Teleoperate through the daemon's API (the `teleop` lease): a Cartesian pose stream as
-    /// JSON lines on stdin, each target solved by the daemon's IK, one verdict line back each.
-    /// A running daemon (--connect) or the simulated robot started in this process.
+    /// JSON lines (stdin or a zenoh key), the keyboard, a gamepad, a leader arm or a WebXR
+    /// headset's browser. A running daemon (--connect) or the simulated robot started in this
+    /// process.
     Teleop(Box<teleop::TeleopArgs>),
     /// Record demonstrations into a LeRobot v3 dataset: joint positions as `observation.state`,
     /// commanded targets as `action`, the cameras as H.264 videos, while the built-in script,
@@ -111,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Bus(cmd) => bus::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Servos(cmd) => servos::run(cmd).map(|_| ExitCode::SUCCESS),
         Command::Sim(args) => {
             let (urdf, _) = RobotModel::load(args.run.urdf.path())?;
             sim::run(&urdf, args).map(|_| ExitCode::SUCCESS)
