@@ -403,3 +403,53 @@ fn the_direct_backend_reports_a_hardware_error() {
     daemon.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The direct backend's watchdog is the board's: when the daemon's loop stops writing (a
+/// stall), the bus thread's control core holds, then drops torque, and the state says so.
+#[test]
+fn the_direct_backend_drops_torque_when_the_daemon_stalls() {
+    let _cores = reachy_e2e::beside_others();
+    let dir = std::env::temp_dir().join(format!("reachy-direct-wd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bus = dir.join("adapter");
+    let _servos = reachy_e2e::spawn_sim_servos(&bus, "1-8");
+    let model = RobotModel::reachy().unwrap();
+    let mut b = reachy_apps::direct::open_buses(
+        &[("r_arm".into(), bus.to_str().unwrap().into())],
+        1_000_000,
+        reachy_firmware::dynamixel::Model::Xm430W350,
+        &model,
+        &Default::default(),
+    )
+    .unwrap();
+    let n = b.joint_names().len();
+    // the daemon's loop, writing at 100 Hz, until every servo has torque on
+    let t0 = std::time::Instant::now();
+    let mut last = None;
+    while t0.elapsed() < Duration::from_secs(10) {
+        b.write(&vec![0.0; n], true).unwrap();
+        if let Some(m) = b.read() {
+            last = Some(m.faults.clone());
+            if m.faults.iter().all(Option::is_none) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        last.as_ref().is_some_and(|f| f.iter().all(Option::is_none)),
+        "torque never on everywhere: {last:?}"
+    );
+    // the loop stalls: no more writes; the core holds, then drops torque on every servo
+    let dropped =
+        reachy_api::net::wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
+            b.read().is_some_and(|m| {
+                m.faults
+                    .iter()
+                    .all(|f| f.as_deref().is_some_and(|f| f.contains("torque off")))
+            })
+        });
+    assert!(dropped, "torque still on after the daemon went silent");
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
