@@ -594,7 +594,12 @@ impl RobotPhysics {
         self.time
     }
 
-    /// Set one joint's motor gains.
+    /// The position-control gains of actuated joint `joint`.
+    pub fn gains(&self, joint: usize) -> Option<Gains> {
+        self.actuated.get(joint).map(|&k| self.joints[k].gains)
+    }
+
+    /// Set the position-control gains of actuated joint `joint`.
     pub fn set_gains(&mut self, joint: usize, gains: Gains) {
         if let Some(&k) = self.actuated.get(joint) {
             self.joints[k].gains = gains;

@@ -173,6 +173,54 @@ impl SimServo {
         self.table[regs::MOVING.addr as usize] = moving as u8;
     }
 
+    /// What the motor is asked to do when something else (a physics engine) moves the joint:
+    /// hold this position (rad, within the position limits in position mode), or `None` when
+    /// the torque is off or the mode is not a position mode (the joint is limp).
+    pub fn position_command(&self) -> Option<f32> {
+        if !self.torque_enabled() {
+            return None;
+        }
+        let mode = self.table[regs::OPERATING_MODE.addr as usize];
+        let goal = position_to_rad(self.get(&regs::GOAL_POSITION) as i32);
+        match mode {
+            operating_mode::POSITION | operating_mode::CURRENT_BASED_POSITION => {
+                let lo = position_to_rad(self.get(&regs::MIN_POSITION_LIMIT) as i32);
+                let hi = position_to_rad(self.get(&regs::MAX_POSITION_LIMIT) as i32);
+                Some(goal.clamp(lo, hi))
+            }
+            operating_mode::EXTENDED_POSITION => Some(goal),
+            _ => None,
+        }
+    }
+
+    /// The joint as a physics engine moved it over `dt` seconds: position (rad), velocity
+    /// (rad/s) and the torque the motor gave (N·m, as current through the motor constant, within
+    /// the current limit); then the servo's own temperature and hardware-error behaviour, and
+    /// its present registers, as [`Self::step`] does for its own motion.
+    pub fn physics_update(&mut self, pos: f32, vel: f32, torque_nm: f32, dt: f32) {
+        let kt = 1.8; // N·m per A, XM430-class
+        let imax = self.get(&regs::CURRENT_LIMIT) as f32 * self.model.current_unit_a();
+        self.pos = pos;
+        self.vel = vel;
+        self.current = if self.torque_enabled() {
+            (torque_nm / kt).clamp(-imax, imax)
+        } else {
+            0.0
+        };
+        self.thermal(dt);
+    }
+
+    fn thermal(&mut self, dt: f32) {
+        // I²R heating, Newtonian cooling
+        let heat = 8.0 * self.current * self.current;
+        self.temp += (heat - 0.02 * (self.temp - AMBIENT_C)) * dt;
+        let limit = self.table[regs::TEMPERATURE_LIMIT.addr as usize] as f32;
+        if self.temp > limit {
+            self.inject_hardware_error(hardware_error::OVERHEATING);
+        }
+        self.sync_present();
+    }
+
     /// Advance the servo's own dynamics by `dt` seconds.
     pub fn step(&mut self, dt: f32) {
         let vmax = (self.get(&regs::VELOCITY_LIMIT) as f32 * RAD_S_PER_STEP).max(0.1);
@@ -217,14 +265,7 @@ impl SimServo {
         if !self.torque_enabled() {
             self.vel *= 0.9; // friction brakes a limp joint
         }
-        // thermal model: I²R heating, Newtonian cooling
-        let heat = 8.0 * self.current * self.current;
-        self.temp += (heat - 0.02 * (self.temp - AMBIENT_C)) * dt;
-        let limit = self.table[regs::TEMPERATURE_LIMIT.addr as usize] as f32;
-        if self.temp > limit {
-            self.inject_hardware_error(hardware_error::OVERHEATING);
-        }
-        self.sync_present();
+        self.thermal(dt);
     }
 
     fn should_drop(&mut self) -> bool {

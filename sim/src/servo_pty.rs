@@ -156,3 +156,27 @@ pub fn serve_with(
     }
     Ok(())
 }
+
+/// Serve a bus that something else moves (a physics engine: [`crate::servo_bus`]) on a pty
+/// until `stop` is set: packets are answered under the lock, the servos are not stepped here.
+pub fn serve_shared(
+    bus: &std::sync::Mutex<SimBus>,
+    pty: &mut PtyEndpoint,
+    stop: &AtomicBool,
+) -> Result<(), PtyError> {
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::with_capacity(4096);
+    while !stop.load(Ordering::Relaxed) {
+        let n = pty.read(&mut buf)?;
+        if n > 0 {
+            out.clear();
+            if let Ok(mut b) = bus.lock() {
+                b.receive(&buf[..n], &mut out);
+            }
+            if !out.is_empty() {
+                pty.write_all(&out)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -453,3 +453,95 @@ fn the_direct_backend_drops_torque_when_the_daemon_stalls() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The physics robot's joints as servo buses (`reachy sim --servo-bus`): the daemon drives
+/// them through the direct backend's control cores (arm and head), and the physics moves — the
+/// sim's own joint state shows the joints where the goto sent them.
+#[test]
+fn the_physics_robot_is_driven_through_its_servo_buses() {
+    use std::io::BufRead;
+    let _cores = reachy_e2e::beside_others();
+    let dir = std::env::temp_dir().join(format!("reachy-physbus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (arm, head) = (dir.join("arm"), dir.join("head"));
+    let robot = "pbus";
+    let mut sim = std::process::Command::new(reachy_e2e::reachy_bin())
+        .args(["sim", "--robot", robot, "--no-scene", "--rate", "1000"])
+        .arg("--servo-bus")
+        .arg(format!("r_arm={}", arm.display()))
+        .arg("--servo-bus")
+        .arg(format!("head={}", head.display()))
+        .args(["--listen", "tcp/127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = std::io::BufReader::new(sim.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let _sim = reachy_e2e::ChildGuard(sim);
+    assert!(ready.starts_with("sim ready"), "{ready}");
+    let endpoint = ready
+        .split_whitespace()
+        .find(|w| w.starts_with("tcp/"))
+        .unwrap()
+        .trim_end_matches([',', ')'])
+        .to_string();
+    reachy_e2e::wait_for(&arm, 20);
+    reachy_e2e::wait_for(&head, 20);
+    // the sim's own view of the joints
+    let sim_session = reachy_api::net::ZenohOptions {
+        connect: vec![endpoint],
+        ..Default::default()
+    }
+    .open()
+    .unwrap();
+    let (sim_state, _sub) = reachy_api::net::subscribe_latest(
+        &sim_session,
+        &reachy_api::schema::keys::sim_joint_state(robot),
+        |b| reachy_api::schema::decode_sim::<reachy_api::schema::JointState>(b).ok(),
+    )
+    .unwrap();
+    let model = RobotModel::reachy().unwrap();
+    let spec = format!("r_arm={},head={}", arm.display(), head.display());
+    let backend = reachy_apps::direct::open_buses(
+        &reachy_apps::direct::parse_buses(&spec).unwrap(),
+        1_000_000,
+        reachy_firmware::dynamixel::Model::Xm430W350,
+        &model,
+        &Default::default(),
+    )
+    .unwrap();
+    let (daemon, c, _session) = serve_on(backend, "pbus-d");
+    state_where(&c, "every servo at torque on", |s| {
+        s.faults.is_empty() && s.names.len() == 13
+    });
+    let r = c
+        .goto(
+            &["r_elbow_pitch".into(), "neck_yaw".into()],
+            &[-1.0, 0.4],
+            1.0,
+        )
+        .unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    let physics_at = |name: &str, want: f32| {
+        sim_state.lock().unwrap().as_ref().is_some_and(|s| {
+            s.names
+                .iter()
+                .position(|n| n == name)
+                .is_some_and(|i| (s.position[i] - want).abs() < 0.03)
+        })
+    };
+    assert!(
+        reachy_api::net::wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
+            physics_at("r_elbow_pitch", -1.0) && physics_at("neck_yaw", 0.4)
+        }),
+        "the physics joints are not where the servos were sent: {:?}",
+        sim_state.lock().unwrap()
+    );
+    drop(c);
+    daemon.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

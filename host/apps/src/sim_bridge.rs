@@ -225,7 +225,7 @@ struct Runner {
 }
 
 /// A callback on the world after each control period.
-pub type Observer = Box<dyn FnMut(&World) + Send>;
+pub type Observer = Box<dyn FnMut(&mut World) + Send>;
 
 impl Runner {
     fn period(&self) -> Duration {
@@ -272,7 +272,7 @@ impl Runner {
         self.seq += 1;
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
         if let Some(o) = &mut self.observer {
-            o(&self.world);
+            o(&mut self.world);
         }
         self.publish()
     }

@@ -57,6 +57,13 @@ pub struct SimRunArgs {
     /// No table and cubes: the robot alone.
     #[arg(long)]
     pub no_scene: bool,
+    /// The physics robot's joints as Dynamixel 2.0 servos on a pseudo-terminal, `BUS=PATH`
+    /// once per bus (`r_arm`, `l_arm`, `head`; IDs from the URDF's servo map): present
+    /// position, velocity and current from the physics, goal position and torque drive the
+    /// joints (the control table, EEPROM lock, hardware errors and temperature of `reachy sim
+    /// servos`). Use `--rate 1000` for servo state at the firmware's 1 kHz.
+    #[arg(long, value_name = "BUS=PATH")]
+    pub servo_bus: Vec<String>,
     #[command(flatten)]
     pub rerun: super::args::RerunArgs,
     /// Zenoh endpoints.
@@ -117,6 +124,34 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
         return Err(anyhow!("--camera-fps must be within 0..=1000"));
     }
     let world = reachy_sim::world::World::new(cfg).context("building the simulated world")?;
+    // the servo buses: parsed, mapped and on their ptys before anything starts
+    let bus_stop = Arc::new(AtomicBool::new(false));
+    let mut bus_threads = Vec::new();
+    let mut servos = None;
+    if !a.servo_bus.is_empty() {
+        let buses = reachy_apps::direct::parse_buses(&a.servo_bus.join(","))
+            .context("--servo-bus BUS=PATH")?;
+        let model = reachy_kinematics::model::RobotModel::from_urdf_str(urdf)?;
+        let map: Vec<(String, String, u8)> = model
+            .servo_map()
+            .into_iter()
+            .map(|s| (s.joint, s.bus, s.id))
+            .collect();
+        let names: Vec<String> = buses.iter().map(|(b, _)| b.clone()).collect();
+        let ps = reachy_sim::servo_bus::PhysicsServos::new(&world, &map, &names, Model::Xm430W350)?;
+        for (b, (_, path)) in ps.buses.iter().zip(&buses) {
+            let mut ep = PtyEndpoint::create(std::path::Path::new(path))
+                .with_context(|| format!("the servo bus {} at {path}", b.name))?;
+            let (bus, stop) = (b.bus.clone(), bus_stop.clone());
+            bus_threads.push(std::thread::spawn(move || {
+                if let Err(e) = servo_pty::serve_shared(&bus, &mut ep, &stop) {
+                    tracing::warn!("servo bus: {e}");
+                }
+            }));
+            tracing::info!(bus = %b.name, pty = %path, "physics servo bus ready");
+        }
+        servos = Some(ps);
+    }
     let camera_names: Vec<String> = world.cameras().iter().map(|c| c.name.clone()).collect();
     if let Some(info) = world.renderer_info() {
         tracing::info!("cameras rendered on {info}");
@@ -132,18 +167,27 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
         )?)),
         None => None,
     };
-    let observer: Option<reachy_apps::sim_bridge::Observer> = viz.clone().map(|viz| {
+    let observer: Option<reachy_apps::sim_bridge::Observer> = if viz.is_none() && servos.is_none() {
+        None
+    } else {
         let every = (a.rate / 25.0).round().max(1.0) as u64;
         let mut k = 0u64;
-        Box::new(move |w: &reachy_sim::world::World| {
-            if k.is_multiple_of(every) {
-                if let Err(e) = viz.log_world(w) {
-                    tracing::warn!("rerun: {e}");
+        let viz = viz.clone();
+        let mut servos = servos.take();
+        Some(Box::new(move |w: &mut reachy_sim::world::World| {
+            if let Some(s) = &mut servos {
+                s.sync(w);
+            }
+            if let Some(viz) = &viz {
+                if k.is_multiple_of(every) {
+                    if let Err(e) = viz.log_world(w) {
+                        tracing::warn!("rerun: {e}");
+                    }
                 }
             }
             k += 1;
-        }) as reachy_apps::sim_bridge::Observer
-    });
+        }) as reachy_apps::sim_bridge::Observer)
+    };
     let session = a.zenoh.open()?;
     let bridge = reachy_apps::sim_bridge::SimBridge::spawn_observed(
         session.clone(),
@@ -197,6 +241,10 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
     }
     let stats = bridge.stats.clone();
     bridge.stop()?;
+    bus_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in bus_threads {
+        let _ = t.join();
+    }
     if let Some(v) = viz {
         v.flush()?;
     }
