@@ -545,3 +545,76 @@ fn the_physics_robot_is_driven_through_its_servo_buses() {
     daemon.stop().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One board per limb (issue 14 §2, the daemon's side): `reachy daemon --backend serial --link
+/// r_arm=A --link head=B` drives two `reachy firmware run` boards as one robot: both limbs in
+/// the state, a goto across both arrives, the e-stop latches both boards.
+#[test]
+fn the_daemon_drives_a_board_per_limb() {
+    use std::io::BufRead;
+    let _cores = reachy_e2e::beside_others();
+    let (_s1, _fw1, arm) =
+        spawn_firmware_on_sim_servos("bpl-arm", "1-8", |bus| format!("r_arm={}", bus.display()));
+    let (_s2, _fw2, head) =
+        spawn_firmware_on_sim_servos("bpl-head", "1-5", |bus| format!("head={}", bus.display()));
+    let robot = "bpl";
+    let mut d = std::process::Command::new(reachy_e2e::reachy_bin())
+        .args(["daemon", "--backend", "serial", "--robot", robot])
+        .arg("--link")
+        .arg(format!("r_arm={}", arm.display()))
+        .arg("--link")
+        .arg(format!("head={}", head.display()))
+        .args(["--listen", "tcp/127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = std::io::BufReader::new(d.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let _daemon = reachy_e2e::ChildGuard(d);
+    assert!(ready.starts_with("daemon ready"), "{ready}");
+    let endpoint = ready
+        .split_whitespace()
+        .find(|w| w.starts_with("tcp/"))
+        .unwrap()
+        .trim_end_matches([',', ')'])
+        .to_string();
+    let session = reachy_api::net::ZenohOptions {
+        connect: vec![endpoint],
+        ..Default::default()
+    }
+    .open()
+    .unwrap();
+    let c = reachy_api::client::RobotClient::connect(
+        &session,
+        robot,
+        "test",
+        "script",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let st = state_where(&c, "both boards at torque on", |s| {
+        s.faults.is_empty() && s.names.len() == 13
+    });
+    assert_eq!(st.backend, "serial");
+    let (elbow, yaw) = (
+        st.names.iter().position(|n| n == "r_elbow_pitch").unwrap(),
+        st.names.iter().position(|n| n == "neck_yaw").unwrap(),
+    );
+    let r = c
+        .goto(
+            &["r_elbow_pitch".into(), "neck_yaw".into()],
+            &[-0.7, 0.4],
+            0.6,
+        )
+        .unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    state_where(&c, "the arm and the head at the goal", |s| {
+        (s.position[elbow] + 0.7).abs() < 0.03 && (s.position[yaw] - 0.4).abs() < 0.03
+    });
+    assert_eq!(estop(&session, robot, true, None).status, "ok");
+    state_where(&c, "the e-stop in the state", |s| s.estop);
+}

@@ -33,9 +33,10 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub backend: Option<String>,
     /// Serial backend: the firmware's host link (a USB serial device, or the pty of
-    /// `reachy firmware run`).
+    /// `reachy firmware run`); one board per limb: `BUS=PATH` once per board (`--link
+    /// r_arm=/dev/ttyACM0 --link head=/dev/ttyACM1`, `--bus` then unused).
     #[arg(long)]
-    pub link: Option<String>,
+    pub link: Vec<String>,
     /// Serial backend: the servo bus the firmware drives (`r_arm`, `l_arm`, `head`); dynamixel
     /// backend: BUS=PORT, the bus and its adapter, once per bus (`--bus r_arm=/dev/ttyUSB0
     /// --bus head=/dev/ttyUSB1`: a control core on a thread per bus).
@@ -86,8 +87,8 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
     if let Some(v) = a.backend {
         cfg.backend = v;
     }
-    if let Some(v) = a.link {
-        cfg.serial.link = v;
+    if !a.link.is_empty() {
+        cfg.serial.link = a.link.join(",");
     }
     if !a.bus.is_empty() {
         cfg.serial.bus = a.bus.join(",");
@@ -102,6 +103,26 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
             &cfg.robot,
             Duration::from_secs(10),
         )?),
+        // one board per limb: `--link r_arm=/dev/ttyACM0 --link head=/dev/ttyACM1`
+        "serial" if cfg.serial.link.contains('=') => {
+            let mut parts: Vec<Box<dyn reachy_daemon::Backend>> = Vec::new();
+            for (bus, link) in
+                reachy_apps::direct::parse_buses(&cfg.serial.link).context("--link BUS=PATH")?
+            {
+                parts.push(Box::new(reachy_daemon::SerialBackend::open(
+                    &link,
+                    cfg.serial.baud,
+                    &model,
+                    &bus,
+                    &cfg.servos,
+                )?));
+            }
+            if parts.len() == 1 {
+                parts.remove(0)
+            } else {
+                Box::new(reachy_daemon::MultiBackend::new(parts)?)
+            }
+        }
         "serial" => Box::new(reachy_daemon::SerialBackend::open(
             &cfg.serial.link,
             cfg.serial.baud,
