@@ -1,12 +1,18 @@
 """ROBOTIS's official dynamixel-sdk as a client of `reachy sim servos`.
 
-argv: port path. Prints one JSON object with what every call returned.
+argv: port path, and optionally a JSON object of goal positions by ID (servos 1 to 4; default
+{"1": 3072, "2": 1000, "3": 2048, "4": 3000}: a physics robot's joints need goals inside their
+range and clear of the body). Prints one JSON object with what every call returned.
 """
 import json
 import sys
 
 from dynamixel_sdk import (COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHandler,
                            PortHandler)
+
+GOALS = {1: 3072, 2: 1000, 3: 2048, 4: 3000}
+if len(sys.argv) > 2:
+    GOALS = {int(k): v for k, v in json.loads(sys.argv[2]).items()}
 
 port = PortHandler(sys.argv[1])
 assert port.openPort(), "openPort failed"
@@ -26,7 +32,7 @@ out["read_fw"] = {"result": res, "error": err, "value": fw}
 
 res, err = ph.write1ByteTxRx(port, 1, 64, 1)  # torque on
 out["write_torque"] = {"result": res, "error": err}
-res, err = ph.write4ByteTxRx(port, 1, 116, 3072)  # goal = +90 deg
+res, err = ph.write4ByteTxRx(port, 1, 116, GOALS[1])  # default +90 deg
 out["write_goal"] = {"result": res, "error": err}
 res, err = ph.write1ByteTxRx(port, 1, 11, 1)  # EEPROM while torque on: access error
 out["write_eeprom_locked"] = {"result": res, "error": err}
@@ -42,7 +48,7 @@ for i in (2, 3, 4):
     sw.addParam(i, [1])
 out["sync_write_torque"] = sw.txPacket()
 sw = GroupSyncWrite(port, ph, 116, 4)
-goals = {2: 1000, 3: 2048, 4: 3000}
+goals = {i: GOALS[i] for i in (2, 3, 4)}
 for i, g in goals.items():
     sw.addParam(i, list(g.to_bytes(4, "little")))
 out["sync_write_goal"] = sw.txPacket()
