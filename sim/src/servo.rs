@@ -207,12 +207,14 @@ impl SimServo {
         } else {
             0.0
         };
-        self.thermal(dt);
+        // a real joint's load (gravity on a full arm) is held for minutes: heating as an XM430's
+        // (≈ 1 °C/s at 4.5 A), not the fast-heating model of the servos' own motion
+        self.thermal(dt, 0.05);
     }
 
-    fn thermal(&mut self, dt: f32) {
-        // I²R heating, Newtonian cooling
-        let heat = 8.0 * self.current * self.current;
+    /// I²R heating (`k` °C per A²·s), Newtonian cooling, the over-temperature shutdown.
+    fn thermal(&mut self, dt: f32, k: f32) {
+        let heat = k * self.current * self.current;
         self.temp += (heat - 0.02 * (self.temp - AMBIENT_C)) * dt;
         let limit = self.table[regs::TEMPERATURE_LIMIT.addr as usize] as f32;
         if self.temp > limit {
@@ -265,7 +267,7 @@ impl SimServo {
         if !self.torque_enabled() {
             self.vel *= 0.9; // friction brakes a limp joint
         }
-        self.thermal(dt);
+        self.thermal(dt, 8.0);
     }
 
     fn should_drop(&mut self) -> bool {

@@ -16,11 +16,12 @@ use crate::sim_bridge::{BridgeConfig, Observer, SimBridge};
 /// `--connect` to a running daemon.
 pub fn wants_in_process(backend: Option<&str>, zenoh: &ZenohOptions) -> anyhow::Result<bool> {
     match backend {
-        Some("sim") => Ok(true),
+        Some("sim" | "firmware") => Ok(true),
         None => Ok(zenoh.connect.is_empty()),
         Some(other) => anyhow::bail!(
-            "--backend `{other}`: `sim` starts the simulated robot here; a real robot is reached \
-             with --connect to its daemon"
+            "--backend `{other}`: `sim` starts the simulated robot here, `firmware` the same \
+             through the firmware's control cores and servo buses; a real robot is reached with \
+             --connect to its daemon"
         ),
     }
 }
@@ -28,7 +29,8 @@ pub fn wants_in_process(backend: Option<&str>, zenoh: &ZenohOptions) -> anyhow::
 /// Where a client command (teleop, record, replay, policy run) finds its robot.
 #[derive(Debug, Clone)]
 pub struct RobotOptions {
-    /// `sim`: start the simulated robot in this process (the default without `connect`).
+    /// `sim`: start the simulated robot in this process (the default without `connect`);
+    /// `firmware`: the same, driven through the firmware's control cores and servo buses.
     pub backend: Option<String>,
     /// Robot name.
     pub name: String,
@@ -72,6 +74,7 @@ impl ClientRobot {
                     camera_fps,
                     zenoh: a.zenoh.clone(),
                     observer: None,
+                    through_firmware: a.backend.as_deref() == Some("firmware"),
                 },
             )?;
             (sim.session.clone(), Some(sim))
@@ -171,6 +174,10 @@ pub struct SimRobotOptions {
     pub zenoh: ZenohOptions,
     /// Called by the sim thread after every control period (recording).
     pub observer: Option<Observer>,
+    /// Through the firmware: the physics robot's joints as servo buses on ptys (one per limb),
+    /// the firmware's control core on each (a thread, as `reachy firmware run` runs it), the
+    /// daemon on their host links — instead of the sim backend over zenoh.
+    pub through_firmware: bool,
 }
 
 impl Default for SimRobotOptions {
@@ -180,6 +187,7 @@ impl Default for SimRobotOptions {
             camera_fps: 30.0,
             zenoh: ZenohOptions::default(),
             observer: None,
+            through_firmware: false,
         }
     }
 }
@@ -192,6 +200,64 @@ pub struct SimRobot {
     pub robot: String,
     daemon: Option<Daemon>,
     bridge: Option<SimBridge>,
+    /// Stops the servo buses' pty threads (through the firmware).
+    bus_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// What [`firmware_buses`] starts: the observer, the buses as (name, pty), their stop flag.
+type FirmwareBuses = (
+    Observer,
+    Vec<(String, String)>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// The physics robot's servo buses on fresh ptys, served on threads; the observer that syncs
+/// them with the physics every control period (then calls `then`); the buses as (name, pty).
+fn firmware_buses(
+    world: &reachy_sim::world::World,
+    model: &RobotModel,
+    mut then: Option<Observer>,
+) -> anyhow::Result<FirmwareBuses> {
+    let map: Vec<(String, String, u8)> = model
+        .servo_map()
+        .into_iter()
+        .map(|s| (s.joint, s.bus, s.id))
+        .collect();
+    let names: Vec<String> = model.chains.iter().map(|c| c.name().to_string()).collect();
+    let mut servos = reachy_sim::servo_bus::PhysicsServos::new(
+        world,
+        &map,
+        &names,
+        reachy_firmware::dynamixel::Model::Xm430W350,
+    )?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut buses = Vec::new();
+    for b in &servos.buses {
+        let path = std::env::temp_dir().join(format!(
+            "reachy-physbus-{}-{n}-{}",
+            std::process::id(),
+            b.name
+        ));
+        let mut ep = reachy_sim::servo_pty::PtyEndpoint::create(&path)?;
+        let (bus, st) = (b.bus.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("servo bus {}", b.name))
+            .spawn(move || {
+                if let Err(e) = reachy_sim::servo_pty::serve_shared(&bus, &mut ep, &st) {
+                    tracing::warn!("servo bus: {e}");
+                }
+            })?;
+        buses.push((b.name.clone(), path.to_string_lossy().into_owned()));
+    }
+    let observer: Observer = Box::new(move |w| {
+        servos.sync(w);
+        if let Some(t) = &mut then {
+            t(w);
+        }
+    });
+    Ok((observer, buses, stop))
 }
 
 impl SimRobot {
@@ -202,6 +268,15 @@ impl SimRobot {
         opts: SimRobotOptions,
     ) -> anyhow::Result<Self> {
         let session = opts.zenoh.open()?;
+        let mut observer = opts.observer;
+        let mut buses = None;
+        let mut bus_stop = None;
+        if opts.through_firmware {
+            let (o, b, stop) = firmware_buses(&world, &model, observer.take())?;
+            observer = Some(o);
+            buses = Some(b);
+            bus_stop = Some(stop);
+        }
         let bridge = SimBridge::spawn_observed(
             session.clone(),
             world,
@@ -210,13 +285,26 @@ impl SimRobot {
                 camera_fps: opts.camera_fps,
                 ..Default::default()
             },
-            opts.observer,
+            observer,
         )?;
-        let backend = SimBackend::connect(&session, &opts.robot, Duration::from_secs(5))?;
+        let backend: Box<dyn reachy_daemon::Backend> = match &buses {
+            None => Box::new(SimBackend::connect(
+                &session,
+                &opts.robot,
+                Duration::from_secs(5),
+            )?),
+            Some(b) => crate::direct::open_buses(
+                b,
+                1_000_000,
+                reachy_firmware::dynamixel::Model::Xm430W350,
+                &model,
+                &Default::default(),
+            )?,
+        };
         let daemon = Daemon::spawn(
             session.clone(),
             model,
-            Box::new(backend),
+            backend,
             // the limits of `reachy daemon`'s built-in configuration
             DaemonConfig {
                 robot: opts.robot.clone(),
@@ -228,6 +316,7 @@ impl SimRobot {
             robot: opts.robot,
             daemon: Some(daemon),
             bridge: Some(bridge),
+            bus_stop,
         })
     }
 
@@ -254,6 +343,9 @@ impl SimRobot {
     pub fn stop(mut self) -> anyhow::Result<()> {
         let d = self.daemon.take().map(|d| d.stop());
         let b = self.bridge.take().map(|b| b.stop());
+        if let Some(s) = self.bus_stop.take() {
+            s.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         d.transpose()?;
         b.transpose()?;
         Ok(())

@@ -68,6 +68,11 @@ pub struct DemoArgs {
     /// Where to write the run's summary (demo.json).
     #[arg(long, default_value = "demo-out")]
     pub out: std::path::PathBuf,
+    /// `sim` (the daemon's sim backend over zenoh) or `firmware` (daemon → host link → the
+    /// firmware's control core, one per limb on a thread → Dynamixel buses on ptys → the
+    /// physics robot's joints as servos).
+    #[arg(long, default_value = "sim", value_parser = ["sim", "firmware"])]
+    pub backend: String,
 }
 
 /// Run `reachy daemon` until Ctrl-C.
@@ -229,6 +234,7 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         SimRobotOptions {
             robot: robot.into(),
             observer: Some(observer),
+            through_firmware: a.backend == "firmware",
             ..Default::default()
         },
     )?;
@@ -241,8 +247,15 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         Duration::from_secs(5),
     )?;
     println!(
-        "demo: sim and daemon running in this process; moving {} to [{:.2}, {:.2}]",
-        a.object, place[0], place[1]
+        "demo: sim and daemon running in this process{}; moving {} to [{:.2}, {:.2}]",
+        if a.backend == "firmware" {
+            " (through the firmware's control cores and Dynamixel buses)"
+        } else {
+            ""
+        },
+        a.object,
+        place[0],
+        place[1]
     );
     // the sim settles the cubes for a moment
     std::thread::sleep(Duration::from_millis(300));
