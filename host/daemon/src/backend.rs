@@ -545,3 +545,99 @@ impl Backend for MultiBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A backend that remembers what it was sent and gives back what the test puts in.
+    struct Fake {
+        names: Vec<String>,
+        measured: Arc<Mutex<Option<Measured>>>,
+        written: Arc<Mutex<Vec<Vec<f32>>>>,
+        estops: Arc<Mutex<u32>>,
+    }
+
+    impl Backend for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn joint_names(&self) -> Vec<String> {
+            self.names.clone()
+        }
+        fn read(&mut self) -> Option<Measured> {
+            self.measured.lock().unwrap().take()
+        }
+        fn write(&mut self, targets: &[f32], _torque: bool) -> Result<(), DaemonError> {
+            self.written.lock().unwrap().push(targets.to_vec());
+            Ok(())
+        }
+        fn estop(&mut self, _engage: bool) -> Result<(), DaemonError> {
+            *self.estops.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+
+    type Handles = (
+        Arc<Mutex<Option<Measured>>>,
+        Arc<Mutex<Vec<Vec<f32>>>>,
+        Arc<Mutex<u32>>,
+    );
+
+    fn fake(names: &[&str]) -> (Box<dyn Backend>, Handles) {
+        let h: Handles = Default::default();
+        let b = Fake {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            measured: h.0.clone(),
+            written: h.1.clone(),
+            estops: h.2.clone(),
+        };
+        (Box::new(b), h)
+    }
+
+    fn m(pos: &[f32], at: Instant, estop: bool) -> Measured {
+        Measured {
+            position: pos.to_vec(),
+            velocity: vec![0.0; pos.len()],
+            effort: vec![0.0; pos.len()],
+            faults: vec![None; pos.len()],
+            estop,
+            at,
+        }
+    }
+
+    #[test]
+    fn several_backends_act_as_one() {
+        let (a, ha) = fake(&["a1", "a2"]);
+        let (b, hb) = fake(&["b1"]);
+        let mut multi = MultiBackend::new(vec![a, b]).unwrap();
+        assert_eq!(multi.joint_names(), ["a1", "a2", "b1"]);
+        // targets split by joint
+        multi.write(&[1.0, 2.0, 3.0], true).unwrap();
+        assert_eq!(ha.1.lock().unwrap().last().unwrap(), &[1.0, 2.0]);
+        assert_eq!(hb.1.lock().unwrap().last().unwrap(), &[3.0]);
+        // no state until every part has sent one; then as old as the oldest, e-stop if any
+        let t0 = Instant::now();
+        *ha.0.lock().unwrap() = Some(m(&[0.1, 0.2], t0 + Duration::from_millis(5), false));
+        assert!(multi.read().is_none(), "one part still silent");
+        *hb.0.lock().unwrap() = Some(m(&[0.3], t0, true));
+        let s = multi.read().unwrap();
+        assert_eq!(s.position, [0.1, 0.2, 0.3]);
+        assert_eq!(s.at, t0);
+        assert!(s.estop);
+        // nothing new from anyone: nothing new out
+        assert!(multi.read().is_none());
+        // a new state from one part comes out with the other's last
+        *hb.0.lock().unwrap() = Some(m(&[0.4], t0 + Duration::from_millis(9), false));
+        let s = multi.read().unwrap();
+        assert_eq!(s.position, [0.1, 0.2, 0.4]);
+        assert!(!s.estop);
+        multi.estop(true).unwrap();
+        assert_eq!((*ha.2.lock().unwrap(), *hb.2.lock().unwrap()), (1, 1));
+        // a joint on two buses is refused
+        let (c, _) = fake(&["a1"]);
+        let (d, _) = fake(&["a1"]);
+        assert!(MultiBackend::new(vec![c, d]).is_err());
+    }
+}
