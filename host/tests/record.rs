@@ -502,57 +502,25 @@ fn ctrl_c_keeps_the_running_episode() {
 /// Esc stops keeping the running one.
 #[test]
 fn terminal_keys_end_rerecord_and_stop_episodes() {
-    let tmux_ok = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !tmux_ok {
-        reachy_test_support::missing("tmux", "apt install tmux");
-        return;
-    }
     let dir = temp("rec-keys");
-    let session = format!("reachy-keys-{}", std::process::id());
     let cmd = format!(
         "LP_NUM_THREADS=1 {} {} --episode-time 600 --fps 10 --episodes 3 --root {}; sleep 600",
         env!("CARGO_BIN_EXE_reachy"),
         RECORD_SIM_HEAD.join(" "),
         dir.display()
     );
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
-    assert!(tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &cmd
-    ])
-    .status
-    .success());
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-S", "-100", "-t", &session]).stdout)
-            .to_string()
+    let Some(term) = common::Tmux::start("keys", 200, &cmd) else {
+        return;
     };
-    let wait_for = |what: &str, times: usize| {
-        let ok = reachy_api::net::wait_until(
-            std::time::Duration::from_secs(120),
-            std::time::Duration::from_millis(20),
-            || screen().matches(what).count() >= times,
-        );
-        assert!(ok, "no `{what}` ×{times} on the screen:\n{}", screen());
-    };
-    wait_for("episode 1/3: recording", 1);
-    tmux(&["send-keys", "-t", &session, "Right"]);
-    wait_for("episode 2/3: recording", 1);
-    tmux(&["send-keys", "-t", &session, "Left"]);
-    wait_for("episode 2/3: recording", 2);
-    tmux(&["send-keys", "-t", &session, "Escape"]);
-    wait_for("dataset `", 1);
-    let text = screen();
-    tmux(&["kill-session", "-t", &session]);
+    term.wait_for("episode 1/3: recording", 1, 120);
+    term.send("Right");
+    term.wait_for("episode 2/3: recording", 1, 120);
+    term.send("Left");
+    term.wait_for("episode 2/3: recording", 2, 120);
+    term.send("Escape");
+    term.wait_for("dataset `", 1, 120);
+    let text = term.screen();
+    drop(term);
     assert_eq!(total_episodes(&dir), 2, "{text}");
     assert!(text.contains("episode 0: "), "{text}");
     assert!(text.contains("episode 1: "), "{text}");
@@ -661,60 +629,28 @@ fn records_while_teleoperating_from_a_pose_stream() {
 /// the episode.
 #[test]
 fn records_while_teleoperating_from_the_keyboard() {
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        reachy_test_support::missing("tmux", "apt install tmux");
-        return;
-    }
     let dir = temp("rec-kb");
-    let session = format!("reachy-rec-kb-{}", std::process::id());
     let cmd = format!(
         "LP_NUM_THREADS=1 {} record --backend sim --cameras none --teleop keyboard --speed 0.08 0.5 \
          --episodes 1 --episode-time 600 --fps 10 --root {}; sleep 600",
         env!("CARGO_BIN_EXE_reachy"),
         dir.display()
     );
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
-    assert!(tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &cmd
-    ])
-    .status
-    .success());
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-S", "-100", "-t", &session]).stdout)
-            .to_string()
+    let Some(term) = common::Tmux::start("rec-kb", 200, &cmd) else {
+        return;
     };
-    let wait_for = |what: &str| {
-        let ok = reachy_api::net::wait_until(
-            std::time::Duration::from_secs(120),
-            std::time::Duration::from_millis(20),
-            || screen().contains(what),
-        );
-        assert!(ok, "no `{what}` on the screen:\n{}", screen());
-    };
-    wait_for("episode 1/1: recording");
+    term.wait_for("episode 1/1: recording", 1, 120);
     // a held `d`, as the terminal repeats it: the right hand out to its side
     for _ in 0..40 {
-        tmux(&["send-keys", "-t", &session, "d"]);
+        term.send("d");
         std::thread::sleep(std::time::Duration::from_millis(30));
     }
     // until the move is in the recording (a second of frames after it), then `q`
     std::thread::sleep(std::time::Duration::from_secs(1));
-    tmux(&["send-keys", "-t", &session, "q"]);
-    wait_for("dataset `");
-    let text = screen();
-    tmux(&["kill-session", "-t", &session]);
+    term.send("q");
+    term.wait_for("dataset `", 1, 120);
+    let text = term.screen();
+    drop(term);
     let ep = reachy_dataset::load_episode(&dir, 0).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let span = (0..ep.names.len())
         .filter(|&i| ep.names[i].starts_with("r_") && !ep.names[i].contains("gripper"))

@@ -186,65 +186,23 @@ fn open_in_chromium(
     )
 }
 
-fn have_tmux() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Keys typed into a real terminal: held `w` (its auto-repeat) jogs the TCP forward, letting go
+/// Keys typed into a real terminal: held `d` (its auto-repeat) jogs the TCP right, letting go
 /// stops it, an unknown key is said and moves nothing, Tab goes to the other arm, `q` quits with
 /// a summary.
 #[test]
 fn keyboard_jogs_the_tcp_from_a_terminal_and_stops_with_the_keys() {
-    if !have_tmux() {
-        reachy_test_support::missing("tmux", "apt install tmux");
-        return;
-    }
     let robot = "tkb";
     let r = sim_and_daemon(robot);
     let w = Watch::new(&r, robot);
-    let session = format!("reachy-teleop-kb-{}", std::process::id());
     let cmd = format!(
         "{} teleop --source keyboard --speed 0.08 0.5 --robot {robot} --connect {}; sleep 600",
         env!("CARGO_BIN_EXE_reachy"),
         r.endpoint
     );
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
-    assert!(tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "220",
-        "-y",
-        "50",
-        &cmd
-    ])
-    .status
-    .success());
-    struct End(String);
-    impl Drop for End {
-        fn drop(&mut self) {
-            let _ = Command::new("tmux")
-                .args(["kill-session", "-t", &self.0])
-                .output();
-        }
-    }
-    let _end = End(session.clone());
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-S", "-100", "-t", &session]).stdout)
-            .to_string()
+    let Some(term) = crate::common::Tmux::start("teleop-kb", 220, &cmd) else {
+        return;
     };
-    let wait_screen = |what: &str| {
-        let ok =
-            reachy_api::net::wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
-                screen().contains(what)
-            });
-        assert!(ok, "no `{what}` on the screen:\n{}", screen());
-    };
+    let wait_screen = |what: &str| term.wait_for(what, 1, 60);
     wait_screen("part r_arm");
     w.until("the teleop lease", 10, |s| {
         s.lease.as_ref().is_some_and(|l| l.starts_with("teleop"))
@@ -253,7 +211,7 @@ fn keyboard_jogs_the_tcp_from_a_terminal_and_stops_with_the_keys() {
     // a held key, as a terminal repeats it: every 30 ms for 1.2 s. `d` (−y): the right hand
     // out to its side (forward, under the table's edge, it would meet the table)
     for _ in 0..40 {
-        tmux(&["send-keys", "-t", &session, "d"]);
+        term.send("d");
         std::thread::sleep(Duration::from_millis(30));
     }
     let x1 = w.settled("r_arm");
@@ -268,24 +226,24 @@ fn keyboard_jogs_the_tcp_from_a_terminal_and_stops_with_the_keys() {
     );
     wait_screen("holding");
     // an unknown key: said, and nothing moves
-    tmux(&["send-keys", "-t", &session, "z"]);
+    term.send("z");
     wait_screen("`z` does nothing");
     let x2 = w.settled("r_arm");
     assert!(dist(x1, x2) < 0.003, "{x1:?} → {x2:?}");
     // Tab: the left arm; `a` moves it left (+y, out to its side), the right arm stays
-    tmux(&["send-keys", "-t", &session, "Tab"]);
+    term.send("Tab");
     wait_screen("part l_arm");
     let l0 = w.settled("l_arm");
     for _ in 0..25 {
-        tmux(&["send-keys", "-t", &session, "a"]);
+        term.send("a");
         std::thread::sleep(Duration::from_millis(30));
     }
     let l1 = w.settled("l_arm");
     assert!(l1[1] - l0[1] > 0.02, "{l0:?} → {l1:?}");
     assert!(dist(w.tcp("r_arm"), x2) < 0.003, "the right arm held");
-    tmux(&["send-keys", "-t", &session, "q"]);
+    term.send("q");
     wait_screen("\"ended\":\"quit\"");
-    let text = screen();
+    let text = term.screen();
     assert!(text.contains("\"targets\":"), "{text}");
 }
 

@@ -159,6 +159,28 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Start `reachy ARGS --listen tcp/127.0.0.1:0`, wait for its first stdout line to start with
+/// `ready`; the process and the endpoint it listens on, read from that line.
+pub fn start_listening(args: &[&str], ready: &str) -> (ChildGuard, String) {
+    use std::io::BufRead;
+    let mut c = std::process::Command::new(reachy_bin())
+        .args(args)
+        .args(["--listen", "tcp/127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning reachy");
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a ready line");
+    let guard = ChildGuard(c);
+    assert!(line.starts_with(ready), "{args:?}: {line:?}");
+    let endpoint = reachy_test_support::listening_endpoint(&line)
+        .unwrap_or_else(|| panic!("{args:?}: no `listening on` in {line:?}"));
+    (guard, endpoint)
+}
+
 /// Wait until `path` exists (a pty symlink), panicking after `secs`.
 pub fn wait_for(path: &std::path::Path, secs: u64) {
     let t0 = std::time::Instant::now();

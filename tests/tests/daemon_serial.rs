@@ -459,36 +459,28 @@ fn the_direct_backend_drops_torque_when_the_daemon_stalls() {
 /// sim's own joint state shows the joints where the goto sent them.
 #[test]
 fn the_physics_robot_is_driven_through_its_servo_buses() {
-    use std::io::BufRead;
     let _cores = reachy_e2e::beside_others();
     let dir = std::env::temp_dir().join(format!("reachy-physbus-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (arm, head) = (dir.join("arm"), dir.join("head"));
     let robot = "pbus";
-    let mut sim = std::process::Command::new(reachy_e2e::reachy_bin())
-        .args(["sim", "--robot", robot, "--no-scene", "--rate", "1000"])
-        .arg("--servo-bus")
-        .arg(format!("r_arm={}", arm.display()))
-        .arg("--servo-bus")
-        .arg(format!("head={}", head.display()))
-        .args(["--listen", "tcp/127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = std::io::BufReader::new(sim.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let _sim = reachy_e2e::ChildGuard(sim);
-    assert!(ready.starts_with("sim ready"), "{ready}");
-    let endpoint = ready
-        .split_whitespace()
-        .find(|w| w.starts_with("tcp/"))
-        .unwrap()
-        .trim_end_matches([',', ')'])
-        .to_string();
+    let arm_bus = format!("r_arm={}", arm.display());
+    let head_bus = format!("head={}", head.display());
+    let (_sim, endpoint) = reachy_e2e::start_listening(
+        &[
+            "sim",
+            "--robot",
+            robot,
+            "--no-scene",
+            "--rate",
+            "1000",
+            "--servo-bus",
+            &arm_bus,
+            "--servo-bus",
+            &head_bus,
+        ],
+        "sim ready",
+    );
     reachy_e2e::wait_for(&arm, 20);
     reachy_e2e::wait_for(&head, 20);
     // the sim's own view of the joints
@@ -551,37 +543,28 @@ fn the_physics_robot_is_driven_through_its_servo_buses() {
 /// the state, a goto across both arrives, the e-stop latches both boards.
 #[test]
 fn the_daemon_drives_a_board_per_limb() {
-    use std::io::BufRead;
     let _cores = reachy_e2e::beside_others();
     let (_s1, _fw1, arm) =
         spawn_firmware_on_sim_servos("bpl-arm", "1-8", |bus| format!("r_arm={}", bus.display()));
     let (_s2, _fw2, head) =
         spawn_firmware_on_sim_servos("bpl-head", "1-5", |bus| format!("head={}", bus.display()));
     let robot = "bpl";
-    let mut d = std::process::Command::new(reachy_e2e::reachy_bin())
-        .args(["daemon", "--backend", "serial", "--robot", robot])
-        .arg("--link")
-        .arg(format!("r_arm={}", arm.display()))
-        .arg("--link")
-        .arg(format!("head={}", head.display()))
-        .args(["--listen", "tcp/127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = std::io::BufReader::new(d.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let _daemon = reachy_e2e::ChildGuard(d);
-    assert!(ready.starts_with("daemon ready"), "{ready}");
-    let endpoint = ready
-        .split_whitespace()
-        .find(|w| w.starts_with("tcp/"))
-        .unwrap()
-        .trim_end_matches([',', ')'])
-        .to_string();
+    let arm_link = format!("r_arm={}", arm.display());
+    let head_link = format!("head={}", head.display());
+    let (_daemon, endpoint) = reachy_e2e::start_listening(
+        &[
+            "daemon",
+            "--backend",
+            "serial",
+            "--robot",
+            robot,
+            "--link",
+            &arm_link,
+            "--link",
+            &head_link,
+        ],
+        "daemon ready",
+    );
     let session = reachy_api::net::ZenohOptions {
         connect: vec![endpoint],
         ..Default::default()

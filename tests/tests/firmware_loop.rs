@@ -327,6 +327,14 @@ fn overheating_and_dead_servos_are_reported_without_stopping_the_rest() {
     assert!(j[1].flags & joint_flags::SHUTDOWN == 0);
 }
 
+/// Whether any state frame in `tel` flags servo 2 (joint 1) `NO_REPLY`.
+fn servo2_no_reply(tel: &[Telemetry]) -> bool {
+    tel.iter().any(|t| {
+        matches!(t, Telemetry::State { joints, .. }
+            if joints[1].flags & joint_flags::NO_REPLY != 0)
+    })
+}
+
 /// A servo that misses a reply now and then (bus noise; in QEMU, a reply the emulated UART
 /// delivered after the read's timeout) is not reported dead: only `MISSES_FOR_NO_REPLY` misses
 /// in a row are. Every miss is counted.
@@ -340,12 +348,6 @@ fn single_missed_replies_are_counted_not_reported() {
         ..SafetyConfig::default()
     }));
     r.run(20);
-    let no_reply = |tel: &[Telemetry]| {
-        tel.iter().any(|t| {
-            matches!(t, Telemetry::State { joints, .. }
-                if joints[1].flags & joint_flags::NO_REPLY != 0)
-        })
-    };
     let timeouts0 = r.ctl.stats().bus_timeouts;
     // silent for one cycle less than the bound, then answering, a few times over
     for _ in 0..5 {
@@ -354,7 +356,10 @@ fn single_missed_replies_are_counted_not_reported() {
         r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = false;
         let mut tel2 = r.run(5);
         tel2.extend(tel);
-        assert!(!no_reply(&tel2), "a short silence reported as a dead servo");
+        assert!(
+            !servo2_no_reply(&tel2),
+            "a short silence reported as a dead servo"
+        );
     }
     assert!(
         r.ctl.stats().bus_timeouts > timeouts0,
@@ -363,7 +368,7 @@ fn single_missed_replies_are_counted_not_reported() {
     // silent for the bound: reported, and cleared by the first answer
     r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = true;
     let tel = r.run(MISSES_FOR_NO_REPLY as u32 + 2);
-    assert!(no_reply(&tel));
+    assert!(servo2_no_reply(&tel));
     r.bus.borrow_mut().servo_mut(2).unwrap().faults.dead = false;
     let (_, j) = Rig::last_state(&r.run(5));
     assert!(j[1].flags & joint_flags::NO_REPLY == 0);
@@ -443,12 +448,6 @@ fn a_silence_time_holds_back_no_reply_until_it_has_passed() {
         ..SafetyConfig::default()
     }));
     r.run(20);
-    let no_reply = |tel: &[Telemetry]| {
-        tel.iter().any(|t| {
-            matches!(t, Telemetry::State { joints, .. }
-                if joints[1].flags & joint_flags::NO_REPLY != 0)
-        })
-    };
     // Silent from now on: cycle by cycle until it is reported, noting when and after how many
     // missed reads (each cycle waits out a read's timeout, so cycles run long here).
     for _ in 0..2 {
@@ -456,7 +455,7 @@ fn a_silence_time_holds_back_no_reply_until_it_has_passed() {
         let (t0, m0) = (r.clock.peek(), r.ctl.stats().bus_timeouts);
         let (flagged_after_us, misses) = loop {
             let tel = r.run(1);
-            if no_reply(&tel) {
+            if servo2_no_reply(&tel) {
                 break (r.clock.peek() - t0, r.ctl.stats().bus_timeouts - m0);
             }
             assert!(r.clock.peek() - t0 < 10 * QUIET_US, "never reported");

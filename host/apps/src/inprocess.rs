@@ -200,64 +200,50 @@ pub struct SimRobot {
     pub robot: String,
     daemon: Option<Daemon>,
     bridge: Option<SimBridge>,
-    /// Stops the servo buses' pty threads (through the firmware).
-    bus_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The servo buses' pty threads (through the firmware), stopped after the daemon and sim.
+    servers: Option<crate::servo_buses::BusServers>,
 }
 
-/// What [`firmware_buses`] starts: the observer, the buses as (name, pty), their stop flag.
+/// What [`firmware_buses`] starts: the observer, the buses as (name, pty), their servers.
 type FirmwareBuses = (
     Observer,
     Vec<(String, String)>,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    crate::servo_buses::BusServers,
 );
 
-/// The physics robot's servo buses on fresh ptys, served on threads; the observer that syncs
-/// them with the physics every control period (then calls `then`); the buses as (name, pty).
+/// The physics robot's servo buses (every chain's) on fresh ptys, and the observer that syncs
+/// them with the physics every control period, then calls `then`; the buses as (name, pty).
 fn firmware_buses(
     world: &reachy_sim::world::World,
     model: &RobotModel,
     mut then: Option<Observer>,
 ) -> anyhow::Result<FirmwareBuses> {
-    let map: Vec<(String, String, u8)> = model
-        .servo_map()
-        .into_iter()
-        .map(|s| (s.joint, s.bus, s.id))
-        .collect();
-    let names: Vec<String> = model.chains.iter().map(|c| c.name().to_string()).collect();
-    let mut servos = reachy_sim::servo_bus::PhysicsServos::new(
-        world,
-        &map,
-        &names,
-        reachy_firmware::dynamixel::Model::Xm430W350,
-    )?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut buses = Vec::new();
-    for b in &servos.buses {
-        let path = std::env::temp_dir().join(format!(
-            "reachy-physbus-{}-{n}-{}",
-            std::process::id(),
-            b.name
-        ));
-        let mut ep = reachy_sim::servo_pty::PtyEndpoint::create(&path)?;
-        let (bus, st) = (b.bus.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("servo bus {}", b.name))
-            .spawn(move || {
-                if let Err(e) = reachy_sim::servo_pty::serve_shared(&bus, &mut ep, &st) {
-                    tracing::warn!("servo bus: {e}");
-                }
-            })?;
-        buses.push((b.name.clone(), path.to_string_lossy().into_owned()));
-    }
+    let buses: Vec<(String, std::path::PathBuf)> = model
+        .chains
+        .iter()
+        .map(|c| {
+            let path = std::env::temp_dir().join(format!(
+                "reachy-physbus-{}-{n}-{}",
+                std::process::id(),
+                c.name()
+            ));
+            (c.name().to_string(), path)
+        })
+        .collect();
+    let (mut servos, servers) = crate::servo_buses::serve(world, model, &buses)?;
     let observer: Observer = Box::new(move |w| {
         servos.sync(w);
         if let Some(t) = &mut then {
             t(w);
         }
     });
-    Ok((observer, buses, stop))
+    let buses = buses
+        .into_iter()
+        .map(|(b, p)| (b, p.to_string_lossy().into_owned()))
+        .collect();
+    Ok((observer, buses, servers))
 }
 
 impl SimRobot {
@@ -270,12 +256,12 @@ impl SimRobot {
         let session = opts.zenoh.open()?;
         let mut observer = opts.observer;
         let mut buses = None;
-        let mut bus_stop = None;
+        let mut servers = None;
         if opts.through_firmware {
-            let (o, b, stop) = firmware_buses(&world, &model, observer.take())?;
+            let (o, b, s) = firmware_buses(&world, &model, observer.take())?;
             observer = Some(o);
             buses = Some(b);
-            bus_stop = Some(stop);
+            servers = Some(s);
         }
         let bridge = SimBridge::spawn_observed(
             session.clone(),
@@ -316,7 +302,7 @@ impl SimRobot {
             robot: opts.robot,
             daemon: Some(daemon),
             bridge: Some(bridge),
-            bus_stop,
+            servers,
         })
     }
 
@@ -343,9 +329,7 @@ impl SimRobot {
     pub fn stop(mut self) -> anyhow::Result<()> {
         let d = self.daemon.take().map(|d| d.stop());
         let b = self.bridge.take().map(|b| b.stop());
-        if let Some(s) = self.bus_stop.take() {
-            s.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        drop(self.servers.take());
         d.transpose()?;
         b.transpose()?;
         Ok(())
@@ -360,5 +344,6 @@ impl Drop for SimRobot {
         if let Some(b) = self.bridge.take() {
             b.stop().ok();
         }
+        drop(self.servers.take());
     }
 }

@@ -20,6 +20,7 @@ pub mod policy_run;
 pub mod policy_serve;
 pub mod record;
 pub mod replay;
+pub mod servo_buses;
 pub mod servos;
 pub mod sim_bridge;
 pub mod teleop;

@@ -125,32 +125,19 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
     }
     let world = reachy_sim::world::World::new(cfg).context("building the simulated world")?;
     // the servo buses: parsed, mapped and on their ptys before anything starts
-    let bus_stop = Arc::new(AtomicBool::new(false));
-    let mut bus_threads = Vec::new();
     let mut servos = None;
+    let mut _servers = None;
     if !a.servo_bus.is_empty() {
-        let buses = reachy_apps::direct::parse_buses(&a.servo_bus.join(","))
-            .context("--servo-bus BUS=PATH")?;
+        let buses: Vec<(String, PathBuf)> =
+            reachy_apps::direct::parse_buses(&a.servo_bus.join(","))
+                .context("--servo-bus BUS=PATH")?
+                .into_iter()
+                .map(|(b, p)| (b, PathBuf::from(p)))
+                .collect();
         let model = reachy_kinematics::model::RobotModel::from_urdf_str(urdf)?;
-        let map: Vec<(String, String, u8)> = model
-            .servo_map()
-            .into_iter()
-            .map(|s| (s.joint, s.bus, s.id))
-            .collect();
-        let names: Vec<String> = buses.iter().map(|(b, _)| b.clone()).collect();
-        let ps = reachy_sim::servo_bus::PhysicsServos::new(&world, &map, &names, Model::Xm430W350)?;
-        for (b, (_, path)) in ps.buses.iter().zip(&buses) {
-            let mut ep = PtyEndpoint::create(std::path::Path::new(path))
-                .with_context(|| format!("the servo bus {} at {path}", b.name))?;
-            let (bus, stop) = (b.bus.clone(), bus_stop.clone());
-            bus_threads.push(std::thread::spawn(move || {
-                if let Err(e) = servo_pty::serve_shared(&bus, &mut ep, &stop) {
-                    tracing::warn!("servo bus: {e}");
-                }
-            }));
-            tracing::info!(bus = %b.name, pty = %path, "physics servo bus ready");
-        }
-        servos = Some(ps);
+        let (s, srv) = reachy_apps::servo_buses::serve(&world, &model, &buses)?;
+        servos = Some(s);
+        _servers = Some(srv);
     }
     let camera_names: Vec<String> = world.cameras().iter().map(|c| c.name.clone()).collect();
     if let Some(info) = world.renderer_info() {
@@ -241,10 +228,7 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
     }
     let stats = bridge.stats.clone();
     bridge.stop()?;
-    bus_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in bus_threads {
-        let _ = t.join();
-    }
+    drop(_servers);
     if let Some(v) = viz {
         v.flush()?;
     }

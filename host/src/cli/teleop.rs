@@ -277,7 +277,6 @@ pub fn run(mut a: TeleopArgs, urdf: Option<&std::path::Path>) -> anyhow::Result<
         }
     }
     take_xr_listen(&mut a.device, &mut a.robot);
-    check_source(&a.source, &a.device)?;
     let (_, model) = reachy_kinematics::model::RobotModel::load(urdf)?;
     // the device first: a missing gamepad or leader is said before the robot starts
     let opened = open_source(&a.source, &a.device, &model)?;

@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-pub use reachy_test_support::{python_with, repo_root, run_python_json, run_with_stdin, Kill};
+pub use reachy_test_support::{
+    listening_endpoint, python_with, repo_root, run_python_json, run_with_stdin, Kill,
+};
 
 /// What a test listens on: loopback, a port the OS picks. The process reports the port it got
 /// in its ready line (`… listening on tcp/127.0.0.1:PORT`), which [`start_listening`] reads back:
@@ -66,16 +68,6 @@ pub fn start_listening(args: &[&str], ready: &str) -> (Kill, String) {
     let endpoint = listening_endpoint(&line)
         .unwrap_or_else(|| panic!("{args:?}: no `listening on` in {line:?}"));
     (c, endpoint)
-}
-
-/// The first endpoint of a ready line's `listening on A, B` part.
-pub fn listening_endpoint(line: &str) -> Option<String> {
-    let rest = line.split("listening on ").nth(1)?;
-    let ep = rest
-        .split([',', ' ', ')', '\n'])
-        .next()
-        .filter(|e| !e.is_empty())?;
-    Some(ep.to_string())
 }
 
 /// Start `reachy ARGS`, wait for its first stdout line to start with `ready`; the line.
@@ -163,4 +155,76 @@ pub fn sim_servos_with(link: &std::path::Path, ids: &str, extra: &[&str]) -> Kil
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     k
+}
+
+/// A command in a detached tmux session (a real terminal for raw-mode keys), killed on drop.
+pub struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    /// Run `cmd` in a new `width`×50 session named after `tag`. Without tmux: `None`, after
+    /// [`reachy_test_support::missing`] said so (a failure under CI).
+    pub fn start(tag: &str, width: u32, cmd: &str) -> Option<Self> {
+        let have = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            reachy_test_support::missing("tmux", "apt install tmux");
+            return None;
+        }
+        let session = format!("reachy-{tag}-{}", std::process::id());
+        let w = width.to_string();
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                &w,
+                "-y",
+                "50",
+                cmd,
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tmux new-session {session}");
+        Some(Self { session })
+    }
+
+    /// Type `keys` (tmux key names: `d`, `Tab`, `Right`, `Escape`).
+    pub fn send(&self, keys: &str) {
+        let _ = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session, keys])
+            .output();
+    }
+
+    /// The screen and its last 100 lines of history.
+    pub fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-S", "-100", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// Wait until `what` shows `times` times on the screen, failing after `secs`.
+    pub fn wait_for(&self, what: &str, times: usize, secs: u64) {
+        let ok = reachy_api::net::wait_until(
+            std::time::Duration::from_secs(secs),
+            std::time::Duration::from_millis(20),
+            || self.screen().matches(what).count() >= times,
+        );
+        assert!(ok, "no `{what}` ×{times} on the screen:\n{}", self.screen());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .output();
+    }
 }

@@ -107,3 +107,13 @@ pub fn run_python_json(py: &Path, script: &str, args: &[&str]) -> serde_json::Va
     eprintln!("{v}");
     v
 }
+
+/// The first endpoint of a ready line's `listening on A, B` part.
+pub fn listening_endpoint(line: &str) -> Option<String> {
+    let rest = line.split("listening on ").nth(1)?;
+    let ep = rest
+        .split([',', ' ', ')', '\n'])
+        .next()
+        .filter(|e| !e.is_empty())?;
+    Some(ep.to_string())
+}
