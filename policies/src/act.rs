@@ -12,7 +12,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use crate::normalize::{Feature, FeatureType, NormMode};
+use crate::features::Io;
+use crate::normalize::NormMode;
 use crate::PolicyError;
 
 /// `config.json` of a LeRobot ACT checkpoint (fields inference needs).
@@ -21,10 +22,9 @@ pub struct ActConfig {
     /// Policy type; must be `act`.
     #[serde(rename = "type", default)]
     pub kind: String,
-    /// Input features in checkpoint order (camera order matters).
-    pub input_features: serde_json::Map<String, serde_json::Value>,
-    /// Output features (`action`).
-    pub output_features: serde_json::Map<String, serde_json::Value>,
+    /// Input and output features, in checkpoint order.
+    #[serde(flatten)]
+    pub io: Io,
     /// Actions per chunk.
     pub chunk_size: usize,
     /// Actions executed per chunk.
@@ -66,62 +66,14 @@ fn one() -> usize {
     1
 }
 
+impl std::ops::Deref for ActConfig {
+    type Target = Io;
+    fn deref(&self) -> &Io {
+        &self.io
+    }
+}
+
 impl ActConfig {
-    fn features(
-        map: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<(String, Feature)>, PolicyError> {
-        map.iter()
-            .map(|(k, v)| {
-                serde_json::from_value::<Feature>(v.clone())
-                    .map(|f| (k.clone(), f))
-                    .map_err(|e| PolicyError::Format(format!("feature {k}: {e}")))
-            })
-            .collect()
-    }
-    /// Camera keys, in checkpoint order.
-    pub fn image_keys(&self) -> Result<Vec<String>, PolicyError> {
-        Ok(Self::features(&self.input_features)?
-            .into_iter()
-            .filter(|(_, f)| f.kind == FeatureType::Visual)
-            .map(|(k, _)| k)
-            .collect())
-    }
-    /// Camera keys with their `[channels, height, width]`, in checkpoint order.
-    pub fn image_shapes(&self) -> Result<Vec<(String, [usize; 3])>, PolicyError> {
-        Self::features(&self.input_features)?
-            .into_iter()
-            .filter(|(_, f)| f.kind == FeatureType::Visual)
-            .map(|(k, f)| match f.shape[..] {
-                [c, h, w] => Ok((k, [c, h, w])),
-                _ => Err(PolicyError::Format(format!(
-                    "image feature {k} has shape {:?}; expected [3, H, W]",
-                    f.shape
-                ))),
-            })
-            .collect()
-    }
-    /// `(key, dim)` of the robot state input, if any.
-    pub fn state_feature(&self) -> Result<Option<(String, usize)>, PolicyError> {
-        Ok(Self::features(&self.input_features)?
-            .into_iter()
-            .find(|(k, f)| f.kind == FeatureType::State && k == "observation.state")
-            .map(|(k, f)| (k, f.shape.iter().product())))
-    }
-    /// `(key, dim)` of the environment state input, if any.
-    pub fn env_feature(&self) -> Result<Option<(String, usize)>, PolicyError> {
-        Ok(Self::features(&self.input_features)?
-            .into_iter()
-            .find(|(_, f)| f.kind == FeatureType::Env)
-            .map(|(k, f)| (k, f.shape.iter().product())))
-    }
-    /// Action dimension.
-    pub fn action_dim(&self) -> Result<usize, PolicyError> {
-        Self::features(&self.output_features)?
-            .into_iter()
-            .find(|(k, _)| k == "action")
-            .map(|(_, f)| f.shape.iter().product())
-            .ok_or_else(|| PolicyError::Format("config has no `action` output feature".into()))
-    }
     /// The normalisation mode of a feature type.
     pub fn norm_mode(&self, t: &str) -> NormMode {
         self.normalization_mapping

@@ -6,6 +6,9 @@
 //!   (`config.json`, `model.safetensors`, `policy_preprocessor*.json/.safetensors`,
 //!   `policy_postprocessor*.json/.safetensors`); [`ActPolicy::predict_chunk`] is lerobot's
 //!   pre-processor → `predict_action_chunk` → post-processor.
+//! - [`SmolVlaPolicy`] ([`smolvla`]): LeRobot's SmolVLA vision-language-action policy, from a
+//!   lerobot checkpoint directory plus its backbone's configuration and tokenizer.
+//! - [`Policy`]: either, chosen by the checkpoint's `type`.
 //! - [`ensemble`]: ACT's temporal ensembling, as an option of the runner.
 //! - [`schedule`]: time-indexed action queue with async chunk requests, cross-fading and stale-chunk dropping.
 //!
@@ -17,8 +20,10 @@ pub mod act;
 #[allow(unsafe_code)]
 mod conv;
 pub mod ensemble;
+pub mod features;
 pub mod normalize;
 pub mod schedule;
+pub mod smolvla;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +32,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use act::{Act, ActConfig, ActInputs};
+pub use features::Io;
 pub use normalize::{NormMode, Normalizer};
+pub use smolvla::{SmolVla, SmolVlaConfig, SmolVlaPolicy};
 
 /// Errors of policy loading and inference.
 #[derive(Debug, thiserror::Error)]
@@ -232,5 +239,93 @@ impl ActPolicy {
         let actions = actions.to_dtype(DType::F32)?;
         let actions = self.post.apply("action", &actions, true)?;
         Ok(actions.to_device(&Device::Cpu)?)
+    }
+}
+
+/// A LeRobot checkpoint of any type this crate runs, chosen by its `config.json`'s `type`.
+pub enum Policy {
+    /// ACT.
+    Act(ActPolicy),
+    /// SmolVLA.
+    SmolVla(Box<SmolVlaPolicy>),
+}
+
+impl Policy {
+    /// Load a checkpoint directory (`type` `act` or `smolvla`).
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self, PolicyError> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| PolicyError::io(&cfg_path, e))?;
+        #[derive(serde::Deserialize)]
+        struct Kind {
+            #[serde(rename = "type", default)]
+            kind: String,
+        }
+        let k: Kind = serde_json::from_str(&text)
+            .map_err(|e| PolicyError::Format(format!("{}: {e}", cfg_path.display())))?;
+        match k.kind.as_str() {
+            "act" | "" => Ok(Self::Act(ActPolicy::load(dir, device, dtype)?)),
+            "smolvla" => Ok(Self::SmolVla(Box::new(SmolVlaPolicy::load(dir, device, dtype)?))),
+            t => Err(PolicyError::Unsupported(format!(
+                "policy type `{t}` (this build runs `act` and `smolvla`)"
+            ))),
+        }
+    }
+
+    /// `act` or `smolvla`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Act(_) => "act",
+            Self::SmolVla(_) => "smolvla",
+        }
+    }
+
+    /// Input and output features.
+    pub fn io(&self) -> &Io {
+        match self {
+            Self::Act(p) => &p.config().io,
+            Self::SmolVla(p) => &p.config().io,
+        }
+    }
+
+    /// Actions per chunk.
+    pub fn chunk_size(&self) -> usize {
+        match self {
+            Self::Act(p) => p.config().chunk_size,
+            Self::SmolVla(p) => p.config().chunk_size,
+        }
+    }
+
+    /// Actions executed per chunk.
+    pub fn n_action_steps(&self) -> usize {
+        match self {
+            Self::Act(p) => p.config().n_action_steps,
+            Self::SmolVla(p) => p.config().n_action_steps,
+        }
+    }
+
+    /// ACT's temporal-ensembling coefficient, if the checkpoint uses it.
+    pub fn temporal_ensemble_coeff(&self) -> Option<f64> {
+        match self {
+            Self::Act(p) => p.config().temporal_ensemble_coeff,
+            Self::SmolVla(_) => None,
+        }
+    }
+
+    /// Whether the policy takes a language instruction.
+    pub fn takes_task(&self) -> bool {
+        matches!(self, Self::SmolVla(_))
+    }
+
+    /// One un-normalised action chunk [1, chunk, A] (f32, CPU) from lerobot-named observation
+    /// tensors; `task` is the instruction of policies that take one (ignored by ACT).
+    pub fn predict_chunk(
+        &self,
+        obs: &HashMap<String, Tensor>,
+        task: Option<&str>,
+    ) -> Result<Tensor, PolicyError> {
+        match self {
+            Self::Act(p) => p.predict_chunk(obs),
+            Self::SmolVla(p) => p.predict_chunk(obs, task),
+        }
     }
 }

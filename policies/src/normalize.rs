@@ -151,6 +151,31 @@ impl Normalizer {
         self.stats.keys().any(|k| k.starts_with(&prefix))
     }
 
+    /// Fail when `key` is normalised (its type's mode is not IDENTITY) but has no statistics:
+    /// lerobot passes such a feature through unnormalised without a word (lerobot #4415).
+    pub fn require_stats(&self, key: &str) -> Result<(), PolicyError> {
+        let Some(kind) = self.features.get(key) else {
+            return Ok(());
+        };
+        let mode = self.norm_map.get(kind).copied().unwrap_or(NormMode::Identity);
+        if mode != NormMode::Identity && !self.has_stats(key) {
+            let mut have: Vec<&str> = self
+                .stats
+                .keys()
+                .filter_map(|k| k.rsplit_once('.').map(|(f, _)| f))
+                .collect();
+            have.sort_unstable();
+            have.dedup();
+            return Err(PolicyError::Format(format!(
+                "`{key}` is normalised ({mode:?}) but the processor has no statistics for it \
+                 (it has them for: {}); lerobot would pass it through unnormalised (lerobot \
+                 #4415): fix the statistics' keys in the processor's .safetensors file",
+                if have.is_empty() { "nothing".to_string() } else { have.join(", ") }
+            )));
+        }
+        Ok(())
+    }
+
     /// Normalise (`inverse = false`) or un-normalise one feature's tensor (batch first).
     pub fn apply(&self, key: &str, x: &Tensor, inverse: bool) -> Result<Tensor, PolicyError> {
         let Some(kind) = self.features.get(key) else {
