@@ -342,3 +342,125 @@ fn policy_server_serves_two_robots() {
     let probe = info.sessions.iter().find(|s| s.session == "probe").unwrap();
     assert!(probe.dropped >= 1 && probe.errors == 1, "{probe:?}");
 }
+
+/// A small SmolVLA that lerobot builds (random weights, statistics centred on [`POSE`]), with
+/// the dataset metadata of [`fixture`]; `None` without Python.
+fn smolvla_fixture() -> Option<&'static PathBuf> {
+    static F: OnceLock<Option<PathBuf>> = OnceLock::new();
+    F.get_or_init(|| {
+        let py = common::python_with("transformers", "transformers")?;
+        let dir = std::env::temp_dir().join(format!("reachy-smolvla-run-{}", std::process::id()));
+        let mean: Vec<String> = POSE.iter().map(|v| v.to_string()).collect();
+        let out = Command::new(&py)
+            .arg(common::repo_root().join("policies/tests/python/make_smolvla_fixture.py"))
+            .arg(&dir)
+            .args(["--cameras", "1", "--height", "48", "--width", "64"])
+            .args(["--state-dim", "8", "--action-dim", "8", "--chunk", "10"])
+            .arg(format!("--mean={}", mean.join(",")))
+            .args(["--std", "0.02", "--task", "pick up the red cube"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fixture: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(dir)
+    })
+    .as_ref()
+}
+
+#[test]
+fn smolvla_predicts_like_lerobot_and_runs_the_simulated_robot_with_a_task() {
+    let Some(dir) = smolvla_fixture() else {
+        return;
+    };
+    let Some((_, ds)) = fixture() else {
+        return;
+    };
+    let ckpt = dir.join("checkpoint");
+    let ckpt_s = ckpt.to_str().unwrap();
+    let expected =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()["action"]
+            .clone();
+    // `policy predict` with the observation's tokens and noise, then with --task instead of
+    // the tokens: lerobot's chunk both times
+    let obs =
+        candle_core::safetensors::load(dir.join("obs.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let no_tokens: std::collections::HashMap<String, candle_core::Tensor> = obs
+        .iter()
+        .filter(|(k, _)| !k.starts_with("observation.language."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let obs_task = dir.join("obs_no_tokens.safetensors");
+    candle_core::safetensors::save(&no_tokens, &obs_task).unwrap();
+    for (obs_file, task) in [
+        (dir.join("obs.safetensors"), None),
+        (obs_task.clone(), Some("pick up the red cube")),
+    ] {
+        let out = dir.join("chunk.safetensors");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reachy"));
+        cmd.args(["policy", "predict", "--checkpoint", ckpt_s, "--observation"])
+            .arg(&obs_file)
+            .arg("--out")
+            .arg(&out);
+        if let Some(t) = task {
+            cmd.args(["--task", t]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap()
+            ["action"]
+            .clone();
+        let d = (got - &expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d <= 1e-4, "task {task:?}: {d}");
+    }
+    // without a task: one clear error, before the robot starts
+    let o = Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args(["policy", "predict", "--checkpoint", ckpt_s, "--observation"])
+        .arg(&obs_task)
+        .args(["--out", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--task"));
+    let report = dir.join("no_task.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args(["policy", "run", "--checkpoint", ckpt_s, "--dataset"])
+        .arg(ds)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--task"));
+    // the async runner drives the simulated robot with it, the chunks near the pose
+    let r = run_policy(
+        &[
+            "--checkpoint",
+            ckpt_s,
+            "--dataset",
+            ds.to_str().unwrap(),
+            "--task",
+            "pick up the red cube",
+            "--episode-time",
+            "3",
+            "--margin-steps",
+            "6",
+        ],
+        &dir.join("smolvla.json"),
+    );
+    assert_eq!(r["mode"], "async");
+    check_episode(&r["episodes"][0], false);
+}

@@ -264,7 +264,9 @@ impl Policy {
             .map_err(|e| PolicyError::Format(format!("{}: {e}", cfg_path.display())))?;
         match k.kind.as_str() {
             "act" | "" => Ok(Self::Act(ActPolicy::load(dir, device, dtype)?)),
-            "smolvla" => Ok(Self::SmolVla(Box::new(SmolVlaPolicy::load(dir, device, dtype)?))),
+            "smolvla" => Ok(Self::SmolVla(Box::new(SmolVlaPolicy::load(
+                dir, device, dtype,
+            )?))),
             t => Err(PolicyError::Unsupported(format!(
                 "policy type `{t}` (this build runs `act` and `smolvla`)"
             ))),

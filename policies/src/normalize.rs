@@ -157,7 +157,11 @@ impl Normalizer {
         let Some(kind) = self.features.get(key) else {
             return Ok(());
         };
-        let mode = self.norm_map.get(kind).copied().unwrap_or(NormMode::Identity);
+        let mode = self
+            .norm_map
+            .get(kind)
+            .copied()
+            .unwrap_or(NormMode::Identity);
         if mode != NormMode::Identity && !self.has_stats(key) {
             let mut have: Vec<&str> = self
                 .stats
@@ -170,7 +174,11 @@ impl Normalizer {
                 "`{key}` is normalised ({mode:?}) but the processor has no statistics for it \
                  (it has them for: {}); lerobot would pass it through unnormalised (lerobot \
                  #4415): fix the statistics' keys in the processor's .safetensors file",
-                if have.is_empty() { "nothing".to_string() } else { have.join(", ") }
+                if have.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    have.join(", ")
+                }
             )));
         }
         Ok(())

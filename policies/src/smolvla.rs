@@ -292,10 +292,13 @@ impl VlmConfig {
     /// SmolVLM2-500M's known sizes when that is the backbone named.
     pub fn find(ckpt: &Path, vlm_model_name: &str) -> Result<Self, PolicyError> {
         for (i, dir) in backbone_dirs(ckpt, vlm_model_name).iter().enumerate() {
-            let path = dir.join(if i == 0 { "vlm_config.json" } else { "config.json" });
+            let path = dir.join(if i == 0 {
+                "vlm_config.json"
+            } else {
+                "config.json"
+            });
             if path.is_file() {
-                let text =
-                    std::fs::read_to_string(&path).map_err(|e| PolicyError::io(&path, e))?;
+                let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::io(&path, e))?;
                 return serde_json::from_str(&text)
                     .map_err(|e| PolicyError::Format(format!("{}: {e}", path.display())));
             }
@@ -367,7 +370,12 @@ fn attention(
 
 /// Additive mask from a boolean one: 0 where allowed, f32's minimum elsewhere (never −inf, so
 /// a fully masked row gives a uniform softmax, not NaN — as lerobot does).
-fn additive_mask(allowed: &[bool], rows: usize, cols: usize, dev: &Device) -> Result<Tensor, PolicyError> {
+fn additive_mask(
+    allowed: &[bool],
+    rows: usize,
+    cols: usize,
+    dev: &Device,
+) -> Result<Tensor, PolicyError> {
     let v: Vec<f32> = allowed
         .iter()
         .map(|&a| if a { 0.0 } else { f32::MIN })
@@ -377,7 +385,11 @@ fn additive_mask(allowed: &[bool], rows: usize, cols: usize, dev: &Device) -> Re
 
 /// RoPE tables as lerobot's `apply_rope` computes them in fp32: `cos`/`sin` [L, D/2] of
 /// `position / 10000^(2i/D)`.
-fn rope_tables(positions: &[f32], head_dim: usize, dev: &Device) -> Result<(Tensor, Tensor), PolicyError> {
+fn rope_tables(
+    positions: &[f32],
+    head_dim: usize,
+    dev: &Device,
+) -> Result<(Tensor, Tensor), PolicyError> {
     let half = head_dim / 2;
     let e = 2.0f32 / head_dim as f32;
     let timescale: Vec<f32> = (0..half).map(|i| 10_000f32.powf(e * i as f32)).collect();
@@ -468,11 +480,7 @@ impl Vision {
         let exact_gelu = match c.hidden_act.as_str() {
             "gelu_pytorch_tanh" => false,
             "gelu" => true,
-            a => {
-                return Err(PolicyError::Unsupported(format!(
-                    "vision activation `{a}`"
-                )))
-            }
+            a => return Err(PolicyError::Unsupported(format!("vision activation `{a}`"))),
         };
         Ok(Self {
             patch,
@@ -541,7 +549,9 @@ impl Vision {
         for l in &self.layers {
             let y = l.ln1.forward(&x)?;
             let split = |t: Tensor| -> Result<Tensor, PolicyError> {
-                Ok(t.reshape((b, n, heads, hd))?.transpose(1, 2)?.contiguous()?)
+                Ok(t.reshape((b, n, heads, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
             };
             let q = split(l.q.forward(&y)?)?;
             let k = split(l.k.forward(&y)?)?;
@@ -549,7 +559,11 @@ impl Vision {
             let a = attention(&q, &k, &v, None)?;
             x = (x + l.out.forward(&a)?)?;
             let y = l.fc1.forward(&l.ln2.forward(&x)?)?;
-            let y = if self.exact_gelu { y.gelu_erf()? } else { y.gelu()? };
+            let y = if self.exact_gelu {
+                y.gelu_erf()?
+            } else {
+                y.gelu()?
+            };
             x = (x + l.fc2.forward(&y)?)?;
         }
         let x = self.post_ln.forward(&x)?;
@@ -694,11 +708,7 @@ pub struct Stages {
 
 impl SmolVla {
     /// Build from a checkpoint's weights (`vb` at the file's root).
-    pub fn load(
-        cfg: SmolVlaConfig,
-        vlm: VlmConfig,
-        vb: VarBuilder,
-    ) -> Result<Self, PolicyError> {
+    pub fn load(cfg: SmolVlaConfig, vlm: VlmConfig, vb: VarBuilder) -> Result<Self, PolicyError> {
         if cfg.adapt_to_pi_aloha {
             return Err(PolicyError::Unsupported(
                 "adapt_to_pi_aloha (Aloha joint-space conversion)".into(),
@@ -759,7 +769,14 @@ impl SmolVla {
             .map(|i| {
                 let is_cross = cross && !(every > 0 && i as i64 % every == 0);
                 let kv_in = if is_cross { t.kv_heads() * hd } else { ew };
-                Decoder::load(&vwe.pp("lm_expert").pp("layers").pp(i), ew, eff, shape, kv_in, t)
+                Decoder::load(
+                    &vwe.pp("lm_expert").pp("layers").pp(i),
+                    ew,
+                    eff,
+                    shape,
+                    kv_in,
+                    t,
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         let expert_norm = vwe.pp("lm_expert").pp("norm").get(ew, "weight")?;
@@ -831,7 +848,11 @@ impl SmolVla {
         embs.push((self.embed.forward(&ids)? * scale)?);
         pad.extend_from_slice(lang_mask);
         blocks.extend(std::iter::repeat_n(false, tokens.len()));
-        embs.push(self.state_proj.forward(&state.to_dtype(self.dtype)?)?.unsqueeze(1)?);
+        embs.push(
+            self.state_proj
+                .forward(&state.to_dtype(self.dtype)?)?
+                .unsqueeze(1)?,
+        );
         pad.push(true);
         blocks.push(true);
         Ok((Tensor::cat(&embs, 1)?, pad, blocks))
@@ -904,7 +925,11 @@ impl SmolVla {
     fn time_embedding(&self, t: f32) -> Result<Tensor, PolicyError> {
         let half = self.expert_width / 2;
         let (lo, hi) = (self.cfg.min_period, self.cfg.max_period);
-        let step = if half > 1 { 1.0 / (half - 1) as f64 } else { 0.0 };
+        let step = if half > 1 {
+            1.0 / (half - 1) as f64
+        } else {
+            0.0
+        };
         // torch.linspace fills from both ends
         let fraction = |i: usize| {
             if i < half / 2 {
@@ -938,11 +963,12 @@ impl SmolVla {
         let (h, kvh, hd) = (tc.num_attention_heads, tc.kv_heads(), tc.head_dim());
         let a = self.action_in.forward(&x_t.to_dtype(self.dtype)?)?;
         let (b, c, ew) = a.dims3()?;
-        let te = self.time_embedding(t)?.unsqueeze(1)?.broadcast_as((b, c, ew))?;
+        let te = self
+            .time_embedding(t)?
+            .unsqueeze(1)?
+            .broadcast_as((b, c, ew))?;
         let at = Tensor::cat(&[&a, &te], 2)?;
-        let mut x = self
-            .time_out
-            .forward(&self.time_in.forward(&at)?.silu()?)?;
+        let mut x = self.time_out.forward(&self.time_in.forward(&at)?.silu()?)?;
         for (l, layer) in self.expert.iter().enumerate() {
             let y = layer.norm1(&x)?;
             let (k, v) = &prefix.kv[l];
@@ -991,7 +1017,9 @@ impl SmolVla {
             self_allowed.extend_from_slice(&prefix.pad);
             self_allowed.extend((0..chunk).map(|j| j <= i));
         }
-        let cross_allowed: Vec<bool> = (0..chunk).flat_map(|_| prefix.pad.iter().copied()).collect();
+        let cross_allowed: Vec<bool> = (0..chunk)
+            .flat_map(|_| prefix.pad.iter().copied())
+            .collect();
         let masks = (
             additive_mask(&self_allowed, chunk, lp + chunk, &self.device)?,
             additive_mask(&cross_allowed, chunk, lp, &self.device)?,
@@ -1139,7 +1167,11 @@ impl TaskTokenizer {
 
 /// Integer ids from an observation tensor (int64, uint32 or uint8), batch 1.
 pub(crate) fn ids_of(t: &Tensor, what: &str) -> Result<Vec<u32>, PolicyError> {
-    let t = if t.rank() == 2 { t.squeeze(0)? } else { t.clone() };
+    let t = if t.rank() == 2 {
+        t.squeeze(0)?
+    } else {
+        t.clone()
+    };
     if t.rank() != 1 {
         return Err(PolicyError::Input(format!(
             "`{what}` must be [1, L], got {:?}",
@@ -1231,7 +1263,11 @@ impl SmolVlaPolicy {
     /// language as `observation.language.tokens` / `.attention_mask` [1, L] (int64) or, without
     /// them, `task` tokenized with the checkpoint's tokenizer; an optional `noise`
     /// [1, chunk, max_action_dim] f32 fixes the sampler's start (random otherwise).
-    pub fn predict_chunk(&self, obs: &HashMap<String, Tensor>, task: Option<&str>) -> Result<Tensor, PolicyError> {
+    pub fn predict_chunk(
+        &self,
+        obs: &HashMap<String, Tensor>,
+        task: Option<&str>,
+    ) -> Result<Tensor, PolicyError> {
         Ok(self.predict_stages(obs, task)?.0)
     }
 
@@ -1244,7 +1280,11 @@ impl SmolVlaPolicy {
         let cfg = self.model.config();
         let cpu = Device::Cpu;
         let batch1 = |k: &str, t: &Tensor, rank: usize| -> Result<Tensor, PolicyError> {
-            let t = if t.rank() == rank - 1 { t.unsqueeze(0)? } else { t.clone() };
+            let t = if t.rank() == rank - 1 {
+                t.unsqueeze(0)?
+            } else {
+                t.clone()
+            };
             if t.rank() != rank || t.dim(0)? != 1 {
                 return Err(PolicyError::Input(format!(
                     "`{k}` has shape {:?}; expected a batch of one, rank {rank}",
@@ -1269,7 +1309,10 @@ impl SmolVlaPolicy {
                 images.push(((like.ones_like()? * -1.0)?, false));
                 continue;
             };
-            let t = self.pre.apply(&k, &batch1(&k, t, 4)?, false)?.to_device(&cpu)?;
+            let t = self
+                .pre
+                .apply(&k, &batch1(&k, t, 4)?, false)?
+                .to_device(&cpu)?;
             let (_, c, h, w) = t.dims4()?;
             if c != 3 {
                 return Err(PolicyError::Input(format!(
@@ -1288,14 +1331,15 @@ impl SmolVlaPolicy {
             images.push((img.to_device(&self.device)?, true));
         }
         // state, normalised and zero-padded
-        let (sk, sn) = cfg
-            .io
-            .state_feature()?
-            .ok_or_else(|| PolicyError::Format("SmolVLA needs an observation.state feature".into()))?;
+        let (sk, sn) = cfg.io.state_feature()?.ok_or_else(|| {
+            PolicyError::Format("SmolVLA needs an observation.state feature".into())
+        })?;
         let state = obs
             .get(&sk)
             .ok_or_else(|| PolicyError::Input(format!("missing `{sk}`")))?;
-        let state = self.pre.apply(&sk, &batch1(&sk, state, 2)?.to_device(&self.device)?, false)?;
+        let state = self
+            .pre
+            .apply(&sk, &batch1(&sk, state, 2)?.to_device(&self.device)?, false)?;
         if state.dim(1)? != sn || sn > cfg.max_state_dim {
             return Err(PolicyError::Input(format!(
                 "`{sk}` has {} values; the policy expects {sn}",
@@ -1334,7 +1378,10 @@ impl SmolVlaPolicy {
                     .encode(task)?
             }
         };
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.model.vlm.text_config.vocab_size) {
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.model.vlm.text_config.vocab_size)
+        {
             return Err(PolicyError::Input(format!(
                 "token id {bad} is outside the vocabulary ({})",
                 self.model.vlm.text_config.vocab_size

@@ -16,7 +16,12 @@ fn fixture(dir: &Path, args: &[&str]) -> Option<()> {
     let py = reachy_test_support::python_with("transformers", "transformers")?;
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_smolvla_fixture.py");
-    let status = Command::new(&py).arg(&script).arg(dir).args(args).status().unwrap();
+    let status = Command::new(&py)
+        .arg(&script)
+        .arg(dir)
+        .args(args)
+        .status()
+        .unwrap();
     assert!(status.success(), "fixture generation failed");
     Some(())
 }
@@ -43,7 +48,12 @@ fn load(dir: &Path) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
 }
 
 /// Compare every stage; returns the chunk's max abs difference.
-fn compare(name: &str, got: &(Tensor, Stages), exp: &HashMap<String, Tensor>, cams: &[&str]) -> f32 {
+fn compare(
+    name: &str,
+    got: &(Tensor, Stages),
+    exp: &HashMap<String, Tensor>,
+    cams: &[&str],
+) -> f32 {
     let (action, st) = got;
     for (i, cam) in cams.iter().enumerate() {
         let d = max_abs(&st.vision[i], &exp[&format!("vision.{cam}")]);
@@ -73,7 +83,18 @@ fn smolvla_chunk_matches_lerobot_stage_by_stage() {
     let b = root.join("tall_padded");
     fixture(
         &b,
-        &["--cameras", "1", "--height", "100", "--width", "36", "--pad-to", "max_length", "--seed", "5"],
+        &[
+            "--cameras",
+            "1",
+            "--height",
+            "100",
+            "--width",
+            "36",
+            "--pad-to",
+            "max_length",
+            "--seed",
+            "5",
+        ],
     )
     .unwrap();
     for (dir, cams) in [(&a, &["head", "left_wrist"][..]), (&b, &["head"][..])] {
@@ -95,7 +116,10 @@ fn smolvla_chunk_matches_lerobot_stage_by_stage() {
             .predict_chunk(&text_obs, Some(&task))
             .unwrap();
         let d = max_abs(&by_text, &exp["action"]);
-        assert!(d <= 1e-4, "{name}: --task tokenization gives a chunk {d} away");
+        assert!(
+            d <= 1e-4,
+            "{name}: --task tokenization gives a chunk {d} away"
+        );
     }
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -112,13 +136,22 @@ fn smolvla_position_id_option_and_bad_inputs() {
     // the exact position ids are a different (documented) computation: the chunk moves
     policy.model_mut().position_ids = PositionIds::Exact;
     let exact = policy.predict_chunk(&obs, None).unwrap();
-    assert!(max_abs(&exact, &exp["action"]) > 1e-3, "exact position ids changed nothing");
+    assert!(
+        max_abs(&exact, &exp["action"]) > 1e-3,
+        "exact position ids changed nothing"
+    );
     policy.model_mut().position_ids = PositionIds::Lerobot;
     // without tokens or a task: a clear error naming both
     let mut no_lang = obs.clone();
     no_lang.remove("observation.language.tokens");
-    let e = policy.predict_chunk(&no_lang, None).unwrap_err().to_string();
-    assert!(e.contains("--task") && e.contains("observation.language.tokens"), "{e}");
+    let e = policy
+        .predict_chunk(&no_lang, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--task") && e.contains("observation.language.tokens"),
+        "{e}"
+    );
     // a token id outside the vocabulary
     let mut bad = obs.clone();
     bad.insert(
@@ -133,8 +166,15 @@ fn smolvla_position_id_option_and_bad_inputs() {
     assert!(e.contains("vocabulary"), "{e}");
     // noise of the wrong shape, a missing camera
     let mut bad = obs.clone();
-    bad.insert("noise".into(), Tensor::zeros((1, 2, 3), DType::F32, &Device::Cpu).unwrap());
-    assert!(policy.predict_chunk(&bad, None).unwrap_err().to_string().contains("noise"));
+    bad.insert(
+        "noise".into(),
+        Tensor::zeros((1, 2, 3), DType::F32, &Device::Cpu).unwrap(),
+    );
+    assert!(policy
+        .predict_chunk(&bad, None)
+        .unwrap_err()
+        .to_string()
+        .contains("noise"));
     let mut bad = obs.clone();
     bad.remove("observation.images.head");
     let e = policy.predict_chunk(&bad, None).unwrap_err().to_string();
@@ -144,10 +184,18 @@ fn smolvla_position_id_option_and_bad_inputs() {
     let mut t = candle_core::safetensors::load(&stats, &Device::Cpu).unwrap();
     let renamed: HashMap<String, Tensor> = t
         .drain()
-        .map(|(k, v)| (k.replace("observation.state", "observation.state_renamed"), v))
+        .map(|(k, v)| {
+            (
+                k.replace("observation.state", "observation.state_renamed"),
+                v,
+            )
+        })
         .collect();
     candle_core::safetensors::save(&renamed, &stats).unwrap();
-    let e = SmolVlaPolicy::load(&ckpt, &Device::Cpu, DType::F32).err().unwrap().to_string();
+    let e = SmolVlaPolicy::load(&ckpt, &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("observation.state") && e.contains("4415"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

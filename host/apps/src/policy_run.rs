@@ -1,4 +1,4 @@
-//! Running a chunking policy (LeRobot ACT) on the robot through the daemon's API.
+//! Running a chunking policy (LeRobot ACT or SmolVLA) on the robot through the daemon's API.
 //!
 //! The runner maps the checkpoint's features onto the robot (`r_shoulder_pitch.pos` → joint
 //! `r_shoulder_pitch`, `observation.images.head` → camera `head_camera`), then at the policy's
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Tensor};
 use reachy_policies::schedule::{ChunkScheduler, ScheduleConfig, ScheduleStats};
-use reachy_policies::ActPolicy;
+use reachy_policies::Policy;
 use serde::Serialize;
 
 use reachy_api::client::RobotClient;
@@ -51,9 +51,9 @@ impl From<&schema::PolicyServerInfo> for PolicySpec {
     }
 }
 
-/// An ACT checkpoint loaded here, answering [`schema::PolicyRequest`]s.
+/// An ACT or SmolVLA checkpoint loaded here, answering [`schema::PolicyRequest`]s.
 pub struct LocalPolicy {
-    policy: ActPolicy,
+    policy: Policy,
     spec: PolicySpec,
     device: String,
 }
@@ -63,17 +63,17 @@ impl LocalPolicy {
     pub fn load(dir: &Path, device: &str, dtype: &str) -> anyhow::Result<Self> {
         let dev = reachy_policies::parse_device(device)?;
         let dt = reachy_policies::parse_dtype(dtype)?;
-        let policy = ActPolicy::load(dir, &dev, dt)
+        let policy = Policy::load(dir, &dev, dt)
             .with_context(|| format!("loading the checkpoint {}", dir.display()))?;
-        let cfg = policy.config();
+        let io = policy.io();
         let spec = PolicySpec {
-            state_dim: cfg.state_feature()?.map(|(_, n)| n).unwrap_or(0),
-            action_dim: cfg.action_dim()?,
-            images: cfg.image_shapes()?,
-            chunk_size: cfg.chunk_size,
-            n_action_steps: cfg.n_action_steps,
+            state_dim: io.state_feature()?.map(|(_, n)| n).unwrap_or(0),
+            action_dim: io.action_dim()?,
+            images: io.image_shapes()?,
+            chunk_size: policy.chunk_size(),
+            n_action_steps: policy.n_action_steps(),
         };
-        if cfg.env_feature()?.is_some() {
+        if io.env_feature()?.is_some() {
             bail!("the checkpoint takes an environment state, which a robot does not provide");
         }
         Ok(Self {
@@ -90,7 +90,12 @@ impl LocalPolicy {
 
     /// The checkpoint's temporal-ensembling coefficient, if it uses it.
     pub fn temporal_ensemble_coeff(&self) -> Option<f64> {
-        self.policy.config().temporal_ensemble_coeff
+        self.policy.temporal_ensemble_coeff()
+    }
+
+    /// Whether the policy takes a language instruction (`task` in requests).
+    pub fn takes_task(&self) -> bool {
+        self.policy.takes_task()
     }
 
     /// Device name.
@@ -144,7 +149,13 @@ impl LocalPolicy {
                 .unsqueeze(0)?;
             obs.insert(key.clone(), t);
         }
-        let actions = self.policy.predict_chunk(&obs)?;
+        if self.policy.takes_task() && req.task.is_none() {
+            bail!(
+                "this {} policy needs a task (the language instruction: --task TEXT)",
+                self.policy.kind()
+            );
+        }
+        let actions = self.policy.predict_chunk(&obs, req.task.as_deref())?;
         let mut chunk = actions.to_dtype(DType::F32)?.to_vec3::<f32>()?;
         chunk
             .pop()

@@ -1,4 +1,4 @@
-//! `reachy policy …`: learned policies (LeRobot ACT checkpoints) on candle.
+//! `reachy policy …`: learned policies (LeRobot ACT and SmolVLA checkpoints) on candle.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,15 +7,17 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Tensor};
 use clap::Subcommand;
-use reachy_policies::ActPolicy;
+use reachy_policies::Policy;
 
 /// `reachy policy …`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Predict one action chunk: lerobot's pre-processor → predict_action_chunk → post-processor.
     /// The observation file holds tensors named as in lerobot: `observation.state` [1,S] and
-    /// `observation.images.<cam>` [1,3,H,W] (float in [0,1]); the output holds `action`
-    /// [1, chunk, A] in robot units.
+    /// `observation.images.<cam>` [1,3,H,W] (float in [0,1]); for SmolVLA also the language,
+    /// `observation.language.tokens` and `.attention_mask` [1,L] int64 (or --task), and an
+    /// optional `noise` [1,chunk,max_action_dim] f32 (the sampler's start, random otherwise).
+    /// The output holds `action` [1, chunk, A] in robot units.
     Predict {
         /// Checkpoint directory as lerobot saves it (config.json, model.safetensors, processors).
         #[arg(long)]
@@ -32,6 +34,10 @@ pub enum PolicyCommand {
         /// f32, or f16 / bf16 on GPU.
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// The instruction, for policies that take one (SmolVLA), tokenized with the
+        /// checkpoint's tokenizer; the observation's own tokens take precedence.
+        #[arg(long)]
+        task: Option<String>,
     },
     /// Time chunk inference on a checkpoint: mean and p50 over --iters runs after one warm-up.
     Bench {
@@ -50,18 +56,23 @@ pub enum PolicyCommand {
         /// f32, f16, bf16.
         #[arg(long, default_value = "f32")]
         dtype: String,
-        /// Also time lerobot's PyTorch ACT on the same checkpoint and observation, with the same
-        /// number of threads, using this Python (which must have lerobot installed).
+        /// Also time lerobot's PyTorch policy on the same checkpoint and observation, with the
+        /// same number of threads, using this Python (which must have lerobot installed).
         #[arg(long, value_name = "PYTHON")]
         compare_lerobot: Option<PathBuf>,
+        /// The instruction, for policies that take one (SmolVLA), tokenized with the
+        /// checkpoint's tokenizer; the observation's own tokens take precedence.
+        #[arg(long)]
+        task: Option<String>,
     },
     /// Run a policy on the robot: a running daemon (--connect ENDPOINT), or the simulated robot
     /// started in this process (--backend sim, the default without --connect). The policy runs
     /// here (--checkpoint) or on a policy server (--server ENDPOINT). Async by default: the next
     /// chunk is computed while the current one executes.
     Run(Box<RunArgs>),
-    /// Serve a policy over zenoh to the runners of any number of robots (one session each):
-    /// observations in, timestamped action chunks out, on `reachy_policy/<name>/infer`.
+    /// Serve a policy (ACT or SmolVLA) over zenoh to the runners of any number of robots (one
+    /// session each): observations in (with the task, for SmolVLA), timestamped action chunks
+    /// out, on `reachy_policy/<name>/infer`.
     Serve {
         /// Checkpoint directory.
         #[arg(long)]
@@ -153,20 +164,20 @@ pub struct RunArgs {
 }
 
 /// lerobot timing script, embedded so the binary works from any directory.
-const LEROBOT_TIMER: &str = include_str!("../../../policies/tests/python/time_lerobot_act.py");
+const LEROBOT_TIMER: &str = include_str!("../../../policies/tests/python/time_lerobot_policy.py");
 
 fn load(
     checkpoint: &Path,
     observation: &Path,
     device: &str,
     dtype: &str,
-) -> anyhow::Result<(ActPolicy, HashMap<String, Tensor>)> {
+) -> anyhow::Result<(Policy, HashMap<String, Tensor>)> {
     let device = reachy_policies::parse_device(device)?;
     let dtype = reachy_policies::parse_dtype(dtype)?;
     if device.is_cpu() && dtype != DType::F32 {
         bail!("half precision is for GPUs; use --dtype f32 on the CPU");
     }
-    let policy = ActPolicy::load(checkpoint, &device, dtype)
+    let policy = Policy::load(checkpoint, &device, dtype)
         .with_context(|| format!("loading checkpoint {}", checkpoint.display()))?;
     let obs = candle_core::safetensors::load(observation, &candle_core::Device::Cpu)
         .map_err(|e| anyhow!("reading observation {}: {e}", observation.display()))?;
@@ -232,10 +243,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             out,
             device,
             dtype,
+            task,
         } => {
             let (policy, obs) = load(&checkpoint, &observation, &device, &dtype)?;
             let t0 = Instant::now();
-            let action = policy.predict_chunk(&obs)?;
+            let action = policy.predict_chunk(&obs, task.as_deref())?;
             tracing::info!(shape = ?action.dims(), ms = t0.elapsed().as_secs_f64() * 1e3, "action chunk");
             candle_core::safetensors::save(&HashMap::from([("action".to_string(), action)]), &out)
                 .map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
@@ -247,28 +259,40 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             device,
             dtype,
             compare_lerobot,
+            task,
         } => {
+            let t_load = Instant::now();
             let (policy, obs) = load(&checkpoint, &observation, &device, &dtype)?;
-            policy.predict_chunk(&obs)?;
+            let load_s = t_load.elapsed().as_secs_f64();
+            let task = task.as_deref();
+            policy.predict_chunk(&obs, task)?;
             let mut ms = Vec::with_capacity(iters);
             for _ in 0..iters.max(1) {
                 let t0 = Instant::now();
-                let a = policy.predict_chunk(&obs)?;
+                let a = policy.predict_chunk(&obs, task)?;
                 // force completion on asynchronous devices
                 let _ = a.flatten_all()?.to_vec1::<f32>()?;
                 ms.push(t0.elapsed().as_secs_f64() * 1e3);
             }
             let mean = ms.iter().sum::<f64>() / ms.len() as f64;
             ms.sort_by(|a, b| a.total_cmp(b));
-            let cfg = policy.config();
             let threads = candle_core::utils::get_num_threads();
             let mut report = serde_json::json!({
-                "device": device, "dtype": dtype, "iters": ms.len(),
+                "policy": policy.kind(), "device": device, "dtype": dtype, "iters": ms.len(),
                 "mean_ms": mean, "p50_ms": ms[ms.len() / 2],
-                "threads": threads,
-                "dim_model": cfg.dim_model, "backbone": cfg.vision_backbone,
-                "cameras": cfg.image_keys()?.len(), "chunk_size": cfg.chunk_size,
+                "threads": threads, "load_s": load_s, "peak_rss_mb": peak_rss_mb(),
+                "cameras": policy.io().image_keys()?.len(), "chunk_size": policy.chunk_size(),
             });
+            match &policy {
+                Policy::Act(p) => {
+                    report["dim_model"] = p.config().dim_model.into();
+                    report["backbone"] = p.config().vision_backbone.clone().into();
+                }
+                Policy::SmolVla(p) => {
+                    report["num_steps"] = p.config().num_steps.into();
+                    report["vlm_layers"] = p.config().num_vlm_layers.into();
+                }
+            }
             if let Some(py) = compare_lerobot {
                 let script = std::env::temp_dir()
                     .join(format!("reachy-time-lerobot-{}.py", std::process::id()));
@@ -279,6 +303,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                     .arg(&observation)
                     .arg(iters.max(1).to_string())
                     .arg(threads.to_string())
+                    .args(task)
                     .output()
                     .with_context(|| format!("running {}", py.display()))?;
                 let _ = std::fs::remove_file(&script);
@@ -296,12 +321,26 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 report["lerobot_mean_ms"] = theirs["lerobot_ms"].clone();
                 report["lerobot_p50_ms"] = theirs["lerobot_p50_ms"].clone();
                 report["torch"] = theirs["torch"].clone();
+                report["lerobot_load_s"] = theirs["lerobot_load_s"].clone();
+                report["lerobot_peak_rss_mb"] = theirs["lerobot_peak_rss_mb"].clone();
                 report["speedup_vs_lerobot"] = serde_json::json!(lr / mean);
             }
             println!("{report}");
         }
     }
     Ok(())
+}
+
+/// This process's peak resident memory (MB), from /proc (Linux; 0 elsewhere).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// `reachy policy run`.
@@ -361,6 +400,13 @@ fn run_policy(a: RunArgs) -> anyhow::Result<()> {
         }
         (Some(dir), None) => {
             let l = pr::LocalPolicy::load(dir, &a.device, &a.dtype)?;
+            if l.takes_task() && a.task.is_none() {
+                bail!(
+                    "{} takes a language instruction: give --task TEXT (e.g. --task \"pick up the \
+                     cube\")",
+                    dir.display()
+                );
+            }
             let spec = l.spec().clone();
             ensemble_coeff = l.temporal_ensemble_coeff();
             (pr::local_infer(l), spec)

@@ -5,6 +5,7 @@ directory that the policy's `vlm_model_name` names), run lerobot's pre-processor
 compares, stage by stage.
 
 usage: make_smolvla_fixture.py OUT_DIR [--seed S] [--height H] [--width W] [--cameras N]
+       [--mean V,V,… [--std S]] (MEAN_STD statistics centred on a robot pose)
        [--full-size]   (the real SmolVLM2-500M shapes with random weights: for benchmarks)
        [--time N]      (print lerobot's mean CPU time of N chunk predictions, ms, as JSON)
 
@@ -47,6 +48,8 @@ p.add_argument("--action-dim", type=int, default=7)
 p.add_argument("--full-size", action="store_true")
 p.add_argument("--pad-to", default="longest", help="the processor's pad_language_to")
 p.add_argument("--task", default="pick up the red cube and put it in the box")
+p.add_argument("--mean", help="comma-separated mean of observation.state and action (robot units)")
+p.add_argument("--std", type=float, default=0.02, help="std of state and action with --mean")
 p.add_argument("--time", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
 a = p.parse_args()
@@ -147,6 +150,12 @@ def stats(dim):
 
 
 ds_stats = {"observation.state": stats(a.state_dim), "action": stats(a.action_dim)}
+if a.mean:  # a checkpoint for running on the robot: its actions sit near this pose
+    mean = torch.tensor([float(v) for v in a.mean.split(",")])
+    assert mean.numel() == a.state_dim == a.action_dim, "--mean needs state dim == action dim"
+    for k in ("observation.state", "action"):
+        ds_stats[k]["mean"] = mean.clone()
+        ds_stats[k]["std"] = torch.full_like(mean, a.std)
 pre, post = make_smolvla_pre_post_processors(cfg, dataset_stats=ds_stats)
 policy.save_pretrained(ckpt)
 pre.save_pretrained(ckpt)
