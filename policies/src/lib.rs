@@ -245,7 +245,7 @@ impl ActPolicy {
 /// A LeRobot checkpoint of any type this crate runs, chosen by its `config.json`'s `type`.
 pub enum Policy {
     /// ACT.
-    Act(ActPolicy),
+    Act(Box<ActPolicy>),
     /// SmolVLA.
     SmolVla(Box<SmolVlaPolicy>),
 }
@@ -263,7 +263,7 @@ impl Policy {
         let k: Kind = serde_json::from_str(&text)
             .map_err(|e| PolicyError::Format(format!("{}: {e}", cfg_path.display())))?;
         match k.kind.as_str() {
-            "act" | "" => Ok(Self::Act(ActPolicy::load(dir, device, dtype)?)),
+            "act" | "" => Ok(Self::Act(Box::new(ActPolicy::load(dir, device, dtype)?))),
             "smolvla" => Ok(Self::SmolVla(Box::new(SmolVlaPolicy::load(
                 dir, device, dtype,
             )?))),

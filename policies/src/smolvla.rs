@@ -570,7 +570,7 @@ impl Vision {
         // the connector's pixel shuffle, step by step as transformers writes it
         let sf = self.scale_factor;
         let side = (n as f64).sqrt() as usize;
-        if side * side != n || side % sf != 0 {
+        if side * side != n || !side.is_multiple_of(sf) {
             return Err(PolicyError::Input(format!(
                 "{nh}×{nw} patches cannot be pixel-shuffled by {sf}: images must be square \
                  multiples of {} px",
@@ -1295,13 +1295,15 @@ impl SmolVlaPolicy {
         };
         // images, resized and padded, in [-1, 1]
         let mut images = Vec::new();
-        let mut missing = 0;
         for (k, _) in cfg.io.image_shapes()? {
             let Some(t) = obs.get(&k) else {
+                let missing = images
+                    .iter()
+                    .filter(|(_, real): &&(Tensor, bool)| !real)
+                    .count();
                 if missing >= cfg.empty_cameras {
                     return Err(PolicyError::Input(format!("missing `{k}`")));
                 }
-                missing += 1;
                 let like: &Tensor = images
                     .first()
                     .map(|(t, _): &(Tensor, bool)| t)

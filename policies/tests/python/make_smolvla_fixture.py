@@ -70,7 +70,7 @@ def make_backbone(d: Path):
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     corpus = ["pick up the red cube and put it in the box", "open the drawer", "wave hello",
               "place the green block on the plate", "hand me the cup\n"] * 10
-    vocab = 49280 if a.full_size else 300
+    vocab = 300
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIAL,
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(
@@ -85,7 +85,7 @@ def make_backbone(d: Path):
             vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                num_attention_heads=12, patch_size=16, image_size=512),
             text_config=dict(model_type="llama", hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
-                             num_attention_heads=15, num_key_value_heads=5, head_dim=64, vocab_size=len(fast),
+                             num_attention_heads=15, num_key_value_heads=5, head_dim=64, vocab_size=49280,
                              rms_norm_eps=1e-5, rope_theta=100000.0, max_position_embeddings=8192),
             scale_factor=4, image_token_id=fast.convert_tokens_to_ids("<image>"),
         )
