@@ -2,15 +2,19 @@
 //! weights (its SmolVLM backbone configured in the fixture, as no weights can be downloaded),
 //! runs its pre-processor → `predict_action_chunk(batch, noise)` → post-processor, and this
 //! crate must agree stage by stage — vision features, prefix embeddings, the first denoise
-//! step's velocity, the un-normalised chunk (≤ 1e-4).
+//! step's velocity, the un-normalised chunk (≤ 1e-4) — and the full-size configuration's
+//! weight names and shapes against lerobot's own module tree.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
-use reachy_policies::smolvla::{PositionIds, Stages};
-use reachy_policies::{Policy, SmolVlaPolicy};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use reachy_policies::smolvla::{PositionIds, Stages, VlmConfig, SMOLVLM2_500M};
+use reachy_policies::{Policy, SmolVla, SmolVlaConfig, SmolVlaPolicy};
 
 fn fixture(dir: &Path, args: &[&str]) -> Option<()> {
     let py = reachy_test_support::python_with("transformers", "transformers")?;
@@ -197,5 +201,87 @@ fn smolvla_position_id_option_and_bad_inputs() {
         .unwrap()
         .to_string();
     assert!(e.contains("observation.state") && e.contains("4415"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A weight source that records every tensor the loader asks for (name and shape) and hands
+/// back zeros: the loader's contract without the weights.
+struct Recorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+
+impl SimpleBackend for Recorder {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((name.into(), s.dims().to_vec()));
+        Tensor::zeros(s, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("the loader asked for `{name}` without a shape")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+#[test]
+fn smolvla_full_size_weights_are_named_and_shaped_as_lerobots() {
+    let dir = std::env::temp_dir().join(format!("reachy-smolvla-contract-{}", std::process::id()));
+    // lerobot builds the full-size SmolVLA (SmolVLM2-500M's shapes, 16 VLM layers) on the meta
+    // device and lists its state dict; its config.json names the hub backbone as real ones do
+    if fixture(&dir, &["--contract", "--cameras", "1"]).is_none() {
+        return;
+    }
+    let ckpt = dir.join("checkpoint");
+    let cfg: SmolVlaConfig =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg.vlm_model_name, SMOLVLM2_500M);
+    // no backbone files beside it: the known SmolVLM2-500M sizes
+    let vlm = VlmConfig::find(&ckpt, &cfg.vlm_model_name).unwrap();
+    assert_eq!(vlm.text_config.hidden_size, 960);
+    let theirs: BTreeMap<String, Vec<usize>> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("names.json")).unwrap()).unwrap();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let vb = VarBuilder::from_backend(Box::new(Recorder(asked.clone())), DType::F32, Device::Cpu);
+    let model = SmolVla::load(cfg, vlm, vb).unwrap();
+    assert_eq!(model.config().chunk_size, 50);
+    let asked = asked.lock().unwrap();
+    let mut values = 0;
+    for (name, shape) in asked.iter() {
+        match theirs.get(name) {
+            Some(s) => assert_eq!(s, shape, "{name}: lerobot's shape {s:?}, ours {shape:?}"),
+            None => panic!("the loader asks for `{name}` {shape:?}, which lerobot does not have"),
+        }
+        values += shape.iter().product::<usize>();
+    }
+    // everything else lerobot holds is what inference never reads: the LM head (next-token
+    // logits) and the text model's final norm (the prefix only fills the KV cache)
+    let unused: Vec<&str> = theirs
+        .keys()
+        .filter(|k| !asked.iter().any(|(n, _)| n == *k))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        unused,
+        [
+            "model.vlm_with_expert.vlm.lm_head.weight",
+            "model.vlm_with_expert.vlm.model.text_model.norm.weight"
+        ],
+        "lerobot tensors the loader leaves out"
+    );
+    eprintln!(
+        "contract: {} tensors, {:.1} M values loaded",
+        asked.len(),
+        values as f64 / 1e6
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,8 @@ usage: make_smolvla_fixture.py OUT_DIR [--seed S] [--height H] [--width W] [--ca
        [--mean V,V,… [--std S]] (MEAN_STD statistics centred on a robot pose)
        [--full-size]   (the real SmolVLM2-500M shapes with random weights: for benchmarks)
        [--time N]      (print lerobot's mean CPU time of N chunk predictions, ms, as JSON)
+       [--contract]    (full size, no weights: OUT_DIR/checkpoint/config.json naming SmolVLM2-500M
+                        and OUT_DIR/names.json, every tensor of lerobot's state dict and its shape)
 
 OUT_DIR/backbone/     the SmolVLM backbone's config.json, tokenizer.json, processor files
 OUT_DIR/checkpoint/   config.json, model.safetensors, policy_{pre,post}processor*.json/.safetensors
@@ -46,6 +48,7 @@ p.add_argument("--steps", type=int, default=10)
 p.add_argument("--state-dim", type=int, default=7)
 p.add_argument("--action-dim", type=int, default=7)
 p.add_argument("--full-size", action="store_true")
+p.add_argument("--contract", action="store_true")
 p.add_argument("--pad-to", default="longest", help="the processor's pad_language_to")
 p.add_argument("--task", default="pick up the red cube and put it in the box")
 p.add_argument("--mean", help="comma-separated mean of observation.state and action (robot units)")
@@ -53,6 +56,7 @@ p.add_argument("--std", type=float, default=0.02, help="std of state and action 
 p.add_argument("--time", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
 a = p.parse_args()
+a.full_size = a.full_size or a.contract
 out = Path(a.out)
 torch.manual_seed(a.seed)
 
@@ -131,6 +135,19 @@ cfg = SmolVLAConfig(
     pad_language_to=a.pad_to,
     tokenizer_max_length=48,
 )
+if a.contract:
+    # the module tree and its shapes only (meta tensors: no memory, no weights)
+    with torch.device("meta"):
+        policy = SmolVLAPolicy(cfg)
+    policy.config._save_pretrained(ckpt)
+    c = json.loads((ckpt / "config.json").read_text())
+    c["vlm_model_name"] = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"  # as real checkpoints say
+    (ckpt / "config.json").write_text(json.dumps(c, indent=2))
+    names = {k: list(v.shape) for k, v in policy.state_dict().items()}
+    (out / "names.json").write_text(json.dumps(names, indent=1))
+    print(f"make_smolvla_fixture: {len(names)} tensors, "
+          f"{sum(torch.Size(s).numel() for s in names.values()) / 1e6:.1f} M values", file=sys.stderr)
+    sys.exit(0)
 policy = SmolVLAPolicy(cfg)
 # random weights everywhere (the constructors leave norms at 1 and some biases at 0)
 with torch.no_grad():
