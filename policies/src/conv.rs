@@ -6,6 +6,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use crate::linear::SendPtr;
+
 /// Convolution geometry and parameters.
 pub(crate) struct ConvOp {
     pub w: Vec<f32>, // (cout, cin, k, k) row-major
@@ -200,18 +202,6 @@ fn nchw_f32<'a>(
         candle_core::bail!("{op}: input must be contiguous")
     };
     Ok((&data[o1..o2], dims))
-}
-
-/// A raw output pointer shared by tiles that write disjoint regions.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for tiles that write disjoint parts of one buffer (see `cpu_fwd`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 thread_local! {

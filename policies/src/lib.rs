@@ -21,6 +21,9 @@ pub mod act;
 mod conv;
 pub mod ensemble;
 pub mod features;
+// the CPU linear kernel: SIMD intrinsics over raw pointers into packed weights
+#[allow(unsafe_code)]
+pub mod linear;
 pub mod normalize;
 pub mod schedule;
 pub mod smolvla;

@@ -21,10 +21,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 use crate::features::Io;
+use crate::linear::FastLinear as Linear;
 use crate::normalize::Normalizer;
 use crate::PolicyError;
 
@@ -327,7 +328,7 @@ fn linear_sized(
     } else {
         None
     };
-    Ok(Linear::new(w, b))
+    Ok(Linear::new(w, b)?)
 }
 
 fn layer_norm(vb: &VarBuilder, name: &str, dim: usize, eps: f64) -> Result<LayerNorm, PolicyError> {
@@ -354,9 +355,25 @@ fn attention(
     let lk = k.dim(2)?;
     let g = h / kvh;
     let dtype = v.dtype();
+    let scale = (d as f64).powf(-0.5);
+    if q.device().is_cpu() && dtype == DType::F32 && q.dtype() == DType::F32 {
+        let flat = |t: &Tensor| t.contiguous()?.flatten_all()?.to_vec1::<f32>();
+        let m = mask.map(|m| flat(&m.broadcast_as((lq, lk))?)).transpose()?;
+        if let Some(o) = crate::linear::attention(
+            &flat(q)?,
+            &flat(k)?,
+            &flat(v)?,
+            m.as_deref(),
+            (b, h, kvh),
+            (lq, lk, d),
+            scale as f32,
+        ) {
+            return Ok(Tensor::from_vec(o, (b, lq, h * d), q.device())?);
+        }
+    }
     let q = q.to_dtype(DType::F32)?.reshape((b, kvh, g * lq, d))?;
     let kt = k.to_dtype(DType::F32)?.transpose(2, 3)?.contiguous()?;
-    let s = (q.matmul(&kt)? * (d as f64).powf(-0.5))?.reshape((b, h, lq, lk))?;
+    let s = (q.matmul(&kt)? * scale)?.reshape((b, h, lq, lk))?;
     let s = match mask {
         Some(m) => s.broadcast_add(m)?,
         None => s,
@@ -448,7 +465,7 @@ impl Vision {
         let pw = pe
             .get((w, 3, c.patch_size, c.patch_size), "weight")?
             .reshape((w, 3 * c.patch_size * c.patch_size))?;
-        let patch = Linear::new(pw, Some(pe.get(w, "bias")?));
+        let patch = Linear::new(pw, Some(pe.get(w, "bias")?))?;
         let per_side = c.image_size / c.patch_size;
         let pos = vm
             .pp("embeddings")
@@ -562,7 +579,7 @@ impl Vision {
             let y = if self.exact_gelu {
                 y.gelu_erf()?
             } else {
-                y.gelu()?
+                crate::linear::gelu_tanh(&y)?
             };
             x = (x + l.fc2.forward(&y)?)?;
         }

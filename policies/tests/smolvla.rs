@@ -206,7 +206,10 @@ fn smolvla_position_id_option_and_bad_inputs() {
 
 /// A weight source that records every tensor the loader asks for (name and shape) and hands
 /// back zeros: the loader's contract without the weights.
-struct Recorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+struct Recorder(Arc<Mutex<Asked>>);
+
+/// Tensor names and shapes, in the order asked.
+type Asked = Vec<(String, Vec<usize>)>;
 
 impl SimpleBackend for Recorder {
     fn get(

@@ -1,0 +1,519 @@
+//! A CPU linear layer for f32: `y = x Wᵀ + b` with the weights packed once, at load time, into
+//! column panels, and a register-blocked FMA kernel chosen at run time — AVX-512 (12 rows × 32
+//! columns, 24 accumulators) or AVX2 + FMA (6 × 16, 12 accumulators). The rows of `x` are read
+//! in place (broadcast from memory), the product is accumulated over blocks of `KC` of the inner
+//! dimension with each panel's block in L1, and the panels are shared out among the threads.
+//! Without either instruction set, on other devices and in other dtypes it is candle's `Linear`.
+//!
+//! `REACHY_CPU_KERNEL=avx2` restricts the kernel to AVX2 on an AVX-512 machine (to measure the
+//! AVX2 path there), `=off` leaves every product to candle.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
+use candle_nn::Linear;
+
+/// Inner-dimension block: one panel's block (`KC × 32` floats, 32 KiB) stays in L1.
+const KC: usize = 256;
+
+/// The kernel's instruction set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// 12 × 32 with zmm registers.
+    Avx512,
+    /// 6 × 16 with ymm registers and FMA.
+    Avx2,
+}
+
+impl Isa {
+    /// What this CPU runs (and `REACHY_CPU_KERNEL` allows); `None`: candle's kernels.
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let allow = std::env::var("REACHY_CPU_KERNEL").unwrap_or_default();
+            if allow == "off" {
+                return None;
+            }
+            if allow != "avx2" && std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Self::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(Self::Avx2);
+            }
+        }
+        None
+    }
+
+    fn nr(self) -> usize {
+        match self {
+            Self::Avx512 => 32,
+            Self::Avx2 => 16,
+        }
+    }
+
+    fn mr(self) -> usize {
+        match self {
+            Self::Avx512 => 12,
+            Self::Avx2 => 6,
+        }
+    }
+}
+
+/// 64-byte aligned storage for the packed panels.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// The weights of one layer, packed for [`Isa`]'s kernel: panel `p` holds columns `p·NR … p·NR+NR−1` of `Wᵀ` as
+/// `K` rows of `NR` floats (zero beyond `N`).
+pub struct Packed {
+    lines: Vec<Line>,
+    bias: Option<Vec<f32>>,
+    k: usize,
+    n: usize,
+    isa: Isa,
+}
+
+impl Packed {
+    fn new(w: &[f32], bias: Option<Vec<f32>>, n: usize, k: usize, isa: Isa) -> Self {
+        let nr = isa.nr();
+        let panels = n.div_ceil(nr);
+        let mut flat = vec![0f32; panels * k * nr];
+        for p in 0..panels {
+            for j in 0..nr.min(n - p * nr) {
+                let row = &w[(p * nr + j) * k..][..k];
+                for (kk, v) in row.iter().enumerate() {
+                    flat[(p * k + kk) * nr + j] = *v;
+                }
+            }
+        }
+        let lines = flat
+            .chunks(16)
+            .map(|c| {
+                let mut l = Line([0.0; 16]);
+                l.0[..c.len()].copy_from_slice(c);
+                l
+            })
+            .collect();
+        Self {
+            lines,
+            bias,
+            k,
+            n,
+            isa,
+        }
+    }
+
+    fn panel(&self, p: usize) -> *const f32 {
+        let nr = self.isa.nr();
+        // SAFETY: lines are `panels · k · nr` floats laid out contiguously (repr C, no padding
+        // as 16 floats are 64 bytes); `p < panels` so the offset is in bounds.
+        unsafe { (self.lines.as_ptr() as *const f32).add(p * self.k * nr) }
+    }
+
+    /// `out[m, n] = bias + x[m, k] · Wᵀ` (row-major, `out` filled here), the panels shared
+    /// out among the threads.
+    fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_on(x, m, out, true)
+    }
+
+    fn matmul_on(&self, x: &[f32], m: usize, out: &mut [f32], parallel: bool) {
+        let (k, n, nr, mr) = (self.k, self.n, self.isa.nr(), self.isa.mr());
+        assert!(x.len() >= m * k && out.len() >= m * n);
+        match &self.bias {
+            Some(b) => out.chunks_mut(n).for_each(|r| r.copy_from_slice(b)),
+            None => out.fill(0.0),
+        }
+        let panels = n.div_ceil(nr);
+        let dst = SendPtr(out.as_mut_ptr());
+        let run = |p: usize| {
+            let cols = nr.min(n - p * nr);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                // SAFETY: panel p's block k0..k0+kc is in bounds of the packed lines
+                let b = unsafe { self.panel(p).add(k0 * nr) };
+                for i0 in (0..m).step_by(mr) {
+                    let rows = mr.min(m - i0);
+                    // SAFETY: rows i0..i0+rows of x have k floats from column k0 on; the
+                    // kernel writes rows i0..i0+rows, columns p·nr..p·nr+cols of out, which
+                    // no other panel touches; the ISA was detected at run time.
+                    unsafe {
+                        let a = x.as_ptr().add(i0 * k + k0);
+                        let c = dst.get().add(i0 * n + p * nr);
+                        kernel(self.isa, rows, a, k, b, kc, c, n, cols);
+                    }
+                }
+            }
+        };
+        let threads = candle_core::utils::get_num_threads();
+        if parallel && threads > 1 && panels > 1 && m * n * k >= 1 << 16 {
+            use rayon::prelude::*;
+            (0..panels).into_par_iter().for_each(run);
+        } else {
+            (0..panels).for_each(run);
+        }
+    }
+}
+
+/// One block: `c[rows, cols] += a[rows, kc] · b[kc, NR]` (`a` with row stride `lda`, `c` with
+/// `ldc`, `b` packed).
+///
+/// # Safety
+/// The pointers must cover those ranges, and the ISA must be supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    isa: Isa,
+    rows: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! by_rows {
+            ($f:ident, $($r:literal)*) => {
+                match rows {
+                    $($r => x86::$f::<$r>(a, lda, b, kc, c, ldc, cols),)*
+                    _ => unreachable!("rows ≤ MR"),
+                }
+            };
+        }
+        match isa {
+            Isa::Avx512 => by_rows!(avx512, 1 2 3 4 5 6 7 8 9 10 11 12),
+            Isa::Avx2 => by_rows!(avx2, 1 2 3 4 5 6),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, rows, a, lda, b, kc, c, ldc, cols);
+        unreachable!("no SIMD kernel on this architecture");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `MR × 32` block with AVX-512.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512<const MR: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut bp = b;
+        for kk in 0..kc {
+            let b0 = _mm512_load_ps(bp);
+            let b1 = _mm512_load_ps(bp.add(16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i * lda + kk));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+            bp = bp.add(32);
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let cp = c.add(i * ldc);
+            if cols == 32 {
+                _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
+                _mm512_storeu_ps(
+                    cp.add(16),
+                    _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]),
+                );
+            } else {
+                let mut t = [0f32; 32];
+                _mm512_storeu_ps(t.as_mut_ptr(), row[0]);
+                _mm512_storeu_ps(t.as_mut_ptr().add(16), row[1]);
+                for (j, v) in t.iter().take(cols).enumerate() {
+                    *cp.add(j) += v;
+                }
+            }
+        }
+    }
+
+    /// `MR × 16` block with AVX2 + FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<const MR: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut bp = b;
+        for kk in 0..kc {
+            let b0 = _mm256_load_ps(bp);
+            let b1 = _mm256_load_ps(bp.add(8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(i * lda + kk));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+            bp = bp.add(16);
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let cp = c.add(i * ldc);
+            if cols == 16 {
+                _mm256_storeu_ps(cp, _mm256_add_ps(_mm256_loadu_ps(cp), row[0]));
+                _mm256_storeu_ps(cp.add(8), _mm256_add_ps(_mm256_loadu_ps(cp.add(8)), row[1]));
+            } else {
+                let mut t = [0f32; 16];
+                _mm256_storeu_ps(t.as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(t.as_mut_ptr().add(8), row[1]);
+                for (j, v) in t.iter().take(cols).enumerate() {
+                    *cp.add(j) += v;
+                }
+            }
+        }
+    }
+}
+
+/// GELU with the tanh approximation (`gelu_pytorch_tanh`), the formula candle uses, computed
+/// on the threads for f32 on the CPU; candle's own op elsewhere.
+pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        return x.gelu();
+    }
+    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+    let f = |c: &mut [f32]| {
+        const A: f32 = 0.797_884_6; // √(2/π)
+        for x in c.iter_mut() {
+            let u = *x;
+            *x = 0.5 * u * (1.0 + f32::tanh(A * u * (1.0 + 0.044715 * u * u)));
+        }
+    };
+    if candle_core::utils::get_num_threads() > 1 && v.len() >= 1 << 14 {
+        use rayon::prelude::*;
+        v.par_chunks_mut(1 << 13).for_each(f);
+    } else {
+        f(&mut v);
+    }
+    Tensor::from_vec(v, x.shape(), x.device())
+}
+
+/// Scaled dot-product attention on the CPU in f32, head by head on the threads, each head's
+/// scores kept in cache: `q` [B, H, Lq, D], `k`/`v` [B, KVH, Lk, D] (query head h reads KV head
+/// h / (H / KVH)), `softmax(q kᵀ · scale + mask) v` with `mask` [Lq, Lk] additive; returns
+/// [B, Lq, H·D] (heads merged). `None` where the kernel does not apply (no SIMD kernel).
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<&[f32]>,
+    (b, h, kvh): (usize, usize, usize),
+    (lq, lk, d): (usize, usize, usize),
+    scale: f32,
+) -> Option<Vec<f32>> {
+    let isa = Isa::detect()?;
+    let g = h / kvh;
+    let mut out = vec![0f32; b * lq * h * d];
+    let dst = SendPtr(out.as_mut_ptr());
+    let head = |job: usize| {
+        let (bi, hi) = (job / h, job % h);
+        let kv = bi * kvh + hi / g;
+        let qh = &q[(bi * h + hi) * lq * d..][..lq * d];
+        let kh = &k[kv * lk * d..][..lk * d];
+        let vh = &v[kv * lk * d..][..lk * d];
+        // scores [Lq, Lk] = qh · khᵀ: kh is already "weights" [Lk, D]
+        let mut s = vec![0f32; lq * lk];
+        Packed::new(kh, None, lk, d, isa).matmul_on(qh, lq, &mut s, false);
+        for (i, row) in s.chunks_mut(lk).enumerate() {
+            let mut max = f32::NEG_INFINITY;
+            for (j, x) in row.iter_mut().enumerate() {
+                *x *= scale;
+                if let Some(m) = mask {
+                    *x += m[i * lk + j];
+                }
+                max = max.max(*x);
+            }
+            let mut sum = 0f32;
+            for x in row.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+        // out_h [Lq, D] = p · vh: vhᵀ [D, Lk] as the weights
+        let mut vt = vec![0f32; d * lk];
+        for (j, row) in vh.chunks(d).enumerate() {
+            for (c, x) in row.iter().enumerate() {
+                vt[c * lk + j] = *x;
+            }
+        }
+        let mut oh = vec![0f32; lq * d];
+        Packed::new(&vt, None, d, lk, isa).matmul_on(&s, lq, &mut oh, false);
+        for (i, row) in oh.chunks(d).enumerate() {
+            // SAFETY: head hi of batch bi owns columns hi·d..hi·d+d of rows bi·lq..bi·lq+lq
+            // of out; no other job writes them.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    row.as_ptr(),
+                    dst.get().add((bi * lq + i) * h * d + hi * d),
+                    d,
+                );
+            }
+        }
+    };
+    if candle_core::utils::get_num_threads() > 1 && b * h > 1 {
+        use rayon::prelude::*;
+        (0..b * h).into_par_iter().for_each(head);
+    } else {
+        (0..b * h).for_each(head);
+    }
+    Some(out)
+}
+
+/// A raw output pointer shared by threads that write disjoint parts of one buffer (the panels
+/// of `Packed::matmul`, the heads of `attention`, the tiles of the convolution).
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: only used by jobs writing disjoint parts of one buffer (see its users).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+impl CustomOp1 for Packed {
+    fn name(&self) -> &'static str {
+        "reachy-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("reachy-linear: f32 only")
+        };
+        let Some((o1, o2)) = layout.contiguous_offsets() else {
+            candle_core::bail!("reachy-linear: input must be contiguous")
+        };
+        let dims = layout.shape().dims();
+        if dims.last() != Some(&self.k) {
+            candle_core::bail!("reachy-linear: input {dims:?}, expected [.., {}]", self.k)
+        }
+        let m = (o2 - o1) / self.k;
+        let mut out = vec![0f32; m * self.n];
+        self.matmul(&data[o1..o2], m, &mut out);
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("at least one dim") = self.n;
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+}
+
+/// `y = x Wᵀ + b`: the packed CPU kernel where it applies, candle's `Linear` elsewhere.
+#[derive(Clone)]
+pub enum FastLinear {
+    /// f32 weights on the CPU, packed for this CPU's kernel (the originals are dropped).
+    Packed(Arc<Packed>),
+    /// Any other device or dtype.
+    Candle(Linear),
+}
+
+impl FastLinear {
+    /// Pack `w` [out, in] (and `b` [out]) for the CPU kernel when they are f32 on the CPU and
+    /// this CPU has one.
+    pub fn new(w: Tensor, b: Option<Tensor>) -> candle_core::Result<Self> {
+        match Isa::detect() {
+            Some(isa) if w.device().is_cpu() && w.dtype() == DType::F32 => {
+                let (n, k) = w.dims2()?;
+                let flat = w.flatten_all()?.to_vec1::<f32>()?;
+                let bias = b.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+                Ok(Self::Packed(Arc::new(Packed::new(&flat, bias, n, k, isa))))
+            }
+            _ => Ok(Self::Candle(Linear::new(w, b))),
+        }
+    }
+}
+
+impl Module for FastLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Packed(p) => x.contiguous()?.apply_op1_no_bwd(p.as_ref()),
+            Self::Candle(l) => l.forward(x),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn check(isa: Isa, m: usize, k: usize, n: usize, bias: bool) {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, m, k), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
+        let b = bias.then(|| Tensor::randn(0f32, 1., n, &dev).unwrap());
+        let want = Linear::new(w.clone(), b.clone()).forward(&x).unwrap();
+        let flat = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bias = b.map(|b| b.to_vec1::<f32>().unwrap());
+        let p = Packed::new(&flat, bias, n, k, isa);
+        let got = x.apply_op1_no_bwd(&p).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let (got, want) = (
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        let d = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // sums of k products of unit normals: rounding grows with √k
+        assert!(
+            d <= 1e-5 * (k as f32).sqrt() * 4.0,
+            "{isa:?} {m}×{k}×{n}: {d}"
+        );
+    }
+
+    #[test]
+    fn packed_kernels_equal_candles_linear_on_every_edge() {
+        let mut isas = vec![];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                isas.push(Isa::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                isas.push(Isa::Avx2);
+            }
+        }
+        for isa in isas {
+            // rows below, at and above MR; columns off the panel width; k across KC blocks
+            for (m, k, n) in [
+                (1, 1, 1),
+                (5, 7, 13),
+                (12, 256, 32),
+                (13, 257, 33),
+                (50, 720, 320),
+                (7, 600, 47),
+                (64, 96, 96),
+            ] {
+                check(isa, m, k, n, true);
+                check(isa, m, k, n, false);
+            }
+        }
+    }
+}
