@@ -127,72 +127,52 @@ impl Packed {
             None => out.fill(0.0),
         }
         let panels = n.div_ceil(nr);
+        let blocks = m.div_ceil(mr);
         let dst = SendPtr(out.as_mut_ptr());
-        let run = |p: usize| {
-            let cols = nr.min(n - p * nr);
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
-                // SAFETY: panel p's block k0..k0+kc is in bounds of the packed lines
-                let b = unsafe { self.panel(p).add(k0 * nr) };
-                for i0 in (0..m).step_by(mr) {
-                    let rows = mr.min(m - i0);
-                    // SAFETY: rows i0..i0+rows of x have k floats from column k0 on; the
-                    // kernel writes rows i0..i0+rows, columns p·nr..p·nr+cols of out, which
-                    // no other panel touches; the ISA was detected at run time.
-                    unsafe {
-                        let a = x.as_ptr().add(i0 * k + k0);
-                        let c = dst.get().add(i0 * n + p * nr);
-                        kernel(self.isa, rows, a, k, b, kc, c, n, cols);
-                    }
+        let threads = candle_core::utils::get_num_threads();
+        let parallel = parallel && threads > 1 && panels > 1 && m * n * k >= 1 << 16;
+        // x's rows in blocks of MR, packed `[kc][MR]` per block: the kernel broadcasts from
+        // one pointer at constant offsets (rows past m stay zero and are never stored)
+        let mut apack = vec![0f32; blocks * mr * KC.min(k)];
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for (i, row) in x.chunks(k).take(m).enumerate() {
+                let blk = &mut apack[(i / mr) * kc * mr..][..kc * mr];
+                for (kk, v) in row[k0..k0 + kc].iter().enumerate() {
+                    blk[kk * mr + i % mr] = *v;
                 }
             }
-        };
-        let threads = candle_core::utils::get_num_threads();
-        if parallel && threads > 1 && panels > 1 && m * n * k >= 1 << 16 {
-            use rayon::prelude::*;
-            (0..panels).into_par_iter().for_each(run);
-        } else {
-            (0..panels).for_each(run);
-        }
-    }
-}
-
-/// One block: `c[rows, cols] += a[rows, kc] · b[kc, NR]` (`a` with row stride `lda`, `c` with
-/// `ldc`, `b` packed).
-///
-/// # Safety
-/// The pointers must cover those ranges, and the ISA must be supported by this CPU.
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
-    isa: Isa,
-    rows: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    kc: usize,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! by_rows {
-            ($f:ident, $($r:literal)*) => {
-                match rows {
-                    $($r => x86::$f::<$r>(a, lda, b, kc, c, ldc, cols),)*
-                    _ => unreachable!("rows ≤ MR"),
+            let apack = &apack;
+            let run = |p: usize| {
+                let cols = nr.min(n - p * nr);
+                // SAFETY: panel p's block k0..k0+kc is in bounds of the packed lines
+                let b = unsafe { self.panel(p).add(k0 * nr) };
+                for ib in 0..blocks {
+                    let rows = mr.min(m - ib * mr);
+                    // SAFETY: block ib of apack holds kc·MR floats; the kernel writes rows
+                    // ib·MR..+rows, columns p·NR..+cols of out, which no other panel touches;
+                    // the ISA was detected at run time.
+                    unsafe {
+                        let a = apack.as_ptr().add(ib * kc * mr);
+                        let c = dst.get().add(ib * mr * n + p * nr);
+                        match self.isa {
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx512 => x86::avx512(a, b, kc, c, n, rows, cols),
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx2 => x86::avx2(a, b, kc, c, n, rows, cols),
+                            #[cfg(not(target_arch = "x86_64"))]
+                            _ => unreachable!("no SIMD kernel on this architecture"),
+                        }
+                    }
                 }
             };
+            if parallel {
+                use rayon::prelude::*;
+                (0..panels).into_par_iter().for_each(run);
+            } else {
+                (0..panels).for_each(run);
+            }
         }
-        match isa {
-            Isa::Avx512 => by_rows!(avx512, 1 2 3 4 5 6 7 8 9 10 11 12),
-            Isa::Avx2 => by_rows!(avx2, 1 2 3 4 5 6),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (isa, rows, a, lda, b, kc, c, ldc, cols);
-        unreachable!("no SIMD kernel on this architecture");
     }
 }
 
@@ -200,86 +180,62 @@ unsafe fn kernel(
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `MR × 32` block with AVX-512.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512<const MR: usize>(
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        let mut bp = b;
-        for kk in 0..kc {
-            let b0 = _mm512_load_ps(bp);
-            let b1 = _mm512_load_ps(bp.add(16));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(i * lda + kk));
-                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
-            }
-            bp = bp.add(32);
-        }
-        for (i, row) in acc.iter().enumerate() {
-            let cp = c.add(i * ldc);
-            if cols == 32 {
-                _mm512_storeu_ps(cp, _mm512_add_ps(_mm512_loadu_ps(cp), row[0]));
-                _mm512_storeu_ps(
-                    cp.add(16),
-                    _mm512_add_ps(_mm512_loadu_ps(cp.add(16)), row[1]),
-                );
-            } else {
-                let mut t = [0f32; 32];
-                _mm512_storeu_ps(t.as_mut_ptr(), row[0]);
-                _mm512_storeu_ps(t.as_mut_ptr().add(16), row[1]);
-                for (j, v) in t.iter().take(cols).enumerate() {
-                    *cp.add(j) += v;
+    /// One kernel per instruction set: `c[rows, cols] += a[kc][MR] · b[kc][NR]`, the MR × NR
+    /// accumulators in registers (rows unrolled by hand so none is spilled), `c` row-major
+    /// with stride `ldc`.
+    macro_rules! kernel {
+        ($name:ident, $feat:literal, $mr:literal, $lanes:literal, $zero:ident, $load:ident,
+         $loadu:ident, $storeu:ident, $set1:ident, $fma:ident, $add:ident; $($i:literal)*) => {
+            /// # Safety
+            /// `a` holds `kc·MR` floats, `b` `kc·NR` (aligned), `c` `rows` rows of `cols`
+            /// floats at stride `ldc`; the CPU has the instruction set.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $name(
+                a: *const f32,
+                b: *const f32,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                rows: usize,
+                cols: usize,
+            ) {
+                let mut acc = [$zero(); 2 * $mr];
+                let (mut ap, mut bp) = (a, b);
+                for _ in 0..kc {
+                    let b0 = $load(bp);
+                    let b1 = $load(bp.add($lanes));
+                    $(
+                        let av = $set1(*ap.add($i));
+                        acc[2 * $i] = $fma(av, b0, acc[2 * $i]);
+                        acc[2 * $i + 1] = $fma(av, b1, acc[2 * $i + 1]);
+                    )*
+                    ap = ap.add($mr);
+                    bp = bp.add(2 * $lanes);
+                }
+                for i in 0..rows {
+                    let cp = c.add(i * ldc);
+                    if cols == 2 * $lanes {
+                        $storeu(cp, $add($loadu(cp), acc[2 * i]));
+                        $storeu(cp.add($lanes), $add($loadu(cp.add($lanes)), acc[2 * i + 1]));
+                    } else {
+                        let mut t = [0f32; 2 * $lanes];
+                        $storeu(t.as_mut_ptr(), acc[2 * i]);
+                        $storeu(t.as_mut_ptr().add($lanes), acc[2 * i + 1]);
+                        for (j, v) in t.iter().take(cols).enumerate() {
+                            *cp.add(j) += v;
+                        }
+                    }
                 }
             }
-        }
+        };
     }
 
-    /// `MR × 16` block with AVX2 + FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2<const MR: usize>(
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        kc: usize,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        let mut bp = b;
-        for kk in 0..kc {
-            let b0 = _mm256_load_ps(bp);
-            let b1 = _mm256_load_ps(bp.add(8));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(i * lda + kk));
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
-            }
-            bp = bp.add(16);
-        }
-        for (i, row) in acc.iter().enumerate() {
-            let cp = c.add(i * ldc);
-            if cols == 16 {
-                _mm256_storeu_ps(cp, _mm256_add_ps(_mm256_loadu_ps(cp), row[0]));
-                _mm256_storeu_ps(cp.add(8), _mm256_add_ps(_mm256_loadu_ps(cp.add(8)), row[1]));
-            } else {
-                let mut t = [0f32; 16];
-                _mm256_storeu_ps(t.as_mut_ptr(), row[0]);
-                _mm256_storeu_ps(t.as_mut_ptr().add(8), row[1]);
-                for (j, v) in t.iter().take(cols).enumerate() {
-                    *cp.add(j) += v;
-                }
-            }
-        }
-    }
+    kernel!(avx512, "avx512f", 12, 16, _mm512_setzero_ps, _mm512_load_ps, _mm512_loadu_ps,
+        _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps;
+        0 1 2 3 4 5 6 7 8 9 10 11);
+    kernel!(avx2, "avx2,fma", 6, 8, _mm256_setzero_ps, _mm256_load_ps, _mm256_loadu_ps,
+        _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps;
+        0 1 2 3 4 5);
 }
 
 /// GELU with the tanh approximation (`gelu_pytorch_tanh`), the formula candle uses, computed
