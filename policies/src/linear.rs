@@ -344,7 +344,7 @@ mod vector {
     /// range [−87.3, 88.3], which keeps 2ⁿ normal), branch-free.
     #[inline(always)]
     fn exp(x: f32) -> f32 {
-        let x = x.max(-87.3).min(88.3);
+        let x = x.clamp(-87.3, 88.3);
         // round to nearest through the 1.5·2²³ shift
         let t = x * std::f32::consts::LOG2_E + 12_582_912.0;
         let n = t - 12_582_912.0;
@@ -357,7 +357,7 @@ mod vector {
         p = p.mul_add(r, 8.333_452e-3);
         p = p.mul_add(r, 4.166_579_6e-2);
         p = p.mul_add(r, 1.666_666_5e-1);
-        p = p.mul_add(r, 5.000_000_1e-1);
+        p = p.mul_add(r, 0.5);
         let e = (p * r).mul_add(r, r) + 1.0;
         e * f32::from_bits((ni.wrapping_add(127) << 23) as u32)
     }
