@@ -136,17 +136,26 @@ impl Packed {
         let mut apack = vec![0f32; blocks * mr * KC.min(k)];
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
-            for (ib, blk) in apack.chunks_mut(kc * mr).take(blocks).enumerate() {
-                for (r, row) in x
-                    .chunks(k)
-                    .skip(ib * mr)
-                    .take(mr.min(m - ib * mr))
-                    .enumerate()
-                {
+            let pack = |(ib, blk): (usize, &mut [f32])| {
+                let rows = x.chunks(k).skip(ib * mr).take(mr.min(m - ib * mr));
+                for (r, row) in rows.enumerate() {
                     for (dst, v) in blk.chunks_exact_mut(mr).zip(&row[k0..k0 + kc]) {
                         dst[r] = *v;
                     }
                 }
+            };
+            let blocks_of = kc * mr;
+            if parallel {
+                use rayon::prelude::*;
+                apack[..blocks * blocks_of]
+                    .par_chunks_mut(blocks_of)
+                    .enumerate()
+                    .for_each(pack);
+            } else {
+                apack[..blocks * blocks_of]
+                    .chunks_mut(blocks_of)
+                    .enumerate()
+                    .for_each(pack);
             }
             let apack = &apack;
             let run = |p: usize| {
