@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use crate::linear::SendPtr;
+use crate::linear::{Isa, Packed, SendPtr};
 
 /// Convolution geometry and parameters.
 pub(crate) struct ConvOp {
@@ -109,6 +109,7 @@ impl CustomOp1 for ConvOp {
         };
         let mut out = vec![0f32; b * self.cout * n];
         let threads = candle_core::utils::get_num_threads();
+        let isa = Isa::detect();
         let tiles: Vec<(usize, usize)> = (0..oh)
             .step_by(rows_per_tile)
             .map(|r0| (r0, (r0 + rows_per_tile).min(oh)))
@@ -133,6 +134,23 @@ impl CustomOp1 for ConvOp {
                         self.im2col(xi, h, w, r0..r1, &mut cols[..kk * tn]);
                         &cols[..kk * tn]
                     };
+                    if let Some(isa) = isa {
+                        // the im2col block as the right-hand side, packed for this CPU's kernel
+                        let b = Packed::from_kn(rhs, kk, tn, tn, isa);
+                        let parallel = matches!(par, gemm::Parallelism::Rayon(_));
+                        // SAFETY: dst is [cout, n]; this tile writes only its columns
+                        // r0·ow..r1·ow of each row, disjoint from every other tile.
+                        unsafe {
+                            b.accumulate(
+                                &self.w,
+                                self.cout,
+                                SendPtr(dst_ptr.get().add(r0 * ow)),
+                                n,
+                                parallel,
+                            )
+                        };
+                        return;
+                    }
                     // SAFETY: dst is [cout, n]; this tile writes only columns r0·ow..r1·ow of
                     // each row, disjoint from every other tile; lhs is [cout, kk] and rhs
                     // [kk, tn], both row-major and in bounds.

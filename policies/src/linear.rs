@@ -89,6 +89,25 @@ impl Packed {
                 }
             }
         }
+        Self::from_flat(flat, bias, k, n, isa)
+    }
+
+    /// From `b` [k, n] row-major (row stride `ldb`) as the product's right-hand side — the
+    /// convolution's im2col matrix — instead of weights [n, k].
+    pub(crate) fn from_kn(b: &[f32], k: usize, n: usize, ldb: usize, isa: Isa) -> Self {
+        let nr = isa.nr();
+        let panels = n.div_ceil(nr);
+        let mut flat = vec![0f32; panels * k * nr];
+        for p in 0..panels {
+            let cols = nr.min(n - p * nr);
+            for kk in 0..k {
+                flat[(p * k + kk) * nr..][..cols].copy_from_slice(&b[kk * ldb + p * nr..][..cols]);
+            }
+        }
+        Self::from_flat(flat, None, k, n, isa)
+    }
+
+    fn from_flat(flat: Vec<f32>, bias: Option<Vec<f32>>, k: usize, n: usize, isa: Isa) -> Self {
         let lines = flat
             .chunks(16)
             .map(|c| {
@@ -120,15 +139,32 @@ impl Packed {
     }
 
     fn matmul_on(&self, x: &[f32], m: usize, out: &mut [f32], parallel: bool) {
-        let (k, n, nr, mr) = (self.k, self.n, self.isa.nr(), self.isa.mr());
-        assert!(x.len() >= m * k && out.len() >= m * n);
+        let n = self.n;
+        assert!(x.len() >= m * self.k && out.len() >= m * n);
         match &self.bias {
             Some(b) => out.chunks_mut(n).for_each(|r| r.copy_from_slice(b)),
             None => out.fill(0.0),
         }
+        // SAFETY: out holds m rows of n floats
+        unsafe { self.accumulate(x, m, SendPtr(out.as_mut_ptr()), n, parallel) }
+    }
+
+    /// `c[m, n] += x[m, k] · Wᵀ`, `c` row-major with row stride `ldc`.
+    ///
+    /// # Safety
+    /// `c` must hold `m` rows of `n` floats at stride `ldc`, touched by no one else meanwhile.
+    pub(crate) unsafe fn accumulate(
+        &self,
+        x: &[f32],
+        m: usize,
+        dst: SendPtr,
+        ldc: usize,
+        parallel: bool,
+    ) {
+        let (k, n, nr, mr) = (self.k, self.n, self.isa.nr(), self.isa.mr());
+        assert!(x.len() >= m * k);
         let panels = n.div_ceil(nr);
         let blocks = m.div_ceil(mr);
-        let dst = SendPtr(out.as_mut_ptr());
         let threads = candle_core::utils::get_num_threads();
         let parallel = parallel && threads > 1 && panels > 1 && m * n * k >= 1 << 16;
         // x's rows in blocks of MR, packed `[kc][MR]` per block: the kernel broadcasts from
@@ -169,12 +205,12 @@ impl Packed {
                     // the ISA was detected at run time.
                     unsafe {
                         let a = apack.as_ptr().add(ib * kc * mr);
-                        let c = dst.get().add(ib * mr * n + p * nr);
+                        let c = dst.get().add(ib * mr * ldc + p * nr);
                         match self.isa {
                             #[cfg(target_arch = "x86_64")]
-                            Isa::Avx512 => x86::avx512(a, b, kc, c, n, rows, cols),
+                            Isa::Avx512 => x86::avx512(a, b, kc, c, ldc, rows, cols),
                             #[cfg(target_arch = "x86_64")]
-                            Isa::Avx2 => x86::avx2(a, b, kc, c, n, rows, cols),
+                            Isa::Avx2 => x86::avx2(a, b, kc, c, ldc, rows, cols),
                             #[cfg(not(target_arch = "x86_64"))]
                             _ => unreachable!("no SIMD kernel on this architecture"),
                         }
