@@ -9,7 +9,9 @@
 //! and the action head.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
+
+use crate::linear::FastLinear as Linear;
 use serde::Deserialize;
 
 use crate::features::Io;
@@ -119,8 +121,12 @@ impl ConvBn {
         let b = (beta - (mean * &scale)?)?;
         let w = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
         let fast = if w.device().is_cpu() && w.dtype() == DType::F32 {
+            let w = w.flatten_all()?.to_vec1::<f32>()?;
+            let w_packed = crate::linear::Isa::detect()
+                .map(|isa| (isa, crate::linear::pack_rows(&w, cout, cin * k * k, isa)));
             Some(crate::conv::ConvOp {
-                w: w.flatten_all()?.to_vec1::<f32>()?,
+                w,
+                w_packed,
                 b: b.to_vec1::<f32>()?,
                 cin,
                 cout,
@@ -335,21 +341,26 @@ struct Attention {
     heads: usize,
 }
 
+/// A linear layer `in → out` of `vb` (`weight`, `bias`), on the CPU kernel where it applies.
+fn linear(inp: usize, out: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    Linear::new(vb.get((out, inp), "weight")?, Some(vb.get(out, "bias")?))
+}
+
 impl Attention {
     fn load(vb: VarBuilder, d: usize, heads: usize) -> candle_core::Result<Self> {
         let w = vb.get((3 * d, d), "in_proj_weight")?;
         let b = vb.get(3 * d, "in_proj_bias")?;
         let part = |i: usize| -> candle_core::Result<Linear> {
-            Ok(Linear::new(
+            Linear::new(
                 w.narrow(0, i * d, d)?.contiguous()?,
                 Some(b.narrow(0, i * d, d)?.contiguous()?),
-            ))
+            )
         };
         Ok(Self {
             wq: part(0)?,
             wk: part(1)?,
             wv: part(2)?,
-            out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            out: linear(d, d, vb.pp("out_proj"))?,
             heads,
         })
     }
@@ -367,6 +378,23 @@ impl Attention {
         let q = split((self.wq.forward(q)? * (1.0 / (hd as f64).sqrt()))?, sq)?;
         let k = split(self.wk.forward(k)?, sk)?;
         let v = split(self.wv.forward(v)?, sk)?;
+        if q.device().is_cpu() && q.dtype() == DType::F32 {
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let heads = (b, self.heads, self.heads);
+            if let Some(y) = crate::linear::attention(
+                &flat(&q)?,
+                &flat(&k)?,
+                &flat(&v)?,
+                None,
+                heads,
+                (sq, sk, hd),
+                1.0,
+            ) {
+                return self
+                    .out
+                    .forward(&Tensor::from_vec(y, (b, sq, d), q.device())?);
+            }
+        }
         let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, sq, d))?;
         self.out.forward(&y)
@@ -488,19 +516,11 @@ impl Act {
         vb.pp("encoder_latent_input_proj")
             .get((d, cfg.latent_dim), "weight")?;
         let state_proj = match &state {
-            Some((_, n)) => Some(candle_nn::linear(
-                *n,
-                d,
-                vb.pp("encoder_robot_state_input_proj"),
-            )?),
+            Some((_, n)) => Some(linear(*n, d, vb.pp("encoder_robot_state_input_proj"))?),
             None => None,
         };
         let env_proj = match &env {
-            Some((_, n)) => Some(candle_nn::linear(
-                *n,
-                d,
-                vb.pp("encoder_env_state_input_proj"),
-            )?),
+            Some((_, n)) => Some(linear(*n, d, vb.pp("encoder_env_state_input_proj"))?),
             None => None,
         };
         let pos_1d = Embedding::new(
@@ -513,8 +533,8 @@ impl Act {
             let l = vb.pp(format!("encoder.layers.{i}"));
             encoder.push(EncoderLayer {
                 attn: Attention::load(l.pp("self_attn"), d, cfg.n_heads)?,
-                l1: candle_nn::linear(d, cfg.dim_feedforward, l.pp("linear1"))?,
-                l2: candle_nn::linear(cfg.dim_feedforward, d, l.pp("linear2"))?,
+                l1: linear(d, cfg.dim_feedforward, l.pp("linear1"))?,
+                l2: linear(cfg.dim_feedforward, d, l.pp("linear2"))?,
                 n1: ln(l.pp("norm1"), d)?,
                 n2: ln(l.pp("norm2"), d)?,
             });
@@ -530,8 +550,8 @@ impl Act {
             decoder.push(DecoderLayer {
                 self_attn: Attention::load(l.pp("self_attn"), d, cfg.n_heads)?,
                 cross: Attention::load(l.pp("multihead_attn"), d, cfg.n_heads)?,
-                l1: candle_nn::linear(d, cfg.dim_feedforward, l.pp("linear1"))?,
-                l2: candle_nn::linear(cfg.dim_feedforward, d, l.pp("linear2"))?,
+                l1: linear(d, cfg.dim_feedforward, l.pp("linear1"))?,
+                l2: linear(cfg.dim_feedforward, d, l.pp("linear2"))?,
                 n1: ln(l.pp("norm1"), d)?,
                 n2: ln(l.pp("norm2"), d)?,
                 n3: ln(l.pp("norm3"), d)?,
@@ -541,7 +561,7 @@ impl Act {
         let decoder_pos = vb
             .pp("decoder_pos_embed")
             .get((cfg.chunk_size, d), "weight")?;
-        let head = candle_nn::linear(d, cfg.action_dim()?, vb.pp("action_head"))?;
+        let head = linear(d, cfg.action_dim()?, vb.pp("action_head"))?;
         Ok(Self {
             device: vb.device().clone(),
             inputs,

@@ -146,10 +146,11 @@ impl Packed {
             None => out.fill(0.0),
         }
         // SAFETY: out holds m rows of n floats
-        unsafe { self.accumulate(x, m, SendPtr(out.as_mut_ptr()), n, parallel) }
+        unsafe { self.accumulate(x, m, None, SendPtr(out.as_mut_ptr()), n, parallel) }
     }
 
-    /// `c[m, n] += x[m, k] · Wᵀ`, `c` row-major with row stride `ldc`.
+    /// `c[m, n] += x[m, k] · Wᵀ`, `c` row-major with row stride `ldc`; `prepacked`: x as
+    /// [`pack_rows`] packed it (a convolution's constant weights), else x is packed here.
     ///
     /// # Safety
     /// `c` must hold `m` rows of `n` floats at stride `ldc`, touched by no one else meanwhile.
@@ -157,6 +158,7 @@ impl Packed {
         &self,
         x: &[f32],
         m: usize,
+        prepacked: Option<&[f32]>,
         dst: SendPtr,
         ldc: usize,
         parallel: bool,
@@ -167,33 +169,19 @@ impl Packed {
         let blocks = m.div_ceil(mr);
         let threads = candle_core::utils::get_num_threads();
         let parallel = parallel && threads > 1 && panels > 1 && m * n * k >= 1 << 16;
-        // x's rows in blocks of MR, packed `[kc][MR]` per block: the kernel broadcasts from
-        // one pointer at constant offsets (rows past m stay zero and are never stored)
-        let mut apack = vec![0f32; blocks * mr * KC.min(k)];
+        let mut scratch = Vec::new();
+        if prepacked.is_none() {
+            scratch = vec![0f32; blocks * mr * KC.min(k)];
+        }
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
-            let pack = |(ib, blk): (usize, &mut [f32])| {
-                let rows = x.chunks(k).skip(ib * mr).take(mr.min(m - ib * mr));
-                for (r, row) in rows.enumerate() {
-                    for (dst, v) in blk.chunks_exact_mut(mr).zip(&row[k0..k0 + kc]) {
-                        dst[r] = *v;
-                    }
+            let apack: &[f32] = match prepacked {
+                Some(pre) => &pre[k0 * blocks * mr..][..blocks * kc * mr],
+                None => {
+                    pack_rows_block(x, m, k, (k0, kc), mr, &mut scratch, parallel);
+                    &scratch
                 }
             };
-            let blocks_of = kc * mr;
-            if parallel {
-                use rayon::prelude::*;
-                apack[..blocks * blocks_of]
-                    .par_chunks_mut(blocks_of)
-                    .enumerate()
-                    .for_each(pack);
-            } else {
-                apack[..blocks * blocks_of]
-                    .chunks_mut(blocks_of)
-                    .enumerate()
-                    .for_each(pack);
-            }
-            let apack = &apack;
             let run = |p: usize| {
                 let cols = nr.min(n - p * nr);
                 // SAFETY: panel p's block k0..k0+kc is in bounds of the packed lines
@@ -225,6 +213,48 @@ impl Packed {
             }
         }
     }
+}
+
+/// x [m, k]'s columns k0..k0+kc in blocks of MR rows, each `[kc][MR]`: the kernel broadcasts
+/// from one pointer at constant offsets (rows past m are never stored).
+fn pack_rows_block(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    (k0, kc): (usize, usize),
+    mr: usize,
+    out: &mut [f32],
+    parallel: bool,
+) {
+    let blocks = m.div_ceil(mr);
+    let pack = |(ib, blk): (usize, &mut [f32])| {
+        let rows = x.chunks(k).skip(ib * mr).take(mr.min(m - ib * mr));
+        for (r, row) in rows.enumerate() {
+            for (dst, v) in blk.chunks_exact_mut(mr).zip(&row[k0..k0 + kc]) {
+                dst[r] = *v;
+            }
+        }
+    };
+    let out = &mut out[..blocks * kc * mr];
+    if parallel {
+        use rayon::prelude::*;
+        out.par_chunks_mut(kc * mr).enumerate().for_each(pack);
+    } else {
+        out.chunks_mut(kc * mr).enumerate().for_each(pack);
+    }
+}
+
+/// x [m, k] packed once for every block of the inner dimension, as [`Packed::accumulate`]
+/// reads it (`prepacked`): for operands that do not change, like a convolution's weights.
+pub(crate) fn pack_rows(x: &[f32], m: usize, k: usize, isa: Isa) -> Vec<f32> {
+    let mr = isa.mr();
+    let blocks = m.div_ceil(mr);
+    let mut out = vec![0f32; blocks * mr * k];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        pack_rows_block(x, m, k, (k0, kc), mr, &mut out[k0 * blocks * mr..], false);
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
