@@ -48,14 +48,14 @@ impl Isa {
 
     fn nr(self) -> usize {
         match self {
-            Self::Avx512 => 32,
+            Self::Avx512 => 48,
             Self::Avx2 => 16,
         }
     }
 
     fn mr(self) -> usize {
         match self {
-            Self::Avx512 => 12,
+            Self::Avx512 => 8,
             Self::Avx2 => 6,
         }
     }
@@ -265,8 +265,9 @@ mod x86 {
     /// accumulators in registers (rows unrolled by hand so none is spilled), `c` row-major
     /// with stride `ldc`.
     macro_rules! kernel {
-        ($name:ident, $feat:literal, $mr:literal, $lanes:literal, $zero:ident, $load:ident,
-         $loadu:ident, $storeu:ident, $set1:ident, $fma:ident, $add:ident; $($i:literal)*) => {
+        ($name:ident, $feat:literal, $mr:literal, $nv:literal, $lanes:literal, $zero:ident,
+         $load:ident, $loadu:ident, $storeu:ident, $set1:ident, $fma:ident, $add:ident;
+         $($i:literal)*) => {
             /// # Safety
             /// `a` holds `kc·MR` floats, `b` `kc·NR` (aligned), `c` `rows` rows of `cols`
             /// floats at stride `ldc`; the CPU has the instruction set.
@@ -280,28 +281,34 @@ mod x86 {
                 rows: usize,
                 cols: usize,
             ) {
-                let mut acc = [$zero(); 2 * $mr];
+                let mut acc = [$zero(); $nv * $mr];
                 let (mut ap, mut bp) = (a, b);
                 for _ in 0..kc {
-                    let b0 = $load(bp);
-                    let b1 = $load(bp.add($lanes));
+                    let mut bv = [$zero(); $nv];
+                    for (v, x) in bv.iter_mut().enumerate() {
+                        *x = $load(bp.add(v * $lanes));
+                    }
                     $(
                         let av = $set1(*ap.add($i));
-                        acc[2 * $i] = $fma(av, b0, acc[2 * $i]);
-                        acc[2 * $i + 1] = $fma(av, b1, acc[2 * $i + 1]);
+                        for v in 0..$nv {
+                            acc[$nv * $i + v] = $fma(av, bv[v], acc[$nv * $i + v]);
+                        }
                     )*
                     ap = ap.add($mr);
-                    bp = bp.add(2 * $lanes);
+                    bp = bp.add($nv * $lanes);
                 }
                 for i in 0..rows {
                     let cp = c.add(i * ldc);
-                    if cols == 2 * $lanes {
-                        $storeu(cp, $add($loadu(cp), acc[2 * i]));
-                        $storeu(cp.add($lanes), $add($loadu(cp.add($lanes)), acc[2 * i + 1]));
+                    if cols == $nv * $lanes {
+                        for v in 0..$nv {
+                            let q = cp.add(v * $lanes);
+                            $storeu(q, $add($loadu(q), acc[$nv * i + v]));
+                        }
                     } else {
-                        let mut t = [0f32; 2 * $lanes];
-                        $storeu(t.as_mut_ptr(), acc[2 * i]);
-                        $storeu(t.as_mut_ptr().add($lanes), acc[2 * i + 1]);
+                        let mut t = [0f32; $nv * $lanes];
+                        for v in 0..$nv {
+                            $storeu(t.as_mut_ptr().add(v * $lanes), acc[$nv * i + v]);
+                        }
                         for (j, v) in t.iter().take(cols).enumerate() {
                             *cp.add(j) += v;
                         }
@@ -311,10 +318,10 @@ mod x86 {
         };
     }
 
-    kernel!(avx512, "avx512f", 12, 16, _mm512_setzero_ps, _mm512_load_ps, _mm512_loadu_ps,
+    kernel!(avx512, "avx512f", 8, 3, 16, _mm512_setzero_ps, _mm512_load_ps, _mm512_loadu_ps,
         _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps;
-        0 1 2 3 4 5 6 7 8 9 10 11);
-    kernel!(avx2, "avx2,fma", 6, 8, _mm256_setzero_ps, _mm256_load_ps, _mm256_loadu_ps,
+        0 1 2 3 4 5 6 7);
+    kernel!(avx2, "avx2,fma", 6, 2, 8, _mm256_setzero_ps, _mm256_load_ps, _mm256_loadu_ps,
         _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps;
         0 1 2 3 4 5);
 }
