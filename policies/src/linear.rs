@@ -1,8 +1,11 @@
 //! A CPU linear layer for f32: `y = x Wᵀ + b` with the weights packed once, at load time, into
-//! column panels, and a register-blocked FMA kernel chosen at run time — AVX-512 (12 rows × 32
-//! columns, 24 accumulators) or AVX2 + FMA (6 × 16, 12 accumulators). The rows of `x` are read
-//! in place (broadcast from memory), the product is accumulated over blocks of `KC` of the inner
-//! dimension with each panel's block in L1, and the panels are shared out among the threads.
+//! column panels, and a register-blocked FMA kernel chosen at run time — AVX-512 (8 rows × 48
+//! columns, 24 accumulators) or AVX2 + FMA (6 × 16, 12 accumulators). The rows of `x` are packed
+//! per block of MR rows (broadcast from one pointer), the product is accumulated over blocks of
+//! `KC` of the inner dimension with each panel's block in L1, and the panels are shared out among
+//! the threads. The same kernel serves the attention (head by head), ACT's convolutions (the
+//! im2col block as the right-hand side, the weights packed once) and, with a vectorised exp, the
+//! softmax and GELU.
 //! Without either instruction set, on other devices and in other dtypes it is candle's `Linear`.
 //!
 //! `REACHY_CPU_KERNEL=avx2` restricts the kernel to AVX2 on an AVX-512 machine (to measure the
@@ -13,13 +16,13 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
 use candle_nn::Linear;
 
-/// Inner-dimension block: one panel's block (`KC × 32` floats, 32 KiB) stays in L1.
+/// Inner-dimension block: one panel's block (`KC × 48` floats, 48 KiB) stays in L1 / L2.
 const KC: usize = 256;
 
 /// The kernel's instruction set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
-    /// 12 × 32 with zmm registers.
+    /// 8 × 48 with zmm registers.
     Avx512,
     /// 6 × 16 with ymm registers and FMA.
     Avx2,
