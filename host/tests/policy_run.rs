@@ -435,6 +435,19 @@ fn smolvla_predicts_like_lerobot_and_runs_the_simulated_robot_with_a_task() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--task"));
+    // `bench --compare-lerobot` needs the text even with tokens: lerobot tokenizes it itself
+    let o = Command::new(env!("CARGO_BIN_EXE_reachy"))
+        .args(["policy", "bench", "--checkpoint", ckpt_s, "--observation"])
+        .arg(dir.join("obs.safetensors"))
+        .args(["--iters", "1", "--compare-lerobot", "python3"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--task") && err.contains("--compare-lerobot"),
+        "{err}"
+    );
     let report = dir.join("no_task.json");
     let o = Command::new(env!("CARGO_BIN_EXE_reachy"))
         .args(["policy", "run", "--checkpoint", ckpt_s, "--dataset"])

@@ -265,6 +265,14 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             let (policy, obs) = load(&checkpoint, &observation, &device, &dtype)?;
             let load_s = t_load.elapsed().as_secs_f64();
             let task = task.as_deref();
+            if compare_lerobot.is_some() && policy.takes_task() && task.is_none() {
+                // lerobot's pre-processor tokenizes the task text itself: it cannot take ours
+                bail!(
+                    "--compare-lerobot with a {} policy needs --task TEXT (lerobot's processor \
+                     tokenizes the instruction itself; the observation's tokens are ours only)",
+                    policy.kind()
+                );
+            }
             policy.predict_chunk(&obs, task)?;
             let mut ms = Vec::with_capacity(iters);
             for _ in 0..iters.max(1) {
