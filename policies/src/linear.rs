@@ -79,11 +79,25 @@ pub struct Packed {
     isa: Isa,
 }
 
+/// Zeroed aligned storage for `floats` floats (a multiple of 16: NR is).
+fn zeroed_lines(floats: usize) -> Vec<Line> {
+    debug_assert_eq!(floats % 16, 0);
+    vec![Line([0.0; 16]); floats / 16]
+}
+
+/// The lines as one slice of floats.
+fn floats_mut(lines: &mut [Line]) -> &mut [f32] {
+    // SAFETY: `Line` is `repr(C)` over `[f32; 16]` with no padding (64 bytes, align 64), so
+    // `len` lines are `16·len` contiguous, initialised floats borrowed mutably here.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr() as *mut f32, lines.len() * 16) }
+}
+
 impl Packed {
     fn new(w: &[f32], bias: Option<Vec<f32>>, n: usize, k: usize, isa: Isa) -> Self {
         let nr = isa.nr();
         let panels = n.div_ceil(nr);
-        let mut flat = vec![0f32; panels * k * nr];
+        let mut lines = zeroed_lines(panels * k * nr);
+        let flat = floats_mut(&mut lines);
         for p in 0..panels {
             for j in 0..nr.min(n - p * nr) {
                 let row = &w[(p * nr + j) * k..][..k];
@@ -92,7 +106,7 @@ impl Packed {
                 }
             }
         }
-        Self::from_flat(flat, bias, k, n, isa)
+        Self::from_lines(lines, bias, k, n, isa)
     }
 
     /// From `b` [k, n] row-major (row stride `ldb`) as the product's right-hand side — the
@@ -100,25 +114,18 @@ impl Packed {
     pub(crate) fn from_kn(b: &[f32], k: usize, n: usize, ldb: usize, isa: Isa) -> Self {
         let nr = isa.nr();
         let panels = n.div_ceil(nr);
-        let mut flat = vec![0f32; panels * k * nr];
+        let mut lines = zeroed_lines(panels * k * nr);
+        let flat = floats_mut(&mut lines);
         for p in 0..panels {
             let cols = nr.min(n - p * nr);
             for kk in 0..k {
                 flat[(p * k + kk) * nr..][..cols].copy_from_slice(&b[kk * ldb + p * nr..][..cols]);
             }
         }
-        Self::from_flat(flat, None, k, n, isa)
+        Self::from_lines(lines, None, k, n, isa)
     }
 
-    fn from_flat(flat: Vec<f32>, bias: Option<Vec<f32>>, k: usize, n: usize, isa: Isa) -> Self {
-        let lines = flat
-            .chunks(16)
-            .map(|c| {
-                let mut l = Line([0.0; 16]);
-                l.0[..c.len()].copy_from_slice(c);
-                l
-            })
-            .collect();
+    fn from_lines(lines: Vec<Line>, bias: Option<Vec<f32>>, k: usize, n: usize, isa: Isa) -> Self {
         Self {
             lines,
             bias,
