@@ -10,11 +10,10 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
-
-use crate::linear::FastLinear as Linear;
 use serde::Deserialize;
 
 use crate::features::Io;
+use crate::linear::FastLinear as Linear;
 use crate::normalize::NormMode;
 use crate::PolicyError;
 
@@ -123,7 +122,7 @@ impl ConvBn {
         let fast = if w.device().is_cpu() && w.dtype() == DType::F32 {
             let w = w.flatten_all()?.to_vec1::<f32>()?;
             let w_packed = crate::linear::Isa::detect()
-                .map(|isa| (isa, crate::linear::pack_rows(&w, cout, cin * k * k, isa)));
+                .map(|isa| crate::linear::pack_rows(&w, cout, cin * k * k, isa));
             Some(crate::conv::ConvOp {
                 w,
                 w_packed,
@@ -378,22 +377,9 @@ impl Attention {
         let q = split((self.wq.forward(q)? * (1.0 / (hd as f64).sqrt()))?, sq)?;
         let k = split(self.wk.forward(k)?, sk)?;
         let v = split(self.wv.forward(v)?, sk)?;
-        if q.device().is_cpu() && q.dtype() == DType::F32 {
-            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-            let heads = (b, self.heads, self.heads);
-            if let Some(y) = crate::linear::attention(
-                &flat(&q)?,
-                &flat(&k)?,
-                &flat(&v)?,
-                None,
-                heads,
-                (sq, sk, hd),
-                1.0,
-            ) {
-                return self
-                    .out
-                    .forward(&Tensor::from_vec(y, (b, sq, d), q.device())?);
-            }
+        // q is scaled already
+        if let Some(y) = crate::linear::attention_tensors(&q, &k, &v, None, 1.0)? {
+            return self.out.forward(&y);
         }
         let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, sq, d))?;

@@ -19,8 +19,8 @@ pub(crate) struct ConvOp {
     pub pad: usize,
     pub dil: usize,
     pub relu: bool,
-    /// `w` packed for that kernel (`linear::pack_rows`), when one applies.
-    pub w_packed: Option<(Isa, Vec<f32>)>,
+    /// `w` packed for the CPU kernel (`linear::pack_rows`; `Isa::detect` is fixed per process).
+    pub w_packed: Option<Vec<f32>>,
 }
 
 impl ConvOp {
@@ -146,10 +146,7 @@ impl CustomOp1 for ConvOp {
                             b.accumulate(
                                 &self.w,
                                 self.cout,
-                                self.w_packed
-                                    .as_ref()
-                                    .filter(|(i, _)| *i == isa)
-                                    .map(|(_, w)| w.as_slice()),
+                                self.w_packed.as_deref(),
                                 SendPtr(dst_ptr.get().add(r0 * ow)),
                                 n,
                                 parallel,

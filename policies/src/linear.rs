@@ -29,8 +29,14 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// What this CPU runs (and `REACHY_CPU_KERNEL` allows); `None`: candle's kernels.
+    /// What this CPU runs (and `REACHY_CPU_KERNEL` allows); `None`: candle's kernels. Read
+    /// once per process: every packed operand and every kernel call agree on it.
     pub fn detect() -> Option<Self> {
+        static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *ISA.get_or_init(Self::probe)
+    }
+
+    fn probe() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         {
             let allow = std::env::var("REACHY_CPU_KERNEL").unwrap_or_default();
@@ -337,24 +343,15 @@ mod x86 {
 }
 
 /// GELU with the tanh approximation (`gelu_pytorch_tanh`) for f32 on the CPU, on the threads:
-/// `u·σ(2z)` (= `½u(1 + tanh z)`) with a vectorised exp where a SIMD kernel exists, candle's
-/// formula otherwise; candle's own op on other devices.
+/// `u·σ(2z)` (= `½u(1 + tanh z)`) with a vectorised exp; candle's own op where no SIMD kernel
+/// applies.
 pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
-    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
-        return x.gelu();
-    }
-    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
-    let isa = Isa::detect();
-    let f = |c: &mut [f32]| match isa {
-        Some(isa) => vector::gelu(isa, c),
-        None => {
-            const A: f32 = 0.797_884_6; // √(2/π)
-            for x in c.iter_mut() {
-                let u = *x;
-                *x = 0.5 * u * (1.0 + f32::tanh(A * u * (1.0 + 0.044715 * u * u)));
-            }
-        }
+    let isa = match Isa::detect() {
+        Some(isa) if x.device().is_cpu() && x.dtype() == DType::F32 => isa,
+        _ => return x.gelu(),
     };
+    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+    let f = |c: &mut [f32]| vector::gelu(isa, c);
     if candle_core::utils::get_num_threads() > 1 && v.len() >= 1 << 14 {
         use rayon::prelude::*;
         v.par_chunks_mut(1 << 13).for_each(f);
@@ -362,6 +359,39 @@ pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
         f(&mut v);
     }
     Tensor::from_vec(v, x.shape(), x.device())
+}
+
+/// [`attention`] on tensors: `q` [B, H, Lq, D], `k`/`v` [B, KVH, Lk, D], `mask` broadcastable
+/// to [Lq, Lk]; [B, Lq, H·D], or `None` off the CPU, in other dtypes or without a SIMD kernel
+/// (the caller computes it with candle's ops then).
+pub fn attention_tensors(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f32,
+) -> candle_core::Result<Option<Tensor>> {
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if Isa::detect().is_none() || !(f32_cpu(q) && f32_cpu(k) && f32_cpu(v)) {
+        return Ok(None);
+    }
+    let (b, h, lq, d) = q.dims4()?;
+    let (kvh, lk) = (k.dim(1)?, k.dim(2)?);
+    let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+    let m = mask
+        .map(|m| flat(&m.to_dtype(DType::F32)?.broadcast_as((lq, lk))?))
+        .transpose()?;
+    let out = attention(
+        &flat(q)?,
+        &flat(k)?,
+        &flat(v)?,
+        m.as_deref(),
+        (b, h, kvh),
+        (lq, lk, d),
+        scale,
+    );
+    out.map(|o| Tensor::from_vec(o, (b, lq, h * d), q.device()))
+        .transpose()
 }
 
 /// Scaled dot-product attention on the CPU in f32, head by head on the threads, each head's
@@ -391,16 +421,10 @@ pub fn attention(
         // scores [Lq, Lk] = qh · khᵀ: kh is already "weights" [Lk, D]
         let mut s = vec![0f32; lq * lk];
         Packed::new(kh, None, lk, d, isa).matmul_on(qh, lq, &mut s, false);
-        softmax_rows(isa, &mut s, lk, scale, mask);
-        // out_h [Lq, D] = p · vh: vhᵀ [D, Lk] as the weights
-        let mut vt = vec![0f32; d * lk];
-        for (j, row) in vh.chunks(d).enumerate() {
-            for (c, x) in row.iter().enumerate() {
-                vt[c * lk + j] = *x;
-            }
-        }
+        vector::softmax(isa, &mut s, lk, scale, mask);
+        // out_h [Lq, D] = p · vh: vh [Lk, D] is already the right-hand side
         let mut oh = vec![0f32; lq * d];
-        Packed::new(&vt, None, d, lk, isa).matmul_on(&s, lq, &mut oh, false);
+        Packed::from_kn(vh, lk, d, d, isa).matmul_on(&s, lq, &mut oh, false);
         for (i, row) in oh.chunks(d).enumerate() {
             // SAFETY: head hi of batch bi owns columns hi·d..hi·d+d of rows bi·lq..bi·lq+lq
             // of out; no other job writes them.
@@ -420,11 +444,6 @@ pub fn attention(
         (0..b * h).for_each(head);
     }
     Some(out)
-}
-
-/// Each row of `s` [rows, lk]: `softmax(s · scale + mask)` in place (the mask [rows, lk]).
-fn softmax_rows(isa: Isa, s: &mut [f32], lk: usize, scale: f32, mask: Option<&[f32]>) {
-    vector::softmax(isa, s, lk, scale, mask)
 }
 
 /// Elementwise kernels written once and compiled per instruction set (LLVM vectorises the
@@ -546,6 +565,7 @@ mod vector {
         };
     }
 
+    // each row of `s` [rows, lk]: `softmax(s · scale + mask)` in place (the mask [rows, lk])
     per_isa!(softmax, softmax_body, (s: &mut [f32], lk: usize, scale: f32, mask: Option<&[f32]>));
     per_isa!(gelu, gelu_body, (v: &mut [f32]));
 

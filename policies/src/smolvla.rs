@@ -356,20 +356,8 @@ fn attention(
     let g = h / kvh;
     let dtype = v.dtype();
     let scale = (d as f64).powf(-0.5);
-    if q.device().is_cpu() && dtype == DType::F32 && q.dtype() == DType::F32 {
-        let flat = |t: &Tensor| t.contiguous()?.flatten_all()?.to_vec1::<f32>();
-        let m = mask.map(|m| flat(&m.broadcast_as((lq, lk))?)).transpose()?;
-        if let Some(o) = crate::linear::attention(
-            &flat(q)?,
-            &flat(k)?,
-            &flat(v)?,
-            m.as_deref(),
-            (b, h, kvh),
-            (lq, lk, d),
-            scale as f32,
-        ) {
-            return Ok(Tensor::from_vec(o, (b, lq, h * d), q.device())?);
-        }
+    if let Some(o) = crate::linear::attention_tensors(q, k, v, mask, scale as f32)? {
+        return Ok(o);
     }
     let q = q.to_dtype(DType::F32)?.reshape((b, kvh, g * lq, d))?;
     let kt = k.to_dtype(DType::F32)?.transpose(2, 3)?.contiguous()?;
