@@ -117,6 +117,10 @@ fn firmware_image_in_qemu_drives_simulated_servos() {
     while frames < FRAMES && t1.elapsed() < Duration::from_secs(120) {
         link.send_goals(&[(0, 0.6), (3, -0.4)]).unwrap();
         for t in link.poll().unwrap() {
+            // one poll can bring several frames: count exactly FRAMES
+            if frames == FRAMES {
+                break;
+            }
             if let Telemetry::State { joints, stats, .. } = t {
                 frames += 1;
                 let n = joints
