@@ -24,6 +24,10 @@ use crate::link::{
 /// Most servo buses (one per limb: right arm, left arm, head).
 pub const MAX_BUSES: usize = 3;
 
+/// The longest cycle time a goal step is allowed for (µs): after a longer cycle (a stall) the
+/// step is that of this long a cycle at the velocity limit (75 mrad at 3 rad/s).
+pub const MAX_STEP_DT_US: u64 = 25_000;
+
 /// Where a joint's servo sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JointMap {
@@ -405,11 +409,14 @@ where
     /// One control cycle. Call it every `period_us`.
     pub fn tick(&mut self) {
         let now = self.clock.now_us();
-        // the velocity limit holds in rad/s whatever the real cycle time (bounded at 5 periods
-        // so a stall never turns into a jump)
+        // the velocity limit holds in rad/s whatever the real cycle time, bounded so a stall
+        // never turns into a jump: at most 5 periods or MAX_STEP_DT_US, whichever is longer
+        // (a board whose cycle runs long — an emulated one, a slow bus — still moves at the
+        // commanded speed)
         let mut dt = self.period_us as f32 * 1e-6;
         if let Some(last) = self.last_tick_us {
-            dt = (now.saturating_sub(last) as f32 * 1e-6).min(5.0 * dt);
+            let bound = (5.0 * dt).max(MAX_STEP_DT_US as f32 * 1e-6);
+            dt = (now.saturating_sub(last) as f32 * 1e-6).min(bound);
             let p = now.saturating_sub(last) as u32;
             self.window_sum += p as u64;
             self.window_n += 1;

@@ -1,11 +1,15 @@
 //! The daemon's zenoh API, in one process with the simulator: leases and their priorities,
 //! goto with honest replies, malformed and unauthorised commands rejected and counted, e-stop.
+//! Each test runs twice (issue 14 §3): on the sim backend (`daemon_api::sim::…`) and through
+//! the firmware (`daemon_api::firmware::…`: the physics robot's joints as Dynamixel servo buses
+//! on ptys, the firmware's control core on each, the daemon on their host links) — the same
+//! client-visible behaviour on both.
 
 use std::time::{Duration, Instant};
 
 use reachy_api::schema::{self, keys, ROBOT_SCHEMA_VERSION as V};
-use reachy_apps::sim_bridge::{BridgeConfig, SimBridge};
-use reachy_daemon::{Daemon, DaemonConfig, SimBackend};
+use reachy_apps::inprocess::{SimRobot, SimRobotOptions, Through};
+use reachy_daemon::DaemonConfig;
 use reachy_kinematics::model::{RobotModel, REACHY_URDF};
 use reachy_sim::world::{World, WorldConfig};
 use zenoh::Wait;
@@ -105,42 +109,45 @@ fn count_reaches(counter: &std::sync::atomic::AtomicU64, n: u64) {
     }
 }
 
-/// The sim (no scene) and a daemon with `cfg` on one in-process session, warmed up.
-fn start(cfg: DaemonConfig) -> (zenoh::Session, SimBridge, Daemon) {
-    let session = reachy_api::net::ZenohOptions::default().open().unwrap();
+/// The sim (no scene) and a daemon with `cfg` on one in-process session, the daemon reaching
+/// the physics `through` the sim backend or the firmware, warmed up.
+fn start(cfg: DaemonConfig, through: &Through) -> (zenoh::Session, SimRobot) {
     let robot = cfg.robot.clone();
     let mut world = WorldConfig::new(REACHY_URDF);
     world.scene = None;
-    let bridge = SimBridge::spawn(
-        session.clone(),
+    let sim = SimRobot::start(
         World::new(world).unwrap(),
-        BridgeConfig {
-            robot: cfg.robot.clone(),
+        RobotModel::reachy().unwrap(),
+        SimRobotOptions {
+            robot: robot.clone(),
+            through: through.clone(),
+            daemon: Some(cfg),
             ..Default::default()
         },
     )
     .unwrap();
-    let backend = SimBackend::connect(&session, &cfg.robot, Duration::from_secs(5)).unwrap();
-    let daemon = Daemon::spawn(
-        session.clone(),
-        RobotModel::reachy().unwrap(),
-        Box::new(backend),
-        cfg,
-    )
-    .unwrap();
-    // warmed up: the daemon publishes states of the sim's joints
+    let session = sim.session.clone();
+    // warmed up: the daemon publishes states of the robot's joints
     state_where(&session, &robot, "the daemon is up", |s| {
         !s.names.is_empty()
     });
-    (session, bridge, daemon)
+    (session, sim)
 }
 
-#[test]
-fn acceleration_limit_ramps_every_command() {
+/// The backend's name in the state.
+fn backend_name(through: &Through) -> &'static str {
+    match through {
+        Through::Sim => "sim",
+        Through::Firmware => "dynamixel",
+        Through::Qemu { .. } => "qemu",
+    }
+}
+
+fn acceleration_limit_ramps_every_command(through: Through) {
     let conf =
         reachy_daemon::config::Config::parse("robot = \"ta\"\nmax_acceleration = 2.0\n", "t")
             .unwrap();
-    let (session, bridge, daemon) = start(DaemonConfig::from_config(&conf));
+    let (session, robot) = start(DaemonConfig::from_config(&conf), &through);
     let l = get::<schema::LeaseReply>(
         &session,
         &keys::daemon_query("ta", "lease"),
@@ -202,18 +209,16 @@ fn acceleration_limit_ramps_every_command() {
         moved > 0.25 * bound && moved <= bound,
         "moved {moved} rad in {dt} s (at most {bound} at 2 rad/s²)"
     );
-    daemon.stop().unwrap();
-    bridge.stop().unwrap();
+    robot.stop().unwrap();
 }
 
-#[test]
-fn configured_limits_tighten_the_urdf() {
+fn configured_limits_tighten_the_urdf(through: Through) {
     let conf = reachy_daemon::config::Config::parse(
         "robot = \"t\"\n[limits]\nneck_yaw = { upper = 0.5 }\n",
         "test",
     )
     .unwrap();
-    let (session, bridge, daemon) = start(DaemonConfig::from_config(&conf));
+    let (session, robot) = start(DaemonConfig::from_config(&conf), &through);
     let l = lease(&session, "c", "script");
     let r = goto(&session, l.token, "neck_yaw", 0.8, 0.3);
     assert_eq!(r.status, "clamped", "{r:?}");
@@ -229,16 +234,17 @@ fn configured_limits_tighten_the_urdf() {
         st.target[i] <= 0.5 + 1e-6,
         "the target stays within the limit"
     );
-    daemon.stop().unwrap();
-    bridge.stop().unwrap();
+    robot.stop().unwrap();
 }
 
-#[test]
-fn leases_goto_rejections_and_estop() {
-    let (session, bridge, daemon) = start(DaemonConfig {
-        robot: "t".into(),
-        ..Default::default()
-    });
+fn leases_goto_rejections_and_estop(through: Through) {
+    let (session, robot) = start(
+        DaemonConfig {
+            robot: "t".into(),
+            ..Default::default()
+        },
+        &through,
+    );
 
     // leases: policy first; a script cannot take it; teleop pre-empts
     let policy = lease(&session, "policy@gpu", "policy");
@@ -267,7 +273,7 @@ fn leases_goto_rejections_and_estop() {
     assert_eq!(st.lease.as_deref(), Some("teleop@vr"));
     assert_eq!(st.tcp.len(), 2);
     assert_eq!(st.gripper.len(), 2);
-    assert_eq!(st.backend, "sim");
+    assert_eq!(st.backend, backend_name(&through));
 
     // Cartesian, look-at and gripper commands answer honestly
     let cart = |pos: [f32; 3]| -> schema::CommandReply {
@@ -340,7 +346,10 @@ fn leases_goto_rejections_and_estop() {
     assert_eq!(r.status, "clamped", "{r:?}");
 
     // malformed and non-finite streaming commands are rejected and counted
-    let before = daemon.rejected.load(std::sync::atomic::Ordering::Relaxed);
+    let before = robot
+        .daemon()
+        .rejected
+        .load(std::sync::atomic::Ordering::Relaxed);
     let yaw_before = state(&session).position[i];
     let p = session
         .declare_publisher(keys::joint_targets("t"))
@@ -363,8 +372,11 @@ fn leases_goto_rejections_and_estop() {
     }))
     .wait()
     .unwrap();
-    count_reaches(&daemon.rejected, before + 3);
-    let after = daemon.rejected.load(std::sync::atomic::Ordering::Relaxed);
+    count_reaches(&robot.daemon().rejected, before + 3);
+    let after = robot
+        .daemon()
+        .rejected
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(after - before, 3);
     let st = state(&session);
     assert!(
@@ -402,8 +414,7 @@ fn leases_goto_rejections_and_estop() {
     assert_eq!(r.status, "ok");
     assert!(!state(&session).estop);
 
-    daemon.stop().unwrap();
-    bridge.stop().unwrap();
+    robot.stop().unwrap();
 }
 
 fn torque(s: &zenoh::Session, token: u64, on: bool) -> schema::CommandReply {
@@ -424,12 +435,14 @@ fn state_of(s: &zenoh::Session, robot: &str) -> schema::RobotState {
     schema::decode_robot(&m.payload().to_bytes()).unwrap()
 }
 
-#[test]
-fn compliant_mode_and_head_gaze() {
-    let (session, bridge, daemon) = start(DaemonConfig {
-        robot: "t2".into(),
-        ..Default::default()
-    });
+fn compliant_mode_and_head_gaze(through: Through) {
+    let (session, robot) = start(
+        DaemonConfig {
+            robot: "t2".into(),
+            ..Default::default()
+        },
+        &through,
+    );
     let st = state_of(&session, "t2");
     let gaze = st.gaze.expect("the head's pose");
     assert!(gaze.position[2] > st.tcp[0].pose.position[2], "{gaze:?}");
@@ -479,17 +492,18 @@ fn compliant_mode_and_head_gaze() {
         (b.position[i] - before).abs() > 0.03,
         "it did not jump back to {before}"
     );
-    daemon.stop().unwrap();
-    bridge.stop().unwrap();
+    robot.stop().unwrap();
 }
 
-#[test]
-fn a_dropped_client_gives_its_lease_back() {
+fn a_dropped_client_gives_its_lease_back(through: Through) {
     use reachy_api::RobotClient;
-    let (session, bridge, daemon) = start(DaemonConfig {
-        robot: "t3".into(),
-        ..Default::default()
-    });
+    let (session, robot) = start(
+        DaemonConfig {
+            robot: "t3".into(),
+            ..Default::default()
+        },
+        &through,
+    );
     let connect =
         |name: &str| RobotClient::connect(&session, "t3", name, "script", Duration::from_secs(5));
     let first = connect("first").unwrap();
@@ -501,6 +515,25 @@ fn a_dropped_client_gives_its_lease_back() {
     state_where(&session, "t3", "the new holder in the state", |s| {
         s.lease.as_deref() == Some("second")
     });
-    daemon.stop().unwrap();
-    bridge.stop().unwrap();
+    robot.stop().unwrap();
 }
+
+/// Each test above as `sim::NAME` and `firmware::NAME`.
+macro_rules! on_both_backends {
+    ($($t:ident),* $(,)?) => {
+        mod sim {
+            $( #[test] fn $t() { super::$t(super::Through::Sim) } )*
+        }
+        mod firmware {
+            $( #[test] fn $t() { super::$t(super::Through::Firmware) } )*
+        }
+    };
+}
+
+on_both_backends!(
+    acceleration_limit_ramps_every_command,
+    configured_limits_tighten_the_urdf,
+    leases_goto_rejections_and_estop,
+    compliant_mode_and_head_gaze,
+    a_dropped_client_gives_its_lease_back,
+);

@@ -3,22 +3,8 @@
 
 #[test]
 fn demo_moves_the_cube_and_exits_zero() {
-    let out = std::env::temp_dir().join(format!("reachy-demo-{}", std::process::id()));
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_reachy"))
-        .args(["demo", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("demo.json")).unwrap()).unwrap();
-    assert_eq!(summary["success"], true, "{summary}");
-    assert!(summary["error_mm"].as_f64().unwrap() < 20.0);
+    let (stdout, _, out) =
+        reachy_test_support::run_demo(env!("CARGO_BIN_EXE_reachy").as_ref(), "demo", &[]);
     assert!(stdout.contains("lifted"), "{stdout}");
     // the rerun recording: an .rrd file with the run in it
     let rrd = std::fs::read(out.join("demo.rrd")).unwrap();
@@ -73,22 +59,11 @@ fn demo_rejects_an_unknown_object() {
 /// firmware's control core per limb → Dynamixel buses on ptys → the physics robot's joints.
 #[test]
 fn demo_through_the_firmware_moves_the_cube_and_exits_zero() {
-    let out = std::env::temp_dir().join(format!("reachy-demo-fw-{}", std::process::id()));
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_reachy"))
-        .args(["demo", "--backend", "firmware", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+    let (stdout, _, out) = reachy_test_support::run_demo(
+        env!("CARGO_BIN_EXE_reachy").as_ref(),
+        "demo-fw",
+        &["--backend", "firmware"],
     );
     assert!(stdout.contains("through the firmware"), "{stdout}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("demo.json")).unwrap()).unwrap();
-    assert_eq!(summary["success"], true, "{summary}");
-    assert!(summary["error_mm"].as_f64().unwrap() < 20.0);
     std::fs::remove_dir_all(&out).ok();
 }

@@ -43,6 +43,18 @@ fn serve_direct(
     serve_on(Box::new(backend), robot)
 }
 
+/// The direct backend on the buses of `spec` (`BUS=PATH,…`): a control core per bus.
+fn direct_on(spec: &str) -> Box<dyn reachy_daemon::Backend> {
+    reachy_apps::direct::open_buses(
+        &reachy_apps::direct::parse_buses(spec).unwrap(),
+        1_000_000,
+        reachy_firmware::dynamixel::Model::Xm430W350,
+        &RobotModel::reachy().unwrap(),
+        &Default::default(),
+    )
+    .unwrap()
+}
+
 fn serve_on(
     backend: Box<dyn reachy_daemon::Backend>,
     robot: &str,
@@ -343,16 +355,8 @@ fn the_direct_backend_drives_several_buses() {
     let (arm, head) = (dir.join("arm"), dir.join("head"));
     let _arm = reachy_e2e::spawn_sim_servos(&arm, "1-8");
     let _head = reachy_e2e::spawn_sim_servos(&head, "1-5");
-    let model = RobotModel::reachy().unwrap();
     let spec = format!("r_arm={},head={}", arm.display(), head.display());
-    let backend = reachy_apps::direct::open_buses(
-        &reachy_apps::direct::parse_buses(&spec).unwrap(),
-        1_000_000,
-        reachy_firmware::dynamixel::Model::Xm430W350,
-        &model,
-        &Default::default(),
-    )
-    .unwrap();
+    let backend = direct_on(&spec);
     let (daemon, c, session) = serve_on(backend, "dx2");
     let st = state_where(&c, "both buses at torque on", |s| {
         s.faults.is_empty() && s.names.len() == 13
@@ -454,6 +458,58 @@ fn the_direct_backend_drops_torque_when_the_daemon_stalls() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `reachy sim` for `robot` (no scene, 1 kHz) with the physics robot's joints as servo buses
+/// (`BUS=PATH` each, ready when it returns), and the sim's own joint state as it comes.
+struct PhysicsSim {
+    state: reachy_api::net::Latest<reachy_api::schema::JointState>,
+    _sub: zenoh::pubsub::Subscriber<()>,
+    _session: zenoh::Session,
+    _sim: reachy_e2e::ChildGuard,
+}
+
+impl PhysicsSim {
+    fn start(robot: &str, buses: &[(&str, &std::path::Path)]) -> Self {
+        let specs: Vec<String> = buses
+            .iter()
+            .map(|(b, p)| format!("{b}={}", p.display()))
+            .collect();
+        let mut args = vec!["sim", "--robot", robot, "--no-scene", "--rate", "1000"];
+        for s in &specs {
+            args.extend(["--servo-bus", s.as_str()]);
+        }
+        let (sim, endpoint) = reachy_e2e::start_listening(&args, "sim ready");
+        for (_, p) in buses {
+            reachy_e2e::wait_for(p, 20);
+        }
+        let session = reachy_api::net::ZenohOptions {
+            connect: vec![endpoint],
+            ..Default::default()
+        }
+        .open()
+        .unwrap();
+        let (state, sub) = reachy_api::net::subscribe_latest(
+            &session,
+            &reachy_api::schema::keys::sim_joint_state(robot),
+            |b| reachy_api::schema::decode_sim::<reachy_api::schema::JointState>(b).ok(),
+        )
+        .unwrap();
+        Self {
+            state,
+            _sub: sub,
+            _session: session,
+            _sim: sim,
+        }
+    }
+
+    /// Where the physics has `joint` now.
+    fn joint(&self, joint: &str) -> Option<f32> {
+        self.state.lock().unwrap().as_ref().and_then(|s| {
+            let i = s.names.iter().position(|n| n == joint)?;
+            Some(s.position[i])
+        })
+    }
+}
+
 /// The physics robot's joints as servo buses (`reachy sim --servo-bus`): the daemon drives
 /// them through the direct backend's control cores (arm and head), and the physics moves — the
 /// sim's own joint state shows the joints where the goto sent them.
@@ -463,49 +519,9 @@ fn the_physics_robot_is_driven_through_its_servo_buses() {
     let dir = std::env::temp_dir().join(format!("reachy-physbus-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (arm, head) = (dir.join("arm"), dir.join("head"));
-    let robot = "pbus";
-    let arm_bus = format!("r_arm={}", arm.display());
-    let head_bus = format!("head={}", head.display());
-    let (_sim, endpoint) = reachy_e2e::start_listening(
-        &[
-            "sim",
-            "--robot",
-            robot,
-            "--no-scene",
-            "--rate",
-            "1000",
-            "--servo-bus",
-            &arm_bus,
-            "--servo-bus",
-            &head_bus,
-        ],
-        "sim ready",
-    );
-    reachy_e2e::wait_for(&arm, 20);
-    reachy_e2e::wait_for(&head, 20);
-    // the sim's own view of the joints
-    let sim_session = reachy_api::net::ZenohOptions {
-        connect: vec![endpoint],
-        ..Default::default()
-    }
-    .open()
-    .unwrap();
-    let (sim_state, _sub) = reachy_api::net::subscribe_latest(
-        &sim_session,
-        &reachy_api::schema::keys::sim_joint_state(robot),
-        |b| reachy_api::schema::decode_sim::<reachy_api::schema::JointState>(b).ok(),
-    )
-    .unwrap();
-    let model = RobotModel::reachy().unwrap();
+    let sim = PhysicsSim::start("pbus", &[("r_arm", &arm), ("head", &head)]);
     let spec = format!("r_arm={},head={}", arm.display(), head.display());
-    let backend = reachy_apps::direct::open_buses(
-        &reachy_apps::direct::parse_buses(&spec).unwrap(),
-        1_000_000,
-        reachy_firmware::dynamixel::Model::Xm430W350,
-        &model,
-        &Default::default(),
-    )
-    .unwrap();
+    let backend = direct_on(&spec);
     let (daemon, c, _session) = serve_on(backend, "pbus-d");
     state_where(&c, "every servo at torque on", |s| {
         s.faults.is_empty() && s.names.len() == 13
@@ -518,20 +534,15 @@ fn the_physics_robot_is_driven_through_its_servo_buses() {
         )
         .unwrap();
     assert_eq!(r.status, "ok", "{r:?}");
-    let physics_at = |name: &str, want: f32| {
-        sim_state.lock().unwrap().as_ref().is_some_and(|s| {
-            s.names
-                .iter()
-                .position(|n| n == name)
-                .is_some_and(|i| (s.position[i] - want).abs() < 0.03)
-        })
-    };
+    let physics_at =
+        |name: &str, want: f32| sim.joint(name).is_some_and(|q| (q - want).abs() < 0.03);
     assert!(
         reachy_api::net::wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
             physics_at("r_elbow_pitch", -1.0) && physics_at("neck_yaw", 0.4)
         }),
-        "the physics joints are not where the servos were sent: {:?}",
-        sim_state.lock().unwrap()
+        "the physics joints are not where the servos were sent: {:?} {:?}",
+        sim.joint("r_elbow_pitch"),
+        sim.joint("neck_yaw")
     );
     drop(c);
     daemon.stop().unwrap();
@@ -600,4 +611,144 @@ fn the_daemon_drives_a_board_per_limb() {
     });
     assert_eq!(estop(&session, robot, true, None).status, "ok");
     state_where(&c, "the e-stop in the state", |s| s.estop);
+}
+
+/// Faults across the real path (issue 14 §5): the daemon dies while the physics arm holds a
+/// bent elbow through `reachy firmware run`; the firmware's watchdog holds the pose, then turns
+/// torque off, and the physics arm sags under gravity — seen in the firmware's telemetry and in
+/// the sim's own joint state.
+#[test]
+fn the_arm_sags_under_gravity_once_the_firmware_drops_torque_after_the_daemon_dies() {
+    use reachy_firmware::link::{state_flags, Telemetry};
+    let _cores = reachy_e2e::beside_others();
+    let dir = std::env::temp_dir().join(format!("reachy-sag-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (arm, link) = (dir.join("arm"), dir.join("link"));
+    let sim = PhysicsSim::start("sag", &[("r_arm", &arm)]);
+    let _fw = reachy_e2e::ChildGuard(
+        std::process::Command::new(reachy_e2e::reachy_bin())
+            .args(["firmware", "run", "--link"])
+            .arg(&link)
+            .arg("--bus")
+            .arg(format!("r_arm={}", arm.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    reachy_e2e::wait_for(&link, 20);
+    let elbow_in_physics = || sim.joint("r_elbow_pitch");
+    // the forearm raised forward: gravity pulls it back down towards 0
+    let target = -1.3f32;
+    let (daemon, c, _session) = serve(&link, "sag-d", Default::default());
+    state_where(&c, "every servo at torque on", |s| s.faults.is_empty());
+    let r = c.goto(&["r_elbow_pitch".into()], &[target], 1.0).unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    assert!(
+        reachy_api::net::wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
+            elbow_in_physics().is_some_and(|q| (q - target).abs() < 0.05)
+        }),
+        "the physics elbow never got there: {:?}",
+        elbow_in_physics()
+    );
+    // the daemon dies: its link goes silent
+    drop(c);
+    daemon.stop().unwrap();
+    // listen to the firmware's telemetry (sending nothing): HOLD first, then torque off
+    let mut fw =
+        reachy_daemon::firmware_link::FirmwareLink::open(link.to_str().unwrap(), 1_000_000)
+            .unwrap();
+    let mut flags_seen = Vec::new();
+    let mut held_at = None;
+    let dropped =
+        reachy_api::net::wait_until(Duration::from_secs(10), Duration::from_millis(2), || {
+            for t in fw.poll().unwrap_or_default() {
+                if let Telemetry::State { flags, .. } = t {
+                    if flags_seen.last() != Some(&flags) {
+                        flags_seen.push(flags);
+                    }
+                    if flags & state_flags::HOLD != 0 && held_at.is_none() {
+                        held_at = elbow_in_physics();
+                    }
+                    if flags & state_flags::WATCHDOG_TORQUE_OFF != 0 {
+                        return true;
+                    }
+                }
+            }
+            false
+        });
+    assert!(
+        dropped,
+        "the firmware never dropped torque: flags {flags_seen:?}"
+    );
+    let held_at = held_at.unwrap_or_else(|| panic!("no HOLD before torque off: {flags_seen:?}"));
+    assert!(
+        (held_at - target).abs() < 0.05,
+        "the watchdog's hold did not hold the pose: {held_at} (target {target})"
+    );
+    let off_at = elbow_in_physics().unwrap();
+    assert!(
+        (off_at - target).abs() < 0.05,
+        "the pose was lost before torque went off: {off_at} (target {target})"
+    );
+    // torque off: the forearm falls
+    assert!(
+        reachy_api::net::wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
+            elbow_in_physics().is_some_and(|q| q > target + 0.3)
+        }),
+        "the arm did not sag with torque off: elbow at {:?} (held at {target})",
+        elbow_in_physics()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Faults across the real path (issue 14 §5): a whole bus stops answering (the head's servos
+/// gone: its process killed) — the daemon names each of its joints in the faults, and the
+/// other limb keeps working (a goto of the arm arrives).
+#[test]
+fn a_dead_bus_is_reported_and_the_other_limb_keeps_working() {
+    let _cores = reachy_e2e::beside_others();
+    let dir = std::env::temp_dir().join(format!("reachy-dead-bus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (arm, head) = (dir.join("arm"), dir.join("head"));
+    let _arm = reachy_e2e::spawn_sim_servos(&arm, "1-8");
+    let mut head_servos = reachy_e2e::spawn_sim_servos(&head, "1-5");
+    let model = RobotModel::reachy().unwrap();
+    let spec = format!("r_arm={},head={}", arm.display(), head.display());
+    let backend = direct_on(&spec);
+    let (daemon, c, _session) = serve_on(backend, "dbus");
+    state_where(&c, "both buses at torque on", |s| {
+        s.faults.is_empty() && s.names.len() == 13
+    });
+    let head_joints: Vec<String> = model
+        .servo_map()
+        .into_iter()
+        .filter(|a| a.bus == "head")
+        .map(|a| a.joint)
+        .collect();
+    let _ = head_servos.0.kill(); // SIGKILL: the bus falls silent
+    let _ = head_servos.0.wait();
+    let st = c
+        .wait_for_state(Duration::from_secs(10), |s| {
+            head_joints.iter().all(|j| {
+                s.faults
+                    .iter()
+                    .any(|f| &f.joint == j && f.fault.contains("not answering"))
+            })
+        })
+        .unwrap_or_else(|e| panic!("the dead head bus is not in the faults: {e}"));
+    assert!(
+        st.faults.iter().all(|f| head_joints.contains(&f.joint)),
+        "only the head's joints are faulted: {:?}",
+        st.faults
+    );
+    assert!(!st.stale, "the arm's bus still reports");
+    let elbow = st.names.iter().position(|n| n == "r_elbow_pitch").unwrap();
+    let r = c.goto(&["r_elbow_pitch".into()], &[-0.7], 0.6).unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    state_where(&c, "the arm at the goal beside the dead bus", |s| {
+        (s.position[elbow] + 0.7).abs() < 0.03
+    });
+    drop(c);
+    daemon.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -82,12 +82,21 @@ impl HostCore {
 }
 
 /// The servos of one bus of the servo map on a serial adapter, driven by the firmware's
-/// control core in this process.
+/// control core in this process (or by a board's firmware image in QEMU, see
+/// [`DirectBackend::qemu`]).
 pub struct DirectBackend {
     inner: SerialBackend,
     // stopped after `inner` is dropped: fields drop in order
-    core: Option<Worker<anyhow::Error>>,
+    behind: Option<Behind>,
     link: PathBuf,
+}
+
+/// What answers on the far end of the backend's host link.
+enum Behind {
+    /// The control core on a thread of this process.
+    Core(Worker<anyhow::Error>),
+    /// A board's image in QEMU, its servo bus bridged to the bus.
+    Qemu(crate::qemu::QemuBoard),
 }
 
 /// How the direct backend drives its bus.
@@ -128,16 +137,7 @@ impl DirectBackend {
         }
         let bus = SerialIo::open(&opts.port, opts.baud)
             .with_context(|| format!("opening the servo bus {}", opts.port))?;
-        let link = {
-            // one link per backend, also for several in one process
-            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            std::env::temp_dir().join(format!(
-                "reachy-direct-{}-{}-{n}",
-                std::process::id(),
-                opts.bus
-            ))
-        };
+        let link = link_path("direct", &opts.bus);
         let core = HostCore::new(&link, vec![bus], &joints, opts.model, opts.rate_hz)?;
         let core = Worker::spawn(&format!("bus {}", opts.bus), move |stop: &AtomicBool| {
             core.run(stop);
@@ -152,18 +152,60 @@ impl DirectBackend {
         )?;
         Ok(Self {
             inner,
-            core: Some(core),
+            behind: Some(Behind::Core(core)),
+            link,
+        })
+    }
+
+    /// The servos of `bus` (a pty or adapter) driven by the firmware image for that limb in
+    /// QEMU ([`crate::qemu::limb_image`] beside the arms' `image`): the board's UART1 bridged to
+    /// the bus, its UART0 the host link of a serial backend.
+    pub fn qemu(
+        bus: &str,
+        port: &str,
+        image: &std::path::Path,
+        robot: &RobotModel,
+        mounts: &std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
+    ) -> anyhow::Result<Self> {
+        let link = link_path("qemu", bus);
+        let board = crate::qemu::QemuBoard::start(
+            &crate::qemu::limb_image(image, bus),
+            &link,
+            Some(std::path::Path::new(port)),
+        )
+        .with_context(|| format!("the {bus} board in QEMU"))?;
+        let inner = SerialBackend::open(
+            link.to_str().unwrap_or_default(),
+            1_000_000,
+            robot,
+            bus,
+            mounts,
+        )?;
+        Ok(Self {
+            inner,
+            behind: Some(Behind::Qemu(board)),
             link,
         })
     }
 }
 
+/// A fresh path for a backend's host link in the temp dir, also for several in one process.
+fn link_path(kind: &str, bus: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("reachy-{kind}-{}-{bus}-{n}", std::process::id()))
+}
+
 impl Drop for DirectBackend {
     fn drop(&mut self) {
-        if let Some(w) = self.core.take() {
-            if let Err(e) = w.stop() {
-                tracing::warn!("control core: {e:#}");
+        match self.behind.take() {
+            Some(Behind::Core(w)) => {
+                if let Err(e) = w.stop() {
+                    tracing::warn!("control core: {e:#}");
+                }
             }
+            Some(Behind::Qemu(board)) => drop(board),
+            None => {}
         }
         let _ = std::fs::remove_file(&self.link);
     }
@@ -171,7 +213,10 @@ impl Drop for DirectBackend {
 
 impl Backend for DirectBackend {
     fn name(&self) -> &'static str {
-        "dynamixel"
+        match self.behind {
+            Some(Behind::Qemu(_)) => "qemu",
+            _ => "dynamixel",
+        }
     }
 
     fn joint_names(&self) -> Vec<String> {
@@ -246,6 +291,31 @@ pub fn open_buses(
             mounts,
         )?));
     }
+    Ok(join(parts)?)
+}
+
+/// The firmware images in QEMU over every bus in `buses` (servo-map bus, pty): a board per
+/// limb ([`DirectBackend::qemu`]), joined as one backend.
+pub fn open_qemu_boards(
+    buses: &[(String, String)],
+    image: &std::path::Path,
+    robot: &RobotModel,
+) -> anyhow::Result<Box<dyn Backend>> {
+    let mut parts: Vec<Box<dyn Backend>> = Vec::new();
+    for (bus, port) in buses {
+        parts.push(Box::new(DirectBackend::qemu(
+            bus,
+            port,
+            image,
+            robot,
+            &Default::default(),
+        )?));
+    }
+    Ok(join(parts)?)
+}
+
+/// One backend of `parts`: the part itself, or all joined.
+fn join(mut parts: Vec<Box<dyn Backend>>) -> Result<Box<dyn Backend>, DaemonError> {
     Ok(if parts.len() == 1 {
         parts.remove(0)
     } else {

@@ -16,13 +16,60 @@ use crate::sim_bridge::{BridgeConfig, Observer, SimBridge};
 /// `--connect` to a running daemon.
 pub fn wants_in_process(backend: Option<&str>, zenoh: &ZenohOptions) -> anyhow::Result<bool> {
     match backend {
-        Some("sim" | "firmware") => Ok(true),
+        Some("sim" | "firmware" | "qemu") => Ok(true),
         None => Ok(zenoh.connect.is_empty()),
         Some(other) => anyhow::bail!(
             "--backend `{other}`: `sim` starts the simulated robot here, `firmware` the same \
-             through the firmware's control cores and servo buses; a real robot is reached with \
-             --connect to its daemon"
+             through the firmware's control cores and servo buses, `qemu` through the firmware \
+             images in QEMU (a board per limb); a real robot is reached with --connect to its \
+             daemon"
         ),
+    }
+}
+
+/// How the in-process daemon reaches the simulated robot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Through {
+    /// The sim backend over zenoh.
+    #[default]
+    Sim,
+    /// The physics robot's joints as servo buses on ptys (one per limb), the firmware's control
+    /// core on each (a thread, as `reachy firmware run` runs it), the daemon on their host links.
+    Firmware,
+    /// The same buses, each driven by its limb's firmware image in QEMU (a board per limb: the
+    /// arms' `image` and the head's beside it), the daemon on the boards' host links.
+    Qemu {
+        /// The arms' image (see [`crate::qemu::default_image`]).
+        image: std::path::PathBuf,
+    },
+}
+
+impl Through {
+    /// From a `--backend` value (`sim`, `firmware`, `qemu`; none: `sim`), with the arms' image
+    /// for `qemu` (default: [`crate::qemu::default_image`]).
+    pub fn from_backend(
+        backend: Option<&str>,
+        image: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
+        Ok(match backend.unwrap_or("sim") {
+            "sim" => Self::Sim,
+            "firmware" => Self::Firmware,
+            "qemu" => Self::Qemu {
+                image: image.unwrap_or_else(crate::qemu::default_image),
+            },
+            other => anyhow::bail!("--backend `{other}`: expected sim, firmware or qemu"),
+        })
+    }
+
+    /// How a run says what it goes through ("" for the sim backend).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Sim => "",
+            Self::Firmware => " (through the firmware's control cores and Dynamixel buses)",
+            Self::Qemu { .. } => {
+                " (through the firmware images in QEMU, a board per limb, and Dynamixel buses)"
+            }
+        }
     }
 }
 
@@ -74,7 +121,8 @@ impl ClientRobot {
                     camera_fps,
                     zenoh: a.zenoh.clone(),
                     observer: None,
-                    through_firmware: a.backend.as_deref() == Some("firmware"),
+                    through: Through::from_backend(a.backend.as_deref(), None)?,
+                    daemon: None,
                 },
             )?;
             (sim.session.clone(), Some(sim))
@@ -174,10 +222,12 @@ pub struct SimRobotOptions {
     pub zenoh: ZenohOptions,
     /// Called by the sim thread after every control period (recording).
     pub observer: Option<Observer>,
-    /// Through the firmware: the physics robot's joints as servo buses on ptys (one per limb),
-    /// the firmware's control core on each (a thread, as `reachy firmware run` runs it), the
-    /// daemon on their host links — instead of the sim backend over zenoh.
-    pub through_firmware: bool,
+    /// How the daemon reaches the physics: the sim backend over zenoh, or servo buses driven
+    /// by the firmware (its control cores, or its images in QEMU).
+    pub through: Through,
+    /// The daemon's configuration (its `robot` is replaced by [`SimRobotOptions::robot`]);
+    /// `None`: the limits of `reachy daemon`'s built-in configuration.
+    pub daemon: Option<DaemonConfig>,
 }
 
 impl Default for SimRobotOptions {
@@ -187,7 +237,8 @@ impl Default for SimRobotOptions {
             camera_fps: 30.0,
             zenoh: ZenohOptions::default(),
             observer: None,
-            through_firmware: false,
+            through: Through::Sim,
+            daemon: None,
         }
     }
 }
@@ -257,7 +308,7 @@ impl SimRobot {
         let mut observer = opts.observer;
         let mut buses = None;
         let mut servers = None;
-        if opts.through_firmware {
+        if opts.through != Through::Sim {
             let (o, b, s) = firmware_buses(&world, &model, observer.take())?;
             observer = Some(o);
             buses = Some(b);
@@ -273,28 +324,33 @@ impl SimRobot {
             },
             observer,
         )?;
-        let backend: Box<dyn reachy_daemon::Backend> = match &buses {
-            None => Box::new(SimBackend::connect(
-                &session,
-                &opts.robot,
-                Duration::from_secs(5),
-            )?),
-            Some(b) => crate::direct::open_buses(
+        let backend: Box<dyn reachy_daemon::Backend> = match (&opts.through, &buses) {
+            (Through::Qemu { image }, Some(b)) => {
+                crate::direct::open_qemu_boards(b, image, &model)?
+            }
+            (_, Some(b)) => crate::direct::open_buses(
                 b,
                 1_000_000,
                 reachy_firmware::dynamixel::Model::Xm430W350,
                 &model,
                 &Default::default(),
             )?,
+            (_, None) => Box::new(SimBackend::connect(
+                &session,
+                &opts.robot,
+                Duration::from_secs(5),
+            )?),
         };
         let daemon = Daemon::spawn(
             session.clone(),
             model,
             backend,
-            // the limits of `reachy daemon`'s built-in configuration
             DaemonConfig {
                 robot: opts.robot.clone(),
-                ..DaemonConfig::from_config(&reachy_daemon::config::Config::default_config())
+                ..opts.daemon.unwrap_or_else(|| {
+                    // the limits of `reachy daemon`'s built-in configuration
+                    DaemonConfig::from_config(&reachy_daemon::config::Config::default_config())
+                })
             },
         )?;
         Ok(Self {
@@ -318,6 +374,11 @@ impl SimRobot {
         }
         cfg.cameras = cameras;
         Ok(reachy_sim::world::World::new(cfg)?)
+    }
+
+    /// The daemon (its counters).
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("running until stopped")
     }
 
     /// Rebuild the scene with `seed` (objects re-placed, robot teleported home).

@@ -8,6 +8,7 @@
 //!   any [`reachy_api::RobotIo`], and [`pick_place::LockStep`], the simulator in lock-step.
 //! - [`policy_run`]: a chunking policy (LeRobot ACT) on the robot through the daemon's API.
 //! - [`policy_serve`]: a policy served over zenoh to several robots.
+//! - [`qemu`]: the firmware's Cortex-M images in QEMU with their UARTs wired.
 //! - [`replay`]: an episode of a LeRobot dataset replayed on the robot.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod inprocess;
 pub mod pick_place;
 pub mod policy_run;
 pub mod policy_serve;
+pub mod qemu;
 pub mod record;
 pub mod replay;
 pub mod servo_buses;

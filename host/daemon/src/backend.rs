@@ -228,7 +228,16 @@ pub struct SerialBackend {
     heard: Instant,
     /// The link failed: a warning was logged.
     lost: bool,
+    /// The goals last sent, and when.
+    goals_sent: Option<(Instant, Vec<(u8, f32)>)>,
+    /// Goal frames whose write timed out, and when that was last said.
+    slow_writes: u64,
+    slow_said: Option<Instant>,
 }
+
+/// How often the serial backend re-sends goals that have not changed (a keep-alive well inside
+/// the firmware's watchdog hold time, 100 ms by default).
+pub const GOAL_KEEPALIVE: Duration = Duration::from_millis(40);
 
 /// Silence on the firmware link after which it is reopened (and the period of the attempts).
 pub const LINK_SILENT: Duration = Duration::from_millis(500);
@@ -274,6 +283,9 @@ impl SerialBackend {
             limits: None,
             heard: Instant::now(),
             lost: false,
+            goals_sent: None,
+            slow_writes: 0,
+            slow_said: None,
         })
     }
 
@@ -283,8 +295,9 @@ impl SerialBackend {
         match crate::firmware_link::FirmwareLink::open(&self.path, self.baud) {
             Ok(l) => {
                 self.link = l;
-                // the firmware that answers may be a new one: torque and limits afresh
+                // the firmware that answers may be a new one: torque, goals and limits afresh
                 self.torque = None;
+                self.goals_sent = None;
                 if let Some(lim) = &self.limits {
                     if let Err(e) = self.link.send_joint_limits(lim) {
                         tracing::warn!("firmware link {}: sending the limits: {e}", self.path);
@@ -389,6 +402,24 @@ impl Backend for SerialBackend {
         // a failing link never stops the daemon's loop: the state goes stale (the daemon holds
         // and says so) and the read side reopens the link
         if let Err(e) = self.send_targets(targets, torque) {
+            if write_timed_out(&e) {
+                // the link takes the goals slower than they come (an emulated board's UART, a
+                // low baud rate): this frame is lost, the next supersedes it; said every 5 s
+                self.slow_writes += 1;
+                if self
+                    .slow_said
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+                {
+                    tracing::warn!(
+                        "firmware link {}: slower than the goal stream ({} goal frames timed out \
+                         so far)",
+                        self.path,
+                        self.slow_writes
+                    );
+                    self.slow_said = Some(Instant::now());
+                }
+                return Ok(());
+            }
             if !self.lost {
                 tracing::warn!("firmware link {}: {e}; reopening it", self.path);
                 self.lost = true;
@@ -409,6 +440,7 @@ impl SerialBackend {
             self.link
                 .send(&reachy_firmware::link::Command::Torque { mask, on: torque })?;
             self.torque = Some(torque);
+            self.goals_sent = None;
         }
         let goals: Vec<(u8, f32)> = targets
             .iter()
@@ -416,9 +448,28 @@ impl SerialBackend {
             .zip(&self.mounts)
             .map(|((i, &q), (d, o))| (i as u8, (q - o) * d))
             .collect();
-        self.link.send_goals(&goals)?;
+        // unchanged goals (a limb holding still) go out only every GOAL_KEEPALIVE: the
+        // firmware's watchdog still hears the host, and a slow link carries the limbs that move
+        let fresh = self
+            .goals_sent
+            .as_ref()
+            .is_some_and(|(at, g)| *g == goals && at.elapsed() < GOAL_KEEPALIVE);
+        if !fresh {
+            self.goals_sent = None;
+            self.link.send_goals(&goals)?;
+            self.goals_sent = Some((Instant::now(), goals));
+        }
         Ok(())
     }
+}
+
+/// Whether `e` is a write to the link that timed out (the link busy, not gone).
+fn write_timed_out(e: &DaemonError) -> bool {
+    matches!(
+        e,
+        DaemonError::Link(crate::firmware_link::FirmwareLinkError::Io(io))
+            if io.kind() == std::io::ErrorKind::TimedOut
+    )
 }
 
 /// What is wrong with a servo, from the firmware's telemetry (`None`: healthy).

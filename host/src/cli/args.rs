@@ -58,7 +58,10 @@ impl ZenohArgs {
 /// Where a client command (teleop, record, replay, policy run) finds its robot.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RobotArgs {
-    /// `sim`: start the simulated robot in this process (the default without --connect).
+    /// `sim`: start the simulated robot in this process (the default without --connect);
+    /// `firmware`: the same, driven through the firmware's control cores and servo buses;
+    /// `qemu`: through the firmware images in QEMU, a board per limb (the images from
+    /// $REACHY_FW_IMAGE or the board crate's release build).
     #[arg(long)]
     pub backend: Option<String>,
     /// Robot name.

@@ -68,11 +68,17 @@ pub struct DemoArgs {
     /// Where to write the run's summary (demo.json).
     #[arg(long, default_value = "demo-out")]
     pub out: std::path::PathBuf,
-    /// `sim` (the daemon's sim backend over zenoh) or `firmware` (daemon → host link → the
+    /// `sim` (the daemon's sim backend over zenoh), `firmware` (daemon → host link → the
     /// firmware's control core, one per limb on a thread → Dynamixel buses on ptys → the
-    /// physics robot's joints as servos).
-    #[arg(long, default_value = "sim", value_parser = ["sim", "firmware"])]
+    /// physics robot's joints as servos) or `qemu` (the same with the firmware's Cortex-M4
+    /// images in QEMU, a board per limb: needs qemu-system-arm and the images, see --image).
+    #[arg(long, default_value = "sim", value_parser = ["sim", "firmware", "qemu"])]
     pub backend: String,
+    /// `--backend qemu`: the arms' firmware image (the head's, `…-head`, beside it). Default:
+    /// $REACHY_FW_IMAGE, else the board crate's release build (`cd firmware/boards/mps2-an386 &&
+    /// cargo build --release`).
+    #[arg(long)]
+    pub image: Option<std::path::PathBuf>,
 }
 
 /// Run `reachy daemon` until Ctrl-C.
@@ -190,6 +196,7 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
 /// through the daemon's API. Ok(true) when the cube ended where it was meant to.
 pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bool> {
     let robot = "reachy";
+    let through = reachy_apps::inprocess::Through::from_backend(Some(&a.backend), a.image.clone())?;
     let world = SimRobot::world(urdf, a.seed, Vec::new())?;
     let objects = world.physics().object_poses();
     anyhow::ensure!(
@@ -234,7 +241,7 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         SimRobotOptions {
             robot: robot.into(),
             observer: Some(observer),
-            through_firmware: a.backend == "firmware",
+            through: through.clone(),
             ..Default::default()
         },
     )?;
@@ -248,11 +255,7 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
     )?;
     println!(
         "demo: sim and daemon running in this process{}; moving {} to [{:.2}, {:.2}]",
-        if a.backend == "firmware" {
-            " (through the firmware's control cores and Dynamixel buses)"
-        } else {
-            ""
-        },
+        through.describe(),
         a.object,
         place[0],
         place[1]

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
@@ -127,135 +126,22 @@ fn qemu(
     link: &std::path::Path,
     bus: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    use std::io::BufRead;
-    if !image.is_file() {
-        bail!(
-            "--image {}: no such file (cd firmware/boards/mps2-an386 && cargo build --release)",
-            image.display()
-        );
-    }
-    if link.symlink_metadata().is_ok() {
-        bail!("--link {}: something is already there", link.display());
-    }
-    let mut child = std::process::Command::new("qemu-system-arm")
-        .args([
-            "-cpu",
-            "cortex-m4",
-            "-machine",
-            "mps2-an386",
-            "-display",
-            "none",
-        ])
-        .args([
-            "-monitor", "none", "-serial", "pty", "-serial", "pty", "-kernel",
-        ])
-        .arg(image)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("starting qemu-system-arm (Debian: apt install qemu-system-arm)")?;
-    // QEMU says "char device redirected to /dev/pts/N (label serial0)" per UART, on either stream
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let streams: [Box<dyn std::io::Read + Send>; 2] = [
-        Box::new(child.stdout.take().expect("piped")),
-        Box::new(child.stderr.take().expect("piped")),
-    ];
-    for stream in streams {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    let mut ptys = Vec::new();
-    let t0 = Instant::now();
-    while ptys.len() < 2 && t0.elapsed() < Duration::from_secs(20) {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            if let Some(rest) = line.split("redirected to ").nth(1) {
-                ptys.extend(rest.split_whitespace().next().map(str::to_string));
-            } else {
-                tracing::info!("qemu: {line}");
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("qemu-system-arm exited ({status}) before its UARTs were ready");
-        }
-    }
-    if ptys.len() < 2 {
-        let _ = child.kill();
-        bail!("qemu-system-arm did not report its two UART ptys within 20 s");
-    }
-    std::os::unix::fs::symlink(&ptys[0], link)
-        .with_context(|| format!("linking {} to {}", link.display(), ptys[0]))?;
+    let mut board = reachy_apps::qemu::QemuBoard::start(image, link, bus)?;
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)).context("Ctrl-C handler")?;
-    let mut bridges = Vec::new();
-    if let Some(bus) = bus {
-        let open = |p: &str| {
-            serialport::new(p, 1_000_000)
-                .timeout(Duration::from_millis(20))
-                .open_native()
-                .with_context(|| format!("opening {p}"))
-        };
-        let uart = open(&ptys[1])?;
-        let dev = open(&bus.to_string_lossy())?;
-        for (mut from, mut to) in [
-            (uart.try_clone_native()?, dev.try_clone_native()?),
-            (dev, uart),
-        ] {
-            let stop = stop.clone();
-            bridges.push(std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut buf = [0u8; 512];
-                while !stop.load(Ordering::Relaxed) {
-                    match from.read(&mut buf) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            if to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                        Err(_) => break,
-                    }
-                }
-            }));
-        }
-    }
     println!(
         "firmware in QEMU: host link at {} (UART0 {}), servo bus UART1 {}{}",
         link.display(),
-        ptys[0],
-        ptys[1],
+        board.uart0,
+        board.uart1,
         bus.map(|b| format!(" bridged to {}", b.display()))
             .unwrap_or_default()
     );
     use std::io::Write;
     std::io::stdout().flush().ok();
-    let status = loop {
-        if stop.load(Ordering::Relaxed) {
-            let _ = child.kill();
-            break child.wait().ok();
-        }
-        if let Ok(Some(s)) = child.try_wait() {
-            break Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let interrupted = stop.swap(true, Ordering::Relaxed);
-    for b in bridges {
-        let _ = b.join();
-    }
-    let _ = std::fs::remove_file(link);
-    match status {
-        Some(s) if !s.success() && !interrupted => bail!("qemu-system-arm: {s}"),
+    match board.wait(&stop)? {
+        Some(s) if !s.success() => bail!("qemu-system-arm: {s}"),
         _ => Ok(()),
     }
 }

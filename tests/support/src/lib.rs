@@ -117,3 +117,33 @@ pub fn listening_endpoint(line: &str) -> Option<String> {
         .filter(|e| !e.is_empty())?;
     Some(ep.to_string())
 }
+
+/// Run `bin demo ARGS --out OUT` (a fresh OUT in the temp dir named after `tag`), assert that it
+/// exited 0 and that its summary says the cube ended within 2 cm of the target; its stdout, the
+/// summary and OUT.
+pub fn run_demo(bin: &Path, tag: &str, args: &[&str]) -> (String, serde_json::Value, PathBuf) {
+    let out = std::env::temp_dir().join(format!("reachy-{tag}-{}", std::process::id()));
+    let o = Command::new(bin)
+        .arg("demo")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("running reachy demo");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("demo.json")).expect("the demo's summary"),
+    )
+    .expect("the demo's summary is JSON");
+    assert_eq!(summary["success"], true, "{summary}");
+    assert!(
+        summary["error_mm"].as_f64().is_some_and(|e| e < 20.0),
+        "{summary}"
+    );
+    (stdout, summary, out)
+}

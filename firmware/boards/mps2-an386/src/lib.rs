@@ -97,6 +97,8 @@ pub fn on_interrupt(irqn: i16) {
 pub struct Uart {
     base: usize,
     ring: &'static RxRing,
+    /// Sleep (WFI) in `read_ready` while nothing has arrived: see [`Uart::sleep_while_idle`].
+    sleepy: bool,
 }
 
 impl Uart {
@@ -110,12 +112,36 @@ impl Uart {
         } else {
             (&RX[1], 2)
         };
-        let u = Self { base, ring };
+        let u = Self {
+            base,
+            ring,
+            sleepy: false,
+        };
         u.reg(0x10).write_volatile((SYSCLK_HZ / baud).max(16));
         // CTRL: bit 0 TX enable, bit 1 RX enable, bit 3 RX interrupt enable
         u.reg(0x08).write_volatile(0b1011);
         cortex_m::peripheral::NVIC::unmask(Irq(irq));
         u
+    }
+    /// Make `read_ready` sleep until the next interrupt (a byte received, or the 1 ms SysTick)
+    /// when nothing is waiting, instead of returning at once. For the servo bus, which the
+    /// bus master polls until a reply or its deadline: the core sleeps through the wait (on an
+    /// MCU: power; under QEMU: the emulator's CPU thread no longer spins a host core), and the
+    /// deadline is seen at most one SysTick (1 ms) late. Not for the host link, which the control
+    /// loop polls once per cycle and must not wait on.
+    pub fn sleep_while_idle(mut self) -> Self {
+        self.sleepy = true;
+        self
+    }
+    /// Sleep until the next interrupt unless a byte is already waiting. Interrupts are masked
+    /// around the check: a byte landing between the check and the WFI still wakes the core (a
+    /// pending interrupt ends WFI with PRIMASK set), then its handler runs.
+    fn wait_for_byte(&self) {
+        cortex_m::interrupt::free(|_| {
+            if self.ring.is_empty() {
+                cortex_m::asm::wfi();
+            }
+        });
     }
     fn reg(&self, off: usize) -> *mut u32 {
         (self.base + off) as *mut u32
@@ -134,7 +160,9 @@ impl embedded_io::Read for Uart {
         if buf.is_empty() {
             return Ok(0);
         }
-        while self.ring.is_empty() {}
+        while self.ring.is_empty() {
+            self.wait_for_byte();
+        }
         let mut n = 0;
         while n < buf.len() {
             match self.ring.pop() {
@@ -149,6 +177,9 @@ impl embedded_io::Read for Uart {
 
 impl embedded_io::ReadReady for Uart {
     fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        if self.sleepy {
+            self.wait_for_byte();
+        }
         Ok(!self.ring.is_empty())
     }
 }
@@ -167,14 +198,33 @@ impl embedded_io::Write for Uart {
 }
 
 static WRAPS: AtomicU32 = AtomicU32::new(0);
-const RELOAD: u32 = 0x00FF_FFFF;
+/// SysTick wraps every millisecond: the tick that wakes a sleeping core (see [`idle_until`]).
+const RELOAD: u32 = SYSCLK_HZ / 1000 - 1;
 
-/// SysTick wrap counter; call from the SysTick exception.
+/// The board's exception handlers, for a binary's root: SysTick counts the clock's wraps
+/// ([`on_systick`]), every other interrupt drains its UART ([`on_interrupt`]).
+#[macro_export]
+macro_rules! board_handlers {
+    () => {
+        #[cortex_m_rt::exception]
+        fn SysTick() {
+            $crate::on_systick();
+        }
+
+        #[cortex_m_rt::exception]
+        unsafe fn DefaultHandler(irqn: i16) {
+            $crate::on_interrupt(irqn);
+        }
+    };
+}
+
+/// SysTick wrap counter (milliseconds); call from the SysTick exception.
 pub fn on_systick() {
     WRAPS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Microsecond clock from SysTick (24-bit down counter at the core clock, wraps counted).
+/// Microsecond clock from SysTick (24-bit down counter at the core clock wrapping every
+/// millisecond, wraps counted).
 #[derive(Clone, Copy)]
 pub struct SysTickClock;
 
@@ -200,6 +250,53 @@ impl Clock for SysTickClock {
                 let cycles = (w1 as u64) * (RELOAD as u64 + 1) + (RELOAD - v) as u64;
                 return cycles / (SYSCLK_HZ as u64 / 1_000_000);
             }
+        }
+    }
+}
+
+/// Sleep (WFI) until `clock` reads `t_us`. Each SysTick (every whole millisecond since the
+/// clock started) and each received byte wakes the core: a `t_us` on a whole millisecond is met
+/// on time, others up to 1 ms late.
+pub fn idle_until(clock: &SysTickClock, t_us: u64) {
+    while clock.now_us() < t_us {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// The firmware of one limb's board: host link on UART0, the limb's `N` servos (IDs 1..=N, as
+/// the URDF's servo map numbers each bus) on UART1, the control loop at 1 kHz, sleeping between
+/// cycles and while the bus is silent. The arms' image has 8 servos, the head's 5.
+pub fn run_limb<const N: usize>() -> ! {
+    use reachy_firmware::control::{Controller, JointMap};
+    use reachy_firmware::dynamixel::Model;
+    let cp = cortex_m::Peripherals::take().expect("peripherals");
+    let clock = SysTickClock::start(cp.SYST);
+    let link = unsafe { Uart::new(UART0, 1_000_000) };
+    let bus = unsafe { Uart::new(UART1, 1_000_000) }.sleep_while_idle();
+    let joints: [JointMap; N] = core::array::from_fn(|i| JointMap {
+        bus: 0,
+        id: i as u8 + 1,
+    });
+    let period_us = 1000;
+    let mut ctl = match Controller::new(link, [bus], clock, &joints, Model::Xm430W350, period_us) {
+        Ok(c) => c,
+        Err(_) => panic!("bad joint map"),
+    };
+    // emulated UARTs behind ptys answer in ~1-2 ms
+    ctl.set_bus_timeout_us(5_000);
+    // ... but behind host processes that a loaded host can stall for a few hundred ms (a CI run
+    // saw bursts of misses while holding): a servo counts as not answering after 0.5 s silent
+    ctl.set_no_reply_after_us(500_000);
+    // cycles start on whole milliseconds, where the SysTick wakes the core
+    let mut next = clock.now_us().div_ceil(1000) * 1000;
+    loop {
+        idle_until(&clock, next);
+        ctl.tick();
+        next += period_us as u64;
+        let now = clock.now_us();
+        if next < now {
+            // an overrun is not caught up (the controller counts it)
+            next = now.div_ceil(1000) * 1000;
         }
     }
 }

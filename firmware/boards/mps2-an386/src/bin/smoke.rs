@@ -2,23 +2,15 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::{entry, exception};
+use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
 use reachy_firmware::control::{Controller, JointMap};
 use reachy_firmware::dynamixel::{crc, packet, Clock, Model};
 use reachy_firmware::link::{self, Command, JointGoal};
-use reachy_fw_mps2::{on_interrupt, on_systick, SysTickClock, Uart, UART0, UART1};
+use reachy_fw_mps2::{SysTickClock, Uart, UART0, UART1};
 
-#[exception]
-fn SysTick() {
-    on_systick();
-}
-
-#[exception]
-unsafe fn DefaultHandler(irqn: i16) {
-    on_interrupt(irqn);
-}
+reachy_fw_mps2::board_handlers!();
 
 fn check(name: &str, ok: bool, failures: &mut u32) {
     hprintln!("{} {}", if ok { "ok  " } else { "FAIL" }, name);
