@@ -1,0 +1,234 @@
+//! The whole robot through the firmware (issue 14 §6): the physics robot's 21 servos on three
+//! Dynamixel buses (`reachy sim --servo-bus`: r_arm 8, l_arm 8, head 5), a board per limb at
+//! 1 kHz, each cycle a sync write of the goals and a sync read of every servo on its bus — first
+//! as `reachy firmware run` processes, then as the Cortex-M4 images in QEMU (`reachy firmware
+//! qemu`, the arms' image and the head's). Per board, with telemetry every cycle: the loop
+//! period p50 / p99, its bus cycle p50 / p99 beside the wire limit of that cycle at 1 and 4 Mbaud,
+//! and the link round trip (goals with a sequence number → the state that carries it back)
+//! p50 / p99. All three boards are driven at once.
+//!
+//! `cargo build -p reachy && cargo bench --profile dev -p reachy-e2e --bench whole_robot` (the
+//! benchmark runs the `reachy` binary of its own profile; QEMU needs `qemu-system-arm` and the
+//! images: `cd firmware/boards/mps2-an386 && cargo build --release`, or `REACHY_FW_IMAGE`).
+#![allow(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as Proc, Stdio};
+use std::time::{Duration, Instant};
+
+use reachy_daemon::firmware_link::FirmwareLink;
+use reachy_e2e::ChildGuard;
+use reachy_firmware::link::{Command, SafetyConfig, Telemetry};
+
+/// The limbs: servo-map bus and servo count.
+const LIMBS: [(&str, usize); 3] = [("r_arm", 8), ("l_arm", 8), ("head", 5)];
+
+/// Bytes on the wire in one cycle for `n` servos: sync write of 4-byte goals (14 + 5n), sync
+/// read request (14 + n), `n` status packets of 10 data bytes (21n).
+fn cycle_bytes(n: usize) -> usize {
+    28 + 27 * n
+}
+
+/// p50 and p99 of `v` (sorted here).
+fn p50_p99(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p) as usize];
+    (q(0.5), q(0.99))
+}
+
+/// Drive the boards on `links` (one per limb, in [`LIMBS`] order) for `rounds` rounds and print
+/// each one's figures under `what`.
+fn measure(what: &str, links: &[PathBuf], rounds: usize) {
+    let mut ls: Vec<FirmwareLink> = links
+        .iter()
+        .map(|p| FirmwareLink::open(p.to_str().expect("utf8"), 1_000_000).expect("link"))
+        .collect();
+    for (l, (_, n)) in ls.iter_mut().zip(LIMBS) {
+        l.send(&Command::Safety(SafetyConfig {
+            telemetry_every: 1,
+            ..Default::default()
+        }))
+        .expect("safety");
+        l.send(&Command::Torque {
+            mask: (1 << n) - 1,
+            on: true,
+        })
+        .expect("torque");
+    }
+    let goals: Vec<Vec<(u8, f32)>> = LIMBS
+        .iter()
+        .map(|(_, n)| (0..*n as u8).map(|j| (j, 0.0)).collect())
+        .collect();
+    // settle: torque on, the first reads
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(500) {
+        for (l, g) in ls.iter_mut().zip(&goals) {
+            l.send_goals(g).expect("goals");
+            let _ = l.poll();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut rtt: Vec<Vec<f64>> = vec![Vec::new(); ls.len()];
+    let mut period: Vec<Vec<f64>> = vec![Vec::new(); ls.len()];
+    let mut bus: Vec<Vec<f64>> = vec![Vec::new(); ls.len()];
+    for _ in 0..rounds {
+        let sent: Vec<(Instant, u32)> = ls
+            .iter_mut()
+            .zip(&goals)
+            .map(|(l, g)| (Instant::now(), l.send_goals(g).expect("goals")))
+            .collect();
+        let mut back = vec![false; ls.len()];
+        let t = Instant::now();
+        while back.iter().any(|b| !b) && t.elapsed() < Duration::from_millis(500) {
+            for (k, l) in ls.iter_mut().enumerate() {
+                for m in l.poll().unwrap_or_default() {
+                    if let Telemetry::State {
+                        host_seq, stats, ..
+                    } = m
+                    {
+                        period[k].push(stats.period_mean_us as f64);
+                        bus[k].push(stats.bus_max_us as f64);
+                        if !back[k] && host_seq == sent[k].1 {
+                            rtt[k].push(sent[k].0.elapsed().as_secs_f64() * 1e6);
+                            back[k] = true;
+                        }
+                    }
+                }
+            }
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for (k, (limb, n)) in LIMBS.iter().enumerate() {
+        let bytes = cycle_bytes(*n);
+        let (pp50, pp99) = p50_p99(&mut period[k]);
+        let (bp50, bp99) = p50_p99(&mut bus[k]);
+        let (rp50, rp99) = p50_p99(&mut rtt[k]);
+        println!(
+            "{what}, {limb} ({n} servos): loop period p50 {pp50:.0} µs, p99 {pp99:.0} µs; bus cycle \
+             p50 {bp50:.0} µs, p99 {bp99:.0} µs (wire limit of its {bytes} B: {:.0} µs at 1 Mbaud, \
+             {:.0} µs at 4 Mbaud); link round trip p50 {rp50:.0} µs, p99 {rp99:.0} µs ({} of \
+             {rounds})",
+            bytes as f64 * 10.0,
+            bytes as f64 * 2.5,
+            rtt[k].len()
+        );
+    }
+}
+
+/// `reachy ARGS` in the background, stderr silenced.
+fn spawn(bin: &Path, args: &[&str]) -> ChildGuard {
+    ChildGuard(
+        Proc::new(bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning reachy"),
+    )
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent()?.parent().map(|d| d.join("reachy")))
+        .filter(|b| b.exists());
+    let Some(bin) = bin else {
+        eprintln!("whole robot: SKIPPED (build the reachy binary in this profile first)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("reachy-bench-wb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let buses: Vec<PathBuf> = LIMBS.iter().map(|(b, _)| dir.join(b)).collect();
+    let specs: Vec<String> = LIMBS
+        .iter()
+        .zip(&buses)
+        .map(|((b, _), p)| format!("{b}={}", p.display()))
+        .collect();
+    let mut args = vec!["sim", "--robot", "wb", "--no-scene", "--rate", "1000"];
+    for s in &specs {
+        args.extend(["--servo-bus", s.as_str()]);
+    }
+    let (_sim, _) = reachy_e2e::start_listening(&args, "sim ready");
+    for b in &buses {
+        reachy_e2e::wait_for(b, 20);
+    }
+    let rounds = 400;
+    {
+        let links: Vec<PathBuf> = LIMBS
+            .iter()
+            .map(|(b, _)| dir.join(format!("link-{b}")))
+            .collect();
+        let _boards: Vec<ChildGuard> = specs
+            .iter()
+            .zip(&links)
+            .map(|(s, l)| {
+                spawn(
+                    &bin,
+                    &[
+                        "firmware",
+                        "run",
+                        "--link",
+                        l.to_str().expect("utf8"),
+                        "--bus",
+                        s,
+                    ],
+                )
+            })
+            .collect();
+        for l in &links {
+            reachy_e2e::wait_for(l, 20);
+        }
+        measure("firmware run processes", &links, rounds);
+    }
+    let image = std::env::var_os("REACHY_FW_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
+                "../firmware/boards/mps2-an386/target/thumbv7em-none-eabihf/release/reachy-fw-mps2",
+            )
+        });
+    let mut head = image.clone().into_os_string();
+    head.push("-head");
+    if !image.exists() || !Path::new(&head).exists() {
+        eprintln!("QEMU boards: SKIPPED (no images: cd firmware/boards/mps2-an386 && cargo build --release)");
+        return;
+    }
+    let links: Vec<PathBuf> = LIMBS
+        .iter()
+        .map(|(b, _)| dir.join(format!("qlink-{b}")))
+        .collect();
+    let _boards: Vec<ChildGuard> = LIMBS
+        .iter()
+        .zip(&links)
+        .zip(&buses)
+        .map(|(((limb, _), l), b)| {
+            let img = if *limb == "head" {
+                Path::new(&head)
+            } else {
+                image.as_path()
+            };
+            spawn(
+                &bin,
+                &[
+                    "firmware",
+                    "qemu",
+                    "--image",
+                    img.to_str().expect("utf8"),
+                    "--link",
+                    l.to_str().expect("utf8"),
+                    "--bus",
+                    b.to_str().expect("utf8"),
+                ],
+            )
+        })
+        .collect();
+    for l in &links {
+        reachy_e2e::wait_for(l, 30);
+    }
+    measure("QEMU boards", &links, rounds / 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
