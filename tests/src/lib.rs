@@ -235,16 +235,22 @@ pub fn spawn_firmware_on_sim_servos_with(
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (bus, link) = (dir.join("bus"), dir.join("link"));
     let servos = spawn_sim_servos_with(&bus, ids, servo_args);
+    let fw = spawn_firmware_run(&link, &bus_spec(&bus));
+    (servos, fw, link)
+}
+
+/// `reachy firmware run --link LINK --bus BUS_SPEC` (e.g. `r_arm=PATH`), once its link is there.
+pub fn spawn_firmware_run(link: &std::path::Path, bus_spec: &str) -> ChildGuard {
     let fw = ChildGuard(
         std::process::Command::new(reachy_bin())
             .args(["firmware", "run", "--link"])
-            .arg(&link)
+            .arg(link)
             .arg("--bus")
-            .arg(bus_spec(&bus))
+            .arg(bus_spec)
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawning reachy firmware run"),
     );
-    wait_for(&link, 20);
-    (servos, fw, link)
+    wait_for(link, 20);
+    fw
 }

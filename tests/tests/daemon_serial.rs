@@ -271,16 +271,7 @@ fn the_daemon_holds_while_the_firmware_is_dead_and_reconnects_when_it_returns() 
 
     // a new firmware process creates its link pty at the same path
     let bus = linkp.with_file_name("bus");
-    let _fw2 = reachy_e2e::ChildGuard(
-        std::process::Command::new(reachy_e2e::reachy_bin())
-            .args(["firmware", "run", "--link"])
-            .arg(&linkp)
-            .arg("--bus")
-            .arg(format!("r_arm={}", bus.display()))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _fw2 = reachy_e2e::spawn_firmware_run(&linkp, &format!("r_arm={}", bus.display()));
     let st = c
         .wait_for_state(Duration::from_secs(20), |s| !s.stale && s.faults.is_empty())
         .expect("fresh states from the new firmware");
@@ -625,17 +616,7 @@ fn the_arm_sags_under_gravity_once_the_firmware_drops_torque_after_the_daemon_di
     std::fs::create_dir_all(&dir).unwrap();
     let (arm, link) = (dir.join("arm"), dir.join("link"));
     let sim = PhysicsSim::start("sag", &[("r_arm", &arm)]);
-    let _fw = reachy_e2e::ChildGuard(
-        std::process::Command::new(reachy_e2e::reachy_bin())
-            .args(["firmware", "run", "--link"])
-            .arg(&link)
-            .arg("--bus")
-            .arg(format!("r_arm={}", arm.display()))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    reachy_e2e::wait_for(&link, 20);
+    let _fw = reachy_e2e::spawn_firmware_run(&link, &format!("r_arm={}", arm.display()));
     let elbow_in_physics = || sim.joint("r_elbow_pitch");
     // the forearm raised forward: gravity pulls it back down towards 0
     let target = -1.3f32;
@@ -750,5 +731,131 @@ fn a_dead_bus_is_reported_and_the_other_limb_keeps_working() {
     });
     drop(c);
     daemon.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Faults across the real path (issue 14 §5): noise on the host link of `reachy firmware run`
+/// driving the physics arm — random bytes, and copies of a goal frame for another pose with one
+/// byte changed (which would move the elbow if one got through) — written into the link beside
+/// the host's own frames (heartbeats meanwhile, so a wrong goal would stay the goal). The firmware counts them as link errors and drops them; the
+/// physics elbow never leaves the pose the valid frames hold, and valid goals still apply after.
+#[test]
+fn noise_on_the_host_link_is_counted_and_dropped_with_no_wrong_motion() {
+    use reachy_firmware::link::{self, Command as LinkCommand, Telemetry};
+    use std::io::Write;
+    let _cores = reachy_e2e::beside_others();
+    let dir = std::env::temp_dir().join(format!("reachy-noise-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (arm, linkp) = (dir.join("arm"), dir.join("link"));
+    let sim = PhysicsSim::start("noise", &[("r_arm", &arm)]);
+    let _fw = reachy_e2e::spawn_firmware_run(&linkp, &format!("r_arm={}", arm.display()));
+    let mut host =
+        reachy_daemon::firmware_link::FirmwareLink::open(linkp.to_str().unwrap(), 1_000_000)
+            .unwrap();
+    // a second writer on the link, for the noise: a plain open of the tty (the host's open set
+    // it raw; its lock is an advisory one a plain writer does not take)
+    let mut noise = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&linkp)
+        .unwrap();
+    host.send(&LinkCommand::Torque {
+        mask: 0xFF,
+        on: true,
+    })
+    .unwrap();
+    // r_elbow_pitch is the arm's joint 3
+    let hold: Vec<(u8, f32)> = (0..8u8)
+        .map(|j| (j, if j == 3 { -0.8 } else { 0.0 }))
+        .collect();
+    let mut link_errors = 0;
+    // the host's goal stream: one frame, then the telemetry (the link errors counted so far)
+    fn stream(
+        host: &mut reachy_daemon::firmware_link::FirmwareLink,
+        goals: &[(u8, f32)],
+        link_errors: &mut u32,
+    ) {
+        host.send_goals(goals).unwrap();
+        for t in host.poll().unwrap_or_default() {
+            if let Telemetry::State { stats, .. } = t {
+                *link_errors = stats.link_errors;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let at = |want: f32| {
+        sim.joint("r_elbow_pitch")
+            .is_some_and(|q| (q - want).abs() < 0.05)
+    };
+    let t0 = std::time::Instant::now();
+    while !at(-0.8) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the elbow never reached the pose: {:?}",
+            sim.joint("r_elbow_pitch")
+        );
+        stream(&mut host, &hold, &mut link_errors);
+    }
+    let before = link_errors;
+    let wrong = LinkCommand::position_goals(7, &[(3, 0.5)]).unwrap();
+    let mut frame = [0u8; link::MAX_FRAME];
+    let n = link::encode(&wrong, &mut frame).unwrap();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut sent_bad = 0;
+    for round in 0..300 {
+        let mut bad = frame[..n].to_vec();
+        if round % 2 == 0 {
+            // the wrong pose's frame, one byte changed (never the terminator)
+            let k = (next() as usize) % (n - 1);
+            bad[k] ^= 1 + (next() % 255) as u8;
+        } else {
+            // random bytes, ended by a frame delimiter
+            bad = (0..1 + next() % 40).map(|_| next() as u8).collect();
+            bad.push(0);
+        }
+        noise.write_all(&bad).unwrap();
+        sent_bad += 1;
+        // the host only keeps the link alive meanwhile: a wrong goal that got through would
+        // stay the goal
+        host.send(&LinkCommand::Heartbeat { seq: round }).unwrap();
+        for t in host.poll().unwrap_or_default() {
+            if let Telemetry::State { stats, .. } = t {
+                link_errors = stats.link_errors;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            at(-0.8),
+            "the elbow moved under link noise: {:?} (round {round})",
+            sim.joint("r_elbow_pitch")
+        );
+    }
+    drop(noise);
+    for _ in 0..50 {
+        stream(&mut host, &hold, &mut link_errors);
+    }
+    assert!(
+        link_errors - before >= sent_bad / 2,
+        "{} link errors counted for {sent_bad} corrupt frames",
+        link_errors - before
+    );
+    // valid frames still apply after the noise
+    let moved: Vec<(u8, f32)> = (0..8u8)
+        .map(|j| (j, if j == 3 { -0.4 } else { 0.0 }))
+        .collect();
+    let t0 = std::time::Instant::now();
+    while !at(-0.4) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "a valid goal after the noise did not apply: {:?}",
+            sim.joint("r_elbow_pitch")
+        );
+        stream(&mut host, &moved, &mut link_errors);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
