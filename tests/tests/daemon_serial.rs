@@ -859,3 +859,37 @@ fn noise_on_the_host_link_is_counted_and_dropped_with_no_wrong_motion() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Faults across the real path (issue 14 §5): a servo working against a load overheats
+/// (`reachy sim servos --load`) behind `reachy firmware run` — it shuts down, the daemon names
+/// it with its temperature, and the rest of the arm still moves.
+#[test]
+fn an_overheating_servo_shuts_down_and_is_reported() {
+    let _cores = reachy_e2e::beside_others();
+    let (_servos, _fw, linkp) =
+        spawn_firmware_on_sim_servos_with("ovt", "1-8", &["--load", "4=3.5"], |bus| {
+            format!("r_arm={}", bus.display())
+        });
+    let (daemon, c, _) = serve(&linkp, "ovt", Default::default());
+    let st = c
+        .wait_for_state(Duration::from_secs(20), |s| {
+            s.faults
+                .iter()
+                .any(|f| f.joint == "r_elbow_pitch" && f.fault.contains("shut down"))
+        })
+        .unwrap_or_else(|e| panic!("the loaded elbow never shut down: {e}"));
+    let f = st
+        .faults
+        .iter()
+        .find(|f| f.joint == "r_elbow_pitch")
+        .unwrap();
+    assert!(f.fault.contains("°C"), "{f:?}");
+    assert_eq!(st.faults.len(), 1, "only the elbow: {:?}", st.faults);
+    let r = c.goto(&["r_shoulder_pitch".into()], &[0.3], 0.6).unwrap();
+    assert_eq!(r.status, "ok", "{r:?}");
+    state_where(&c, "the shoulder at the goal beside the hot elbow", |s| {
+        (s.position[0] - 0.3).abs() < 0.03
+    });
+    drop(c);
+    daemon.stop().unwrap();
+}

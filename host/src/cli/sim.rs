@@ -274,6 +274,11 @@ pub enum SimCommand {
         /// once per servo.
         #[arg(long, value_name = "ID=BITS")]
         hardware_error: Vec<String>,
+        /// Make a servo work against a constant load torque (fault injection), `ID=NM`, e.g.
+        /// `4=3.5`: its current and temperature rise until its over-temperature shutdown
+        /// (seconds at 3.5 N·m); once per servo.
+        #[arg(long, value_name = "ID=NM")]
+        load: Vec<String>,
     },
 }
 
@@ -291,6 +296,7 @@ pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
             dead,
             latency_ms,
             hardware_error,
+            load,
         } => {
             if !(0.0..=1000.0).contains(&latency_ms) {
                 return Err(anyhow!("--latency-ms must be within 0..=1000"));
@@ -329,6 +335,24 @@ pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
                 bus.servo_mut(id)
                     .ok_or_else(|| anyhow!("--hardware-error {h}: no servo {id} in --ids"))?
                     .inject_hardware_error(bits);
+            }
+            for l in &load {
+                let parsed = l.split_once('=').and_then(|(id, nm)| {
+                    let nm = nm
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|v| v.is_finite() && *v >= 0.0)?;
+                    Some((id.parse::<u8>().ok()?, nm))
+                });
+                let Some((id, nm)) = parsed else {
+                    return Err(anyhow!(
+                        "--load `{l}`: ID=NM with a load torque ≥ 0, e.g. 4=3.5"
+                    ));
+                };
+                bus.servo_mut(id)
+                    .ok_or_else(|| anyhow!("--load {l}: no servo {id} in --ids"))?
+                    .faults
+                    .load_nm = nm;
             }
             let mut ep = PtyEndpoint::create(&pty).context("starting the simulated bus")?;
             let stop = Arc::new(AtomicBool::new(false));
