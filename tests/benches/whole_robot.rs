@@ -5,7 +5,10 @@
 //! qemu`, the arms' image and the head's). Per board, with telemetry every cycle: the loop
 //! period p50 / p99, its bus cycle p50 / p99 beside the wire limit of that cycle at 1 and 4 Mbaud,
 //! and the link round trip (goals with a sequence number → the state that carries it back)
-//! p50 / p99. All three boards are driven at once.
+//! p50 / p99. All three boards are driven at once. Then the command → motion round trip through
+//! the daemon's API on the in-process robot, the sim backend and the firmware path (a control
+//! core per limb over the physics servo buses) in the same run: a streamed 0.05 rad step of
+//! `neck_yaw` until the first state whose *measured* position moved 5 mrad.
 //!
 //! `cargo build -p reachy && cargo bench --profile dev -p reachy-e2e --bench whole_robot` (the
 //! benchmark runs the `reachy` binary of its own profile; QEMU needs `qemu-system-arm` and the
@@ -128,9 +131,76 @@ fn spawn(bin: &Path, args: &[&str]) -> ChildGuard {
     )
 }
 
+/// Command → motion through the daemon on the in-process robot reached `through` the sim
+/// backend or the firmware: p50 / p99 (µs) of `n` steps.
+fn command_to_motion(through: reachy_apps::inprocess::Through, n: usize) -> (f64, f64) {
+    use reachy_api::RobotIo;
+    let mut cfg = reachy_sim::world::WorldConfig::new(reachy_kinematics::model::REACHY_URDF);
+    cfg.scene = None;
+    let sim = reachy_apps::inprocess::SimRobot::start(
+        reachy_sim::world::World::new(cfg).expect("world"),
+        reachy_kinematics::model::RobotModel::reachy().expect("model"),
+        reachy_apps::inprocess::SimRobotOptions {
+            robot: "cm".into(),
+            through,
+            ..Default::default()
+        },
+    )
+    .expect("in-process robot");
+    let mut c = reachy_api::client::RobotClient::connect(
+        &sim.session,
+        "cm",
+        "bench",
+        "teleop",
+        Duration::from_secs(5),
+    )
+    .expect("lease");
+    c.wait_for_state(Duration::from_secs(10), |s| s.faults.is_empty())
+        .expect("every servo at torque on");
+    let i = c
+        .joint_names()
+        .iter()
+        .position(|j| j == "neck_yaw")
+        .expect("neck_yaw");
+    let mut rt = Vec::new();
+    for k in 0..n {
+        let q0 = c.positions().expect("state")[i];
+        let goal = q0 + if k % 2 == 0 { 0.05 } else { -0.05 };
+        let t = Instant::now();
+        c.command(&[i], &[goal]).expect("command");
+        if c.wait_for_state(Duration::from_secs(2), |s| {
+            (s.position[i] - q0).abs() > 0.005
+        })
+        .is_ok()
+        {
+            rt.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        // settle at the new pose
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(c);
+    sim.stop().expect("stop");
+    p50_p99(&mut rt)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
+    }
+    for (label, through) in [
+        ("sim backend", reachy_apps::inprocess::Through::Sim),
+        (
+            "firmware path (a control core per limb, physics servo buses)",
+            reachy_apps::inprocess::Through::Firmware,
+        ),
+    ] {
+        let (p50, p99) = command_to_motion(through, 40);
+        println!(
+            "command → motion through the daemon (in-process robot, daemon at 100 Hz, sim at 1 kHz), \
+             {label}: p50 {:.1} ms, p99 {:.1} ms",
+            p50 / 1e3,
+            p99 / 1e3
+        );
     }
     let bin = std::env::current_exe()
         .ok()
