@@ -253,6 +253,11 @@ pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bo
         "script",
         Duration::from_secs(5),
     )?;
+    // the robot ready: fresh states with every servo answering and torque on (through the
+    // firmware, the boards first read their servos; a board in QEMU takes a moment to boot)
+    client
+        .wait_for_state(Duration::from_secs(30), |s| !s.stale && s.faults.is_empty())
+        .context("the robot never reported every servo ready")?;
     println!(
         "demo: sim and daemon running in this process{}; moving {} to [{:.2}, {:.2}]",
         through.describe(),
