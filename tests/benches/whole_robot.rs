@@ -254,16 +254,9 @@ fn main() {
         }
         measure("firmware run processes", &links, rounds);
     }
-    let image = std::env::var_os("REACHY_FW_IMAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
-                "../firmware/boards/mps2-an386/target/thumbv7em-none-eabihf/release/reachy-fw-mps2",
-            )
-        });
-    let mut head = image.clone().into_os_string();
-    head.push("-head");
-    if !image.exists() || !Path::new(&head).exists() {
+    let image = reachy_apps::qemu::default_image();
+    let head = reachy_apps::qemu::limb_image(&image, "head");
+    if !image.exists() || !head.exists() {
         eprintln!("QEMU boards: SKIPPED (no images: cd firmware/boards/mps2-an386 && cargo build --release)");
         return;
     }
@@ -276,11 +269,7 @@ fn main() {
         .zip(&links)
         .zip(&buses)
         .map(|(((limb, _), l), b)| {
-            let img = if *limb == "head" {
-                Path::new(&head)
-            } else {
-                image.as_path()
-            };
+            let img = reachy_apps::qemu::limb_image(&image, limb);
             spawn(
                 &bin,
                 &[

@@ -27,22 +27,15 @@ fn have(tool: &str) -> bool {
 /// skips elsewhere, saying what is missing). `.ci/run` exports where it built the image; the
 /// default is the board crate's own target dir.
 fn qemu_and_image() -> Option<PathBuf> {
-    let image = std::env::var_os("REACHY_FW_IMAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
-                "../firmware/boards/mps2-an386/target/thumbv7em-none-eabihf/release/reachy-fw-mps2",
-            )
-        });
-    let mut head = image.clone().into_os_string();
-    head.push("-head");
+    let image = reachy_apps::qemu::default_image();
+    let head = reachy_apps::qemu::limb_image(&image, "head");
     for (ok, what) in [
         (
             have("qemu-system-arm"),
             "qemu-system-arm (Debian qemu-system-arm)",
         ),
         (
-            image.exists() && PathBuf::from(head).exists(),
+            image.exists() && head.exists(),
             "the board images (cd firmware/boards/mps2-an386 && cargo build --release)",
         ),
     ] {
