@@ -92,6 +92,7 @@ fn main() {
             name: "bench".into(),
             seed: 0,
             zenoh: Default::default(),
+            firmware_program: None,
         },
         None,
         Vec::new(),
@@ -258,7 +259,7 @@ fn main() {
             let mut bus = SimBus::new(&ids, reachy_firmware::dynamixel::Model::Xm430W350);
             let mut pty = PtyEndpoint::create(&p2).unwrap();
             serving2.store(true, Ordering::Relaxed);
-            serve_with(&mut bus, &mut pty, &bs2, Duration::ZERO, &mut |bus| {
+            serve_with(&mut bus, &mut pty, &bs2, Default::default(), &mut |bus| {
                 let h = h2.lock().unwrap().0.clone();
                 for (k, id) in (1..=8u8).enumerate() {
                     bus.servo_mut(id).unwrap().set_position(h[k]);

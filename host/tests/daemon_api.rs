@@ -134,11 +134,20 @@ fn start(cfg: DaemonConfig, through: &Through) -> (zenoh::Session, SimRobot) {
     (session, sim)
 }
 
+/// Through the firmware as `reachy demo --backend firmware` goes: a `reachy firmware run`
+/// process per limb between the physics servo buses and the daemon's host links.
+fn firmware_processes() -> Through {
+    Through::Firmware {
+        program: Some(env!("CARGO_BIN_EXE_reachy").into()),
+    }
+}
+
 /// The backend's name in the state.
 fn backend_name(through: &Through) -> &'static str {
     match through {
         Through::Sim => "sim",
-        Through::Firmware => "dynamixel",
+        Through::Firmware { program: None } => "dynamixel",
+        Through::Firmware { program: Some(_) } => "serial",
         Through::Qemu { .. } => "qemu",
     }
 }
@@ -525,7 +534,7 @@ macro_rules! on_both_backends {
             $( #[test] fn $t() { super::$t(super::Through::Sim) } )*
         }
         mod firmware {
-            $( #[test] fn $t() { super::$t(super::Through::Firmware) } )*
+            $( #[test] fn $t() { super::$t(super::firmware_processes()) } )*
         }
     };
 }

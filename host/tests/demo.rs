@@ -64,6 +64,9 @@ fn demo_through_the_firmware_moves_the_cube_and_exits_zero() {
         "demo-fw",
         &["--backend", "firmware"],
     );
-    assert!(stdout.contains("through the firmware"), "{stdout}");
+    assert!(
+        stdout.contains("`reachy firmware run` processes"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&out).ok();
 }

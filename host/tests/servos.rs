@@ -47,7 +47,7 @@ impl Bench {
                 &mut bus,
                 &mut pty,
                 &st,
-                Duration::ZERO,
+                Default::default(),
                 &mut |bus| {
                     if let Some(s) = p.lock().unwrap().take() {
                         bus.servos = s;

@@ -364,7 +364,7 @@ fn leader_arm_is_calibrated_and_mirrored_onto_the_robot() {
             let ids: Vec<u8> = (1..=8).collect();
             let mut bus = SimBus::new(&ids, reachy_firmware::dynamixel::Model::Xm430W350);
             let mut pty = PtyEndpoint::create(&port).unwrap();
-            serve_with(&mut bus, &mut pty, &stop, Duration::ZERO, &mut |bus| {
+            serve_with(&mut bus, &mut pty, &stop, Default::default(), &mut |bus| {
                 let h = hand.lock().unwrap().clone();
                 let dead = *unplugged.lock().unwrap();
                 for (k, id) in (1..=8u8).enumerate() {

@@ -1,13 +1,15 @@
 //! The whole robot through the firmware (issue 14 §6): the physics robot's 21 servos on three
 //! Dynamixel buses (`reachy sim --servo-bus`: r_arm 8, l_arm 8, head 5), a board per limb at
 //! 1 kHz, each cycle a sync write of the goals and a sync read of every servo on its bus — first
-//! as `reachy firmware run` processes, then as the Cortex-M4 images in QEMU (`reachy firmware
-//! qemu`, the arms' image and the head's). Per board, with telemetry every cycle: the loop
+//! as `reachy firmware run` processes on buses that move bytes at once (ptys), then on buses
+//! that take a wire's time at 1 and at 4 Mbaud (`reachy sim --wire-baud`), then as the
+//! Cortex-M4 images in QEMU (`reachy firmware qemu`, the arms' image and the head's, on ptys).
+//! Per board, with telemetry every cycle: the loop
 //! period p50 / p99, its bus cycle p50 / p99 beside the wire limit of that cycle at 1 and 4 Mbaud,
 //! and the link round trip (goals with a sequence number → the state that carries it back)
 //! p50 / p99. All three boards are driven at once. Then the command → motion round trip through
-//! the daemon's API on the in-process robot, the sim backend and the firmware path (a control
-//! core per limb over the physics servo buses) in the same run: a streamed 0.05 rad step of
+//! the daemon's API on the in-process robot, the sim backend and the firmware path (a `reachy
+//! firmware run` per limb over the physics servo buses) in the same run: a streamed 0.05 rad step of
 //! `neck_yaw` until the first state whose *measured* position moved 5 mrad.
 //!
 //! `cargo build -p reachy && cargo bench --profile dev -p reachy-e2e --bench whole_robot` (the
@@ -131,6 +133,29 @@ fn spawn(bin: &Path, args: &[&str]) -> ChildGuard {
     )
 }
 
+/// `reachy sim` (no scene, 1 kHz) with the physics robot's buses on ptys in `dir` named by
+/// `tag`, taking a wire's time at `wire_baud` if given: the sim and the buses as `BUS=PATH`.
+fn physics_buses(dir: &Path, tag: &str, wire_baud: Option<u32>) -> (ChildGuard, Vec<String>) {
+    let specs: Vec<String> = LIMBS
+        .iter()
+        .map(|(b, _)| format!("{b}={}", dir.join(format!("bus-{tag}-{b}")).display()))
+        .collect();
+    let robot = format!("wb{tag}");
+    let baud = wire_baud.map(|b| b.to_string());
+    let mut args = vec!["sim", "--robot", &robot, "--no-scene", "--rate", "1000"];
+    for s in &specs {
+        args.extend(["--servo-bus", s.as_str()]);
+    }
+    if let Some(b) = &baud {
+        args.extend(["--wire-baud", b.as_str()]);
+    }
+    let (sim, _) = reachy_e2e::start_listening(&args, "sim ready");
+    for s in &specs {
+        reachy_e2e::wait_for(Path::new(s.split_once('=').expect("BUS=PATH").1), 20);
+    }
+    (sim, specs)
+}
+
 /// Command → motion through the daemon on the in-process robot reached `through` the sim
 /// backend or the firmware: p50 / p99 (µs) of `n` steps.
 fn command_to_motion(through: reachy_apps::inprocess::Through, n: usize) -> (f64, f64) {
@@ -190,8 +215,10 @@ fn main() {
     for (label, through) in [
         ("sim backend", reachy_apps::inprocess::Through::Sim),
         (
-            "firmware path (a control core per limb, physics servo buses)",
-            reachy_apps::inprocess::Through::Firmware,
+            "firmware path (a `reachy firmware run` per limb, physics servo buses)",
+            reachy_apps::inprocess::Through::Firmware {
+                program: Some(reachy_e2e::reachy_bin()),
+            },
         ),
     ] {
         let (p50, p99) = command_to_motion(through, 40);
@@ -212,25 +239,16 @@ fn main() {
     };
     let dir = std::env::temp_dir().join(format!("reachy-bench-wb-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let buses: Vec<PathBuf> = LIMBS.iter().map(|(b, _)| dir.join(b)).collect();
-    let specs: Vec<String> = LIMBS
-        .iter()
-        .zip(&buses)
-        .map(|((b, _), p)| format!("{b}={}", p.display()))
-        .collect();
-    let mut args = vec!["sim", "--robot", "wb", "--no-scene", "--rate", "1000"];
-    for s in &specs {
-        args.extend(["--servo-bus", s.as_str()]);
-    }
-    let (_sim, _) = reachy_e2e::start_listening(&args, "sim ready");
-    for b in &buses {
-        reachy_e2e::wait_for(b, 20);
-    }
     let rounds = 400;
-    {
+    // the buses as ptys move bytes at once; then as wires at 1 and 4 Mbaud, the boards
+    // configured for that rate
+    for wire in [None, Some(1_000_000u32), Some(4_000_000)] {
+        let tag = wire.map_or("pty".to_string(), |b| format!("{}M", b / 1_000_000));
+        let (_sim, specs) = physics_buses(&dir, &tag, wire);
+        let baud = wire.unwrap_or(1_000_000).to_string();
         let links: Vec<PathBuf> = LIMBS
             .iter()
-            .map(|(b, _)| dir.join(format!("link-{b}")))
+            .map(|(b, _)| dir.join(format!("link-{tag}-{b}")))
             .collect();
         let _boards: Vec<ChildGuard> = specs
             .iter()
@@ -245,6 +263,8 @@ fn main() {
                         l.to_str().expect("utf8"),
                         "--bus",
                         s,
+                        "--baud",
+                        &baud,
                     ],
                 )
             })
@@ -252,8 +272,20 @@ fn main() {
         for l in &links {
             reachy_e2e::wait_for(l, 20);
         }
-        measure("firmware run processes", &links, rounds);
+        let what = match wire {
+            None => "firmware run processes, buses on ptys (no wire time)".to_string(),
+            Some(b) => format!(
+                "firmware run processes, buses as wires at {} Mbaud",
+                b / 1_000_000
+            ),
+        };
+        measure(&what, &links, rounds);
     }
+    let (_sim, specs) = physics_buses(&dir, "qemu", None);
+    let buses: Vec<PathBuf> = specs
+        .iter()
+        .map(|s| PathBuf::from(s.split_once('=').expect("BUS=PATH").1))
+        .collect();
     let image = reachy_apps::qemu::default_image();
     let head = reachy_apps::qemu::limb_image(&image, "head");
     if !image.exists() || !head.exists() {

@@ -95,6 +95,8 @@ pub struct DirectBackend {
 enum Behind {
     /// The control core on a thread of this process.
     Core(Worker<anyhow::Error>),
+    /// The control core as a `reachy firmware run` process.
+    Process(FirmwareProcess),
     /// A board's image in QEMU, its servo bus bridged to the bus.
     Qemu(crate::qemu::QemuBoard),
 }
@@ -143,18 +145,7 @@ impl DirectBackend {
             core.run(stop);
             Ok(())
         })?;
-        let inner = SerialBackend::open(
-            link.to_str().unwrap_or_default(),
-            1_000_000,
-            robot,
-            &opts.bus,
-            mounts,
-        )?;
-        Ok(Self {
-            inner,
-            behind: Some(Behind::Core(core)),
-            link,
-        })
+        Self::behind_link(link, Behind::Core(core), robot, &opts.bus, mounts)
     }
 
     /// The servos of `bus` (a pty or adapter) driven by the firmware image for that limb in
@@ -174,6 +165,35 @@ impl DirectBackend {
             Some(std::path::Path::new(port)),
         )
         .with_context(|| format!("the {bus} board in QEMU"))?;
+        Self::behind_link(link, Behind::Qemu(board), robot, bus, mounts)
+    }
+}
+
+impl DirectBackend {
+    /// The servos of `bus` (a pty or adapter at `port`) driven by `program firmware run` (the
+    /// `reachy` binary): the firmware's control core as a process between its host link and the
+    /// bus, the daemon on the link through a serial backend.
+    pub fn process(
+        program: &std::path::Path,
+        bus: &str,
+        port: &str,
+        robot: &RobotModel,
+        mounts: &std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
+    ) -> anyhow::Result<Self> {
+        let link = link_path("fw", bus);
+        let core = FirmwareProcess::start(program, &link, bus, port)
+            .with_context(|| format!("the {bus} firmware core"))?;
+        Self::behind_link(link, Behind::Process(core), robot, bus, mounts)
+    }
+
+    /// The serial backend on `link`, whose far end `behind` answers.
+    fn behind_link(
+        link: PathBuf,
+        behind: Behind,
+        robot: &RobotModel,
+        bus: &str,
+        mounts: &std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
+    ) -> anyhow::Result<Self> {
         let inner = SerialBackend::open(
             link.to_str().unwrap_or_default(),
             1_000_000,
@@ -183,9 +203,67 @@ impl DirectBackend {
         )?;
         Ok(Self {
             inner,
-            behind: Some(Behind::Qemu(board)),
+            behind: Some(behind),
             link,
         })
+    }
+}
+
+/// `reachy firmware run` as a child process: the firmware's control core at 1 kHz between its
+/// host link (a pty it links at a path) and one servo bus. Dropping it kills the process and
+/// removes the link.
+pub struct FirmwareProcess {
+    child: std::process::Child,
+    link: PathBuf,
+}
+
+impl FirmwareProcess {
+    /// Start `program firmware run --link LINK --bus BUS=PORT`; returns once the link is there.
+    pub fn start(
+        program: &std::path::Path,
+        link: &std::path::Path,
+        bus: &str,
+        port: &str,
+    ) -> anyhow::Result<Self> {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(["firmware", "run", "--link"])
+            .arg(link)
+            .arg("--bus")
+            .arg(format!("{bus}={port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        // its warnings and errors reach the user; its start-up lines do not
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} firmware run", program.display()))?;
+        let mut me = Self {
+            child,
+            link: link.to_path_buf(),
+        };
+        let t0 = Instant::now();
+        while link.symlink_metadata().is_err() {
+            if let Some(status) = me.child.try_wait()? {
+                anyhow::bail!("`reachy firmware run` exited ({status}) before its link was up");
+            }
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(20),
+                "`reachy firmware run` did not create its link {} within 20 s",
+                link.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for FirmwareProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.link);
     }
 }
 
@@ -205,6 +283,7 @@ impl Drop for DirectBackend {
                 }
             }
             Some(Behind::Qemu(board)) => drop(board),
+            Some(Behind::Process(p)) => drop(p),
             None => {}
         }
         let _ = std::fs::remove_file(&self.link);
@@ -215,6 +294,8 @@ impl Backend for DirectBackend {
     fn name(&self) -> &'static str {
         match self.behind {
             Some(Behind::Qemu(_)) => "qemu",
+            // what `reachy daemon --backend serial` on a `reachy firmware run` says
+            Some(Behind::Process(_)) => "serial",
             _ => "dynamixel",
         }
     }
@@ -277,21 +358,19 @@ pub fn open_buses(
     robot: &RobotModel,
     mounts: &std::collections::BTreeMap<String, reachy_daemon::config::ServoMount>,
 ) -> anyhow::Result<Box<dyn Backend>> {
-    let mut parts: Vec<Box<dyn Backend>> = Vec::new();
-    for (bus, port) in buses {
-        parts.push(Box::new(DirectBackend::open(
+    open_each(buses, |bus, port| {
+        DirectBackend::open(
             &DirectOptions {
-                bus: bus.clone(),
-                port: port.clone(),
+                bus: bus.into(),
+                port: port.into(),
                 baud,
                 model,
                 rate_hz: 1000,
             },
             robot,
             mounts,
-        )?));
-    }
-    Ok(join(parts)?)
+        )
+    })
 }
 
 /// The firmware images in QEMU over every bus in `buses` (servo-map bus, pty): a board per
@@ -301,15 +380,31 @@ pub fn open_qemu_boards(
     image: &std::path::Path,
     robot: &RobotModel,
 ) -> anyhow::Result<Box<dyn Backend>> {
+    open_each(buses, |bus, port| {
+        DirectBackend::qemu(bus, port, image, robot, &Default::default())
+    })
+}
+
+/// The firmware's control core as a `program firmware run` process per bus in `buses`
+/// (servo-map bus, pty or adapter; [`DirectBackend::process`]), joined as one backend.
+pub fn open_firmware_processes(
+    buses: &[(String, String)],
+    program: &std::path::Path,
+    robot: &RobotModel,
+) -> anyhow::Result<Box<dyn Backend>> {
+    open_each(buses, |bus, port| {
+        DirectBackend::process(program, bus, port, robot, &Default::default())
+    })
+}
+
+/// `open` on every (bus, port) of `buses`, joined as one backend.
+fn open_each(
+    buses: &[(String, String)],
+    mut open: impl FnMut(&str, &str) -> anyhow::Result<DirectBackend>,
+) -> anyhow::Result<Box<dyn Backend>> {
     let mut parts: Vec<Box<dyn Backend>> = Vec::new();
     for (bus, port) in buses {
-        parts.push(Box::new(DirectBackend::qemu(
-            bus,
-            port,
-            image,
-            robot,
-            &Default::default(),
-        )?));
+        parts.push(Box::new(open(bus, port)?));
     }
     Ok(join(parts)?)
 }

@@ -34,8 +34,13 @@ pub enum Through {
     #[default]
     Sim,
     /// The physics robot's joints as servo buses on ptys (one per limb), the firmware's control
-    /// core on each (a thread, as `reachy firmware run` runs it), the daemon on their host links.
-    Firmware,
+    /// core on each, the daemon on their host links.
+    Firmware {
+        /// The `reachy` binary whose `reachy firmware run` hosts each limb's core as a process
+        /// between the ptys (what `reachy demo --backend firmware` does); `None`: the same core
+        /// on a thread of this process.
+        program: Option<std::path::PathBuf>,
+    },
     /// The same buses, each driven by its limb's firmware image in QEMU (a board per limb: the
     /// arms' `image` and the head's beside it), the daemon on the boards' host links.
     Qemu {
@@ -46,14 +51,16 @@ pub enum Through {
 
 impl Through {
     /// From a `--backend` value (`sim`, `firmware`, `qemu`; none: `sim`), with the arms' image
-    /// for `qemu` (default: [`crate::qemu::default_image`]).
+    /// for `qemu` (default: [`crate::qemu::default_image`]) and the `reachy` binary that runs
+    /// the firmware's cores as processes for `firmware` (see [`Through::Firmware`]).
     pub fn from_backend(
         backend: Option<&str>,
         image: Option<std::path::PathBuf>,
+        program: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
         Ok(match backend.unwrap_or("sim") {
             "sim" => Self::Sim,
-            "firmware" => Self::Firmware,
+            "firmware" => Self::Firmware { program },
             "qemu" => Self::Qemu {
                 image: image.unwrap_or_else(crate::qemu::default_image),
             },
@@ -65,7 +72,13 @@ impl Through {
     pub fn describe(&self) -> &'static str {
         match self {
             Self::Sim => "",
-            Self::Firmware => " (through the firmware's control cores and Dynamixel buses)",
+            Self::Firmware { program: None } => {
+                " (through the firmware's control cores and Dynamixel buses)"
+            }
+            Self::Firmware { program: Some(_) } => {
+                " (through the firmware's control cores as `reachy firmware run` processes, one \
+                 per limb, and Dynamixel buses)"
+            }
             Self::Qemu { .. } => {
                 " (through the firmware images in QEMU, a board per limb, and Dynamixel buses)"
             }
@@ -85,6 +98,9 @@ pub struct RobotOptions {
     pub seed: u64,
     /// Zenoh endpoints: `connect` reaches a running daemon.
     pub zenoh: ZenohOptions,
+    /// `firmware`: the `reachy` binary whose `reachy firmware run` hosts each limb's control
+    /// core as a process; `None`: the cores on threads of this process.
+    pub firmware_program: Option<std::path::PathBuf>,
 }
 
 /// The robot a client command works on: the simulated robot started in this process
@@ -121,7 +137,11 @@ impl ClientRobot {
                     camera_fps,
                     zenoh: a.zenoh.clone(),
                     observer: None,
-                    through: Through::from_backend(a.backend.as_deref(), None)?,
+                    through: Through::from_backend(
+                        a.backend.as_deref(),
+                        None,
+                        a.firmware_program.clone(),
+                    )?,
                     daemon: None,
                 },
             )?;
@@ -283,7 +303,8 @@ fn firmware_buses(
             (c.name().to_string(), path)
         })
         .collect();
-    let (mut servos, servers) = crate::servo_buses::serve(world, model, &buses)?;
+    let (mut servos, servers) =
+        crate::servo_buses::serve(world, model, &buses, Default::default())?;
     let observer: Observer = Box::new(move |w| {
         servos.sync(w);
         if let Some(t) = &mut then {
@@ -328,6 +349,12 @@ impl SimRobot {
             (Through::Qemu { image }, Some(b)) => {
                 crate::direct::open_qemu_boards(b, image, &model)?
             }
+            (
+                Through::Firmware {
+                    program: Some(program),
+                },
+                Some(b),
+            ) => crate::direct::open_firmware_processes(b, program, &model)?,
             (_, Some(b)) => crate::direct::open_buses(
                 b,
                 1_000_000,

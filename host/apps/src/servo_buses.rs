@@ -25,13 +25,14 @@ impl Drop for BusServers {
     }
 }
 
-/// Servos for the joints of `world` on `buses` (servo-map bus, pty path), served from now on.
-/// The servos go to the sim's observer ([`PhysicsServos::sync`] every control period); the
-/// servers stop when dropped.
+/// Servos for the joints of `world` on `buses` (servo-map bus, pty path), served from now on,
+/// their replies taking the time of `wire`. The servos go to the sim's observer
+/// ([`PhysicsServos::sync`] every control period); the servers stop when dropped.
 pub fn serve(
     world: &reachy_sim::world::World,
     model: &RobotModel,
     buses: &[(String, PathBuf)],
+    wire: reachy_sim::servo_pty::Wire,
 ) -> anyhow::Result<(PhysicsServos, BusServers)> {
     let map: Vec<(String, String, u8)> = model
         .servo_map()
@@ -57,7 +58,8 @@ pub fn serve(
             std::thread::Builder::new()
                 .name(format!("servo bus {}", b.name))
                 .spawn(move || {
-                    if let Err(e) = reachy_sim::servo_pty::serve_shared(&bus, &mut ep, &stop) {
+                    if let Err(e) = reachy_sim::servo_pty::serve_shared(&bus, &mut ep, &stop, wire)
+                    {
                         tracing::warn!("servo bus: {e}");
                     }
                 })?,

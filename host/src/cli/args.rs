@@ -59,7 +59,8 @@ impl ZenohArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RobotArgs {
     /// `sim`: start the simulated robot in this process (the default without --connect);
-    /// `firmware`: the same, driven through the firmware's control cores and servo buses;
+    /// `firmware`: the same, driven through the firmware's control cores (a `reachy firmware
+    /// run` process per limb) and servo buses;
     /// `qemu`: through the firmware images in QEMU, a board per limb (the images from
     /// $REACHY_FW_IMAGE or the board crate's release build).
     #[arg(long)]
@@ -83,6 +84,8 @@ impl RobotArgs {
             name: self.name.clone(),
             seed: self.seed,
             zenoh: self.zenoh.options(),
+            // `firmware`: this binary's `reachy firmware run`, a process per limb
+            firmware_program: std::env::current_exe().ok(),
         }
     }
 }

@@ -69,9 +69,10 @@ pub struct DemoArgs {
     #[arg(long, default_value = "demo-out")]
     pub out: std::path::PathBuf,
     /// `sim` (the daemon's sim backend over zenoh), `firmware` (daemon → host link → the
-    /// firmware's control core, one per limb on a thread → Dynamixel buses on ptys → the
-    /// physics robot's joints as servos) or `qemu` (the same with the firmware's Cortex-M4
-    /// images in QEMU, a board per limb: needs qemu-system-arm and the images, see --image).
+    /// firmware's control core, a `reachy firmware run` process per limb → Dynamixel buses on
+    /// ptys → the physics robot's joints as servos) or `qemu` (the same with the firmware's
+    /// Cortex-M4 images in QEMU, a board per limb: needs qemu-system-arm and the images, see
+    /// --image).
     #[arg(long, default_value = "sim", value_parser = ["sim", "firmware", "qemu"])]
     pub backend: String,
     /// `--backend qemu`: the arms' firmware image (the head's, `…-head`, beside it). Default:
@@ -196,7 +197,12 @@ pub fn run_daemon(urdf: &str, model: RobotModel, a: DaemonArgs) -> anyhow::Resul
 /// through the daemon's API. Ok(true) when the cube ended where it was meant to.
 pub fn run_demo(urdf: &str, model: RobotModel, a: DemoArgs) -> anyhow::Result<bool> {
     let robot = "reachy";
-    let through = reachy_apps::inprocess::Through::from_backend(Some(&a.backend), a.image.clone())?;
+    let through = reachy_apps::inprocess::Through::from_backend(
+        Some(&a.backend),
+        a.image.clone(),
+        // `firmware`: this binary's `reachy firmware run`, a process per limb
+        std::env::current_exe().ok(),
+    )?;
     let world = SimRobot::world(urdf, a.seed, Vec::new())?;
     let objects = world.physics().object_poses();
     anyhow::ensure!(

@@ -64,11 +64,34 @@ pub struct SimRunArgs {
     /// servos`). Use `--rate 1000` for servo state at the firmware's 1 kHz.
     #[arg(long, value_name = "BUS=PATH")]
     pub servo_bus: Vec<String>,
+    /// The servo buses take a wire's time at this baud rate (10 bits a byte, half duplex: a
+    /// reply is written once its last byte would have arrived), as a real bus at that rate
+    /// does; default: instant, as a pty is.
+    #[arg(long, value_name = "BAUD", value_parser = parse_wire_baud)]
+    pub wire_baud: Option<u32>,
     #[command(flatten)]
     pub rerun: super::args::RerunArgs,
     /// Zenoh endpoints.
     #[command(flatten)]
     pub zenoh: super::args::ZenohArgs,
+}
+
+/// A `--wire-baud` value: a Dynamixel bus rate, 9600 … 10.5 Mbaud.
+fn parse_wire_baud(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(b) if (9_600..=10_500_000).contains(&b) => Ok(b),
+        _ => Err(format!(
+            "`{s}`: a baud rate from 9600 to 10500000, e.g. 1000000 or 4000000"
+        )),
+    }
+}
+
+/// The wire of `--wire-baud` and `--latency-ms`.
+fn wire(baud: Option<u32>, latency_ms: f64) -> servo_pty::Wire {
+    servo_pty::Wire {
+        baud,
+        latency: std::time::Duration::from_secs_f64(latency_ms / 1e3),
+    }
 }
 
 /// Parse `WIDTHxHEIGHT`.
@@ -135,7 +158,8 @@ pub fn run_sim(urdf: &str, a: SimRunArgs) -> anyhow::Result<()> {
                 .map(|(b, p)| (b, PathBuf::from(p)))
                 .collect();
         let model = reachy_kinematics::model::RobotModel::from_urdf_str(urdf)?;
-        let (s, srv) = reachy_apps::servo_buses::serve(&world, &model, &buses)?;
+        let (s, srv) =
+            reachy_apps::servo_buses::serve(&world, &model, &buses, wire(a.wire_baud, 0.0))?;
         servos = Some(s);
         _servers = Some(srv);
     }
@@ -269,6 +293,10 @@ pub enum SimCommand {
         /// default: 16).
         #[arg(long, default_value_t = 0.0)]
         latency_ms: f64,
+        /// Take a wire's time at this baud rate (10 bits a byte, half duplex), as a real bus
+        /// does; default: instant, as a pty is.
+        #[arg(long, value_name = "BAUD", value_parser = parse_wire_baud)]
+        wire_baud: Option<u32>,
         /// Raise hardware error bits on a servo from the start (fault injection), `ID=BITS`,
         /// e.g. `3=0x20` (overload: with the default shutdown mask, torque off until a reboot);
         /// once per servo.
@@ -295,6 +323,7 @@ pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
             drop_rate,
             dead,
             latency_ms,
+            wire_baud,
             hardware_error,
             load,
         } => {
@@ -360,11 +389,12 @@ pub fn run(urdf: &str, args: SimArgs) -> anyhow::Result<()> {
             ctrlc::set_handler(move || s2.store(true, std::sync::atomic::Ordering::Relaxed))
                 .context("installing the Ctrl-C handler")?;
             tracing::info!(pty = %pty.display(), ?ids, model = model.name(), "simulated servos ready");
-            servo_pty::serve_with_latency(
+            servo_pty::serve_with(
                 &mut bus,
                 &mut ep,
                 &stop,
-                std::time::Duration::from_secs_f64(latency_ms / 1e3),
+                wire(wire_baud, latency_ms),
+                &mut |_| {},
             )?;
             Ok(())
         }
