@@ -1,6 +1,7 @@
 //! A CPU linear layer for f32: `y = x Wᵀ + b` with the weights packed once, at load time, into
 //! column panels, and a register-blocked FMA kernel chosen at run time — AVX-512 (8 rows × 48
-//! columns, 24 accumulators) or AVX2 + FMA (6 × 16, 12 accumulators). The rows of `x` are packed
+//! columns, 24 accumulators) or AVX2 + FMA (6 × 16, 12 accumulators), with a kernel per row count
+//! for a last block of fewer rows (SmolVLA's 50 action tokens are 8 × 6 + 2). The rows of `x` are packed
 //! per block of MR rows (broadcast from one pointer), the product is accumulated over blocks of
 //! `KC` of the inner dimension with each panel's block in L1, and the panels are shared out among
 //! the threads. The same kernel serves the attention (head by head), ACT's convolutions (the
@@ -210,14 +211,10 @@ impl Packed {
                     unsafe {
                         let a = apack.as_ptr().add(ib * kc * mr);
                         let c = dst.get().add(ib * mr * ldc + p * nr);
-                        match self.isa {
-                            #[cfg(target_arch = "x86_64")]
-                            Isa::Avx512 => x86::avx512(a, b, kc, c, ldc, rows, cols),
-                            #[cfg(target_arch = "x86_64")]
-                            Isa::Avx2 => x86::avx2(a, b, kc, c, ldc, rows, cols),
-                            #[cfg(not(target_arch = "x86_64"))]
-                            _ => unreachable!("no SIMD kernel on this architecture"),
-                        }
+                        #[cfg(target_arch = "x86_64")]
+                        x86::kernel(self.isa, rows)(a, b, kc, c, ldc, rows, cols);
+                        #[cfg(not(target_arch = "x86_64"))]
+                        unreachable!("no SIMD kernel on this architecture: {a:?} {c:?}");
                     }
                 }
             };
@@ -280,6 +277,8 @@ mod x86 {
     /// One kernel per instruction set: `c[rows, cols] += a[kc][MR] · b[kc][NR]`, the MR × NR
     /// accumulators in registers (rows unrolled by hand so none is spilled), `c` row-major
     /// with stride `ldc`.
+    /// `$i`: the rows it computes (a block's first rows: the last block of a product whose
+    /// rows are not a multiple of MR computes only its own), `$mr` the packed block's stride.
     macro_rules! kernel {
         ($name:ident, $feat:literal, $mr:literal, $nv:literal, $lanes:literal, $zero:ident,
          $load:ident, $loadu:ident, $storeu:ident, $set1:ident, $fma:ident, $add:ident;
@@ -334,12 +333,50 @@ mod x86 {
         };
     }
 
-    kernel!(avx512, "avx512f", 8, 3, 16, _mm512_setzero_ps, _mm512_load_ps, _mm512_loadu_ps,
-        _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps;
-        0 1 2 3 4 5 6 7);
-    kernel!(avx2, "avx2,fma", 6, 2, 8, _mm256_setzero_ps, _mm256_load_ps, _mm256_loadu_ps,
-        _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps;
-        0 1 2 3 4 5);
+    /// One instruction set's kernels: one per row count, `name: rows…`.
+    macro_rules! kernels {
+        ($feat:literal, $mr:literal, $nv:literal, $lanes:literal, $ops:tt;
+         $($name:ident: $($i:literal)*),+) => {
+            $(kernels!(@one $name, $feat, $mr, $nv, $lanes, $ops; $($i)*);)+
+        };
+        (@one $name:ident, $feat:literal, $mr:literal, $nv:literal, $lanes:literal,
+         [$($op:ident),+]; $($i:literal)*) => {
+            kernel!($name, $feat, $mr, $nv, $lanes, $($op),+; $($i)*);
+        };
+    }
+    kernels!("avx512f", 8, 3, 16, [_mm512_setzero_ps, _mm512_load_ps, _mm512_loadu_ps,
+        _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps];
+        avx512_8: 0 1 2 3 4 5 6 7, avx512_7: 0 1 2 3 4 5 6, avx512_6: 0 1 2 3 4 5,
+        avx512_5: 0 1 2 3 4, avx512_4: 0 1 2 3, avx512_3: 0 1 2, avx512_2: 0 1, avx512_1: 0);
+    kernels!("avx2,fma", 6, 2, 8, [_mm256_setzero_ps, _mm256_load_ps, _mm256_loadu_ps,
+        _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps];
+        avx2_6: 0 1 2 3 4 5, avx2_5: 0 1 2 3 4, avx2_4: 0 1 2 3, avx2_3: 0 1 2, avx2_2: 0 1,
+        avx2_1: 0);
+
+    /// The signature every kernel shares.
+    pub(super) type Kernel =
+        unsafe fn(*const f32, *const f32, usize, *mut f32, usize, usize, usize);
+
+    /// The kernel of `isa` for a block of `rows` (1 … MR) rows.
+    pub(super) fn kernel(isa: super::Isa, rows: usize) -> Kernel {
+        use super::Isa;
+        match (isa, rows) {
+            (Isa::Avx512, 7) => avx512_7,
+            (Isa::Avx512, 6) => avx512_6,
+            (Isa::Avx512, 5) => avx512_5,
+            (Isa::Avx512, 4) => avx512_4,
+            (Isa::Avx512, 3) => avx512_3,
+            (Isa::Avx512, 2) => avx512_2,
+            (Isa::Avx512, 1) => avx512_1,
+            (Isa::Avx512, _) => avx512_8,
+            (Isa::Avx2, 5) => avx2_5,
+            (Isa::Avx2, 4) => avx2_4,
+            (Isa::Avx2, 3) => avx2_3,
+            (Isa::Avx2, 2) => avx2_2,
+            (Isa::Avx2, 1) => avx2_1,
+            (Isa::Avx2, _) => avx2_6,
+        }
+    }
 }
 
 /// GELU with the tanh approximation (`gelu_pytorch_tanh`) for f32 on the CPU, on the threads:
@@ -663,9 +700,14 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// `x` is [2, m, k]: 2·m rows.
     fn check(isa: Isa, m: usize, k: usize, n: usize, bias: bool) {
+        check_rows(isa, (2, m), k, n, bias)
+    }
+
+    fn check_rows(isa: Isa, (batch, m): (usize, usize), k: usize, n: usize, bias: bool) {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (2, m, k), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1., (batch, m, k), &dev).unwrap();
         let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
         let b = bias.then(|| Tensor::randn(0f32, 1., n, &dev).unwrap());
         let want = Linear::new(w.clone(), b.clone()).forward(&x).unwrap();
@@ -685,7 +727,7 @@ mod tests {
         // sums of k products of unit normals: rounding grows with √k
         assert!(
             d <= 1e-5 * (k as f32).sqrt() * 4.0,
-            "{isa:?} {m}×{k}×{n}: {d}"
+            "{isa:?} {batch}·{m}×{k}×{n}: {d}"
         );
     }
 
@@ -716,6 +758,10 @@ mod tests {
             ] {
                 check(isa, m, k, n, true);
                 check(isa, m, k, n, false);
+            }
+            // every row count of a last block: each has a kernel of its own
+            for m in 1..=17 {
+                check_rows(isa, (1, m), 300, 40, true);
             }
         }
     }

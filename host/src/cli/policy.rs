@@ -186,6 +186,7 @@ fn load(
 
 /// Run a `policy` subcommand.
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
+    reachy_policies::keep_freed_memory();
     match cmd {
         PolicyCommand::Run(a) => run_policy(*a)?,
         PolicyCommand::Serve {
