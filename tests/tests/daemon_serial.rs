@@ -140,8 +140,12 @@ fn a_dead_servo_shows_in_the_state() {
             format!("r_arm={}", bus.display())
         });
     let (daemon, c, _) = serve(&linkp, "hwd", Default::default());
-    std::thread::sleep(Duration::from_millis(500));
-    let st = c.state().unwrap();
+    // until the firmware has given up on the dead servo (its no-reply delay) and said so
+    let st = c
+        .wait_for_state(Duration::from_secs(20), |st| {
+            st.faults.iter().any(|f| f.fault.contains("not answering"))
+        })
+        .unwrap();
     let f: Vec<_> = st
         .faults
         .iter()
