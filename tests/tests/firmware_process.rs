@@ -119,7 +119,7 @@ fn serial_backend_drives_simulated_servos_through_the_firmware() {
     };
     link.send(&torque).unwrap();
     let goals = [(0, 0.5), (1, -0.3), (2, 0.2)];
-    let (flags, j) = until(&mut link, &goals, "tracking the goals", |_, j| {
+    let (flags, _) = until(&mut link, &goals, "tracking the goals", |_, j| {
         torque_on(j) && at(j, &[0.5, -0.3, 0.2])
     });
     assert_eq!(flags, 0);
