@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use crate::linear::{Isa, Packed, SendPtr};
+use crate::linear::{Isa, Packed, PanelStore, PanelWriter, SendPtr};
 
 /// Convolution geometry and parameters.
 pub(crate) struct ConvOp {
@@ -32,28 +32,28 @@ impl ConvOp {
         )
     }
 
-    /// im2col of output rows `rows` into `cols` ([C·k·k, rows·OW], row-major).
+    /// im2col of output rows `rows` into `cols` ([C·k·k, rows·OW]: row-major, or straight
+    /// into the CPU kernel's panels).
     fn im2col(
         &self,
         x: &[f32],
         h: usize,
         w: usize,
         rows: std::ops::Range<usize>,
-        cols: &mut [f32],
+        cols: &mut impl Sink,
     ) {
         let (_, ow) = self.out_hw(h, w);
         let (k, s, p, d) = (self.k, self.stride, self.pad as isize, self.dil);
-        let n = rows.len() * ow;
         for c in 0..self.cin {
             let plane = &x[c * h * w..(c + 1) * h * w];
             for ky in 0..k {
                 for kx in 0..k {
-                    let row = &mut cols[((c * k + ky) * k + kx) * n..][..n];
+                    let row = (c * k + ky) * k + kx;
                     for (r, oy) in rows.clone().enumerate() {
                         let iy = (oy * s + ky * d) as isize - p;
-                        let dst = &mut row[r * ow..(r + 1) * ow];
+                        let at = r * ow;
                         if iy < 0 || iy >= h as isize {
-                            dst.fill(0.0);
+                            cols.zero(row, at, ow);
                             continue;
                         }
                         let src = &plane[iy as usize * w..(iy as usize + 1) * w];
@@ -62,26 +62,66 @@ impl ConvOp {
                             // contiguous run with zero borders
                             let lo = (-x0).clamp(0, ow as isize) as usize;
                             let hi = ((w as isize - x0).clamp(0, ow as isize)) as usize;
-                            dst[..lo].fill(0.0);
+                            cols.zero(row, at, lo);
                             if hi > lo {
                                 let a = (lo as isize + x0) as usize;
-                                dst[lo..hi].copy_from_slice(&src[a..a + (hi - lo)]);
+                                cols.put(row, at + lo, &src[a..a + (hi - lo)]);
                             }
-                            dst[hi.max(lo)..].fill(0.0);
+                            let end = hi.max(lo);
+                            cols.zero(row, at + end, ow - end);
                         } else {
-                            for (ox, o) in dst.iter_mut().enumerate() {
+                            cols.each(row, at, ow, |ox| {
                                 let ix = (ox * s) as isize + x0;
-                                *o = if ix >= 0 && ix < w as isize {
+                                if ix >= 0 && ix < w as isize {
                                     src[ix as usize]
                                 } else {
                                     0.0
-                                };
-                            }
+                                }
+                            });
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Where im2col writes a [rows, n] matrix: row-major, or the CPU kernel's panels.
+trait Sink {
+    fn put(&mut self, row: usize, col: usize, vals: &[f32]);
+    fn zero(&mut self, row: usize, col: usize, len: usize);
+    fn each(&mut self, row: usize, col: usize, len: usize, v: impl FnMut(usize) -> f32);
+}
+
+/// A row-major [rows, n] matrix.
+struct RowMajor<'a> {
+    m: &'a mut [f32],
+    n: usize,
+}
+
+impl Sink for RowMajor<'_> {
+    fn put(&mut self, row: usize, col: usize, vals: &[f32]) {
+        self.m[row * self.n + col..][..vals.len()].copy_from_slice(vals);
+    }
+    fn zero(&mut self, row: usize, col: usize, len: usize) {
+        self.m[row * self.n + col..][..len].fill(0.0);
+    }
+    fn each(&mut self, row: usize, col: usize, len: usize, mut v: impl FnMut(usize) -> f32) {
+        for (j, d) in self.m[row * self.n + col..][..len].iter_mut().enumerate() {
+            *d = v(j);
+        }
+    }
+}
+
+impl Sink for PanelWriter<'_> {
+    fn put(&mut self, row: usize, col: usize, vals: &[f32]) {
+        PanelWriter::put(self, row, col, vals)
+    }
+    fn zero(&mut self, row: usize, col: usize, len: usize) {
+        PanelWriter::zero(self, row, col, len)
+    }
+    fn each(&mut self, row: usize, col: usize, len: usize, v: impl FnMut(usize) -> f32) {
+        PanelWriter::each(self, row, col, len, v)
     }
 }
 
@@ -125,20 +165,20 @@ impl CustomOp1 for ConvOp {
             let dst_ptr = SendPtr(dst.as_mut_ptr());
             let tile = |&(r0, r1): &(usize, usize), par: gemm::Parallelism| {
                 let tn = (r1 - r0) * ow;
-                SCRATCH.with(|scratch| {
-                    let mut cols = scratch.borrow_mut();
-                    let rhs: &[f32] = if direct {
-                        xi
-                    } else {
-                        if cols.len() < kk * tn {
-                            cols.resize(kk * tn, 0.0);
-                        }
-                        self.im2col(xi, h, w, r0..r1, &mut cols[..kk * tn]);
-                        &cols[..kk * tn]
-                    };
-                    if let Some(isa) = isa {
-                        // the im2col block as the right-hand side, packed for this CPU's kernel
-                        let b = Packed::from_kn(rhs, kk, tn, tn, isa);
+                if let Some(isa) = isa {
+                    PANELS.with(|store| {
+                        let mut store = store.borrow_mut();
+                        // the im2col block (or the input itself, 1×1) as the right-hand side,
+                        // written straight into this CPU's kernel panels
+                        let b = Packed::filled(kk, tn, isa, &mut store, |cols| {
+                            if direct {
+                                for c in 0..kk {
+                                    cols.put(c, 0, &xi[c * n..][..tn]);
+                                }
+                            } else {
+                                self.im2col(xi, h, w, r0..r1, cols);
+                            }
+                        });
                         let parallel = matches!(par, gemm::Parallelism::Rayon(_));
                         // SAFETY: dst is [cout, n]; this tile writes only its columns
                         // r0·ow..r1·ow of each row, disjoint from every other tile.
@@ -152,8 +192,22 @@ impl CustomOp1 for ConvOp {
                                 parallel,
                             )
                         };
-                        return;
-                    }
+                        *store = b.into_store();
+                    });
+                    return;
+                }
+                SCRATCH.with(|scratch| {
+                    let mut cols = scratch.borrow_mut();
+                    let rhs: &[f32] = if direct {
+                        xi
+                    } else {
+                        if cols.len() < kk * tn {
+                            cols.resize(kk * tn, 0.0);
+                        }
+                        let m = &mut cols[..kk * tn];
+                        self.im2col(xi, h, w, r0..r1, &mut RowMajor { m, n: tn });
+                        &cols[..kk * tn]
+                    };
                     // SAFETY: dst is [cout, n]; this tile writes only columns r0·ow..r1·ow of
                     // each row, disjoint from every other tile; lhs is [cout, kk] and rhs
                     // [kk, tn], both row-major and in bounds.
@@ -227,6 +281,7 @@ fn nchw_f32<'a>(
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PANELS: std::cell::RefCell<PanelStore> = std::cell::RefCell::new(PanelStore::default());
 }
 
 /// Max-pool 3×3, stride 2, padding 1 (torchvision's ResNet stem), NCHW f32 on the CPU.

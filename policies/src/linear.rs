@@ -76,6 +76,64 @@ impl Isa {
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+/// Storage of packed panels kept between products (a thread's convolution tiles).
+#[derive(Default)]
+pub(crate) struct PanelStore(Vec<Line>);
+
+/// Writes a [k, n] right-hand side into [`Packed`]'s panel order, a run of a row at a time.
+pub(crate) struct PanelWriter<'a> {
+    flat: &'a mut [f32],
+    k: usize,
+    n: usize,
+    nr: usize,
+}
+
+impl PanelWriter<'_> {
+    /// Row `row`, columns `col..col + vals.len()` = `vals`.
+    pub(crate) fn put(&mut self, row: usize, col: usize, vals: &[f32]) {
+        self.run(row, col, vals.len(), |dst, i| {
+            dst.copy_from_slice(&vals[i..][..dst.len()])
+        });
+    }
+
+    /// Row `row`, columns `col..col + len` = 0.
+    pub(crate) fn zero(&mut self, row: usize, col: usize, len: usize) {
+        self.run(row, col, len, |dst, _| dst.fill(0.0));
+    }
+
+    /// Row `row`, columns `col..`: `vals` yields them one by one (a strided gather).
+    pub(crate) fn each(
+        &mut self,
+        row: usize,
+        col: usize,
+        len: usize,
+        mut v: impl FnMut(usize) -> f32,
+    ) {
+        self.run(row, col, len, |dst, i| {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = v(i + j);
+            }
+        });
+    }
+
+    /// The run split at panel boundaries: `f(destination, offset into the run)`.
+    fn run(&mut self, row: usize, col: usize, len: usize, mut f: impl FnMut(&mut [f32], usize)) {
+        assert!(
+            row < self.k && col + len <= self.n,
+            "outside the [k, n] being packed"
+        );
+        let (k, nr) = (self.k, self.nr);
+        let mut done = 0;
+        while done < len {
+            let j = col + done;
+            let (p, jj) = (j / nr, j % nr);
+            let m = (nr - jj).min(len - done);
+            f(&mut self.flat[(p * k + row) * nr + jj..][..m], done);
+            done += m;
+        }
+    }
+}
+
 /// The weights of one layer, packed for [`Isa`]'s kernel: panel `p` holds columns `p·NR … p·NR+NR−1` of `Wᵀ` as
 /// `K` rows of `NR` floats (zero beyond `N`).
 pub struct Packed {
@@ -130,6 +188,36 @@ impl Packed {
             }
         }
         Self::from_lines(lines, None, k, n, isa)
+    }
+
+    /// A right-hand side [k, n] written straight into panel order by `fill` (the
+    /// convolution's im2col, without a row-major copy first), in `store`'s lines: reused from
+    /// one call to the next, so no fresh pages each tile. `fill` must write every element
+    /// of the k × n (the panels' padding columns are never read into the output).
+    pub(crate) fn filled(
+        k: usize,
+        n: usize,
+        isa: Isa,
+        store: &mut PanelStore,
+        fill: impl FnOnce(&mut PanelWriter),
+    ) -> Self {
+        let nr = isa.nr();
+        let floats = n.div_ceil(nr) * k * nr;
+        let mut lines = std::mem::take(&mut store.0);
+        lines.resize(floats / 16, Line([0.0; 16]));
+        lines.truncate(floats / 16);
+        fill(&mut PanelWriter {
+            flat: floats_mut(&mut lines),
+            k,
+            n,
+            nr,
+        });
+        Self::from_lines(lines, None, k, n, isa)
+    }
+
+    /// Give the panels' storage back for the next [`Packed::filled`].
+    pub(crate) fn into_store(self) -> PanelStore {
+        PanelStore(self.lines)
     }
 
     fn from_lines(lines: Vec<Line>, bias: Option<Vec<f32>>, k: usize, n: usize, isa: Isa) -> Self {
