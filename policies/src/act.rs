@@ -120,21 +120,14 @@ impl ConvBn {
         let b = (beta - (mean * &scale)?)?;
         let w = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
         let fast = if w.device().is_cpu() && w.dtype() == DType::F32 {
-            let w = w.flatten_all()?.to_vec1::<f32>()?;
-            let w_packed = crate::linear::Isa::detect()
-                .map(|isa| crate::linear::pack_rows(&w, cout, cin * k * k, isa));
-            Some(crate::conv::ConvOp {
-                w,
-                w_packed,
-                b: b.to_vec1::<f32>()?,
-                cin,
-                cout,
-                k,
-                stride,
-                pad: padding,
-                dil: dilation,
+            Some(crate::conv::ConvOp::new(
+                w.flatten_all()?.to_vec1::<f32>()?,
+                b.to_vec1::<f32>()?,
+                (cin, cout, k),
+                (stride, padding, dilation),
                 relu,
-            })
+                crate::linear::Isa::detect(),
+            ))
         } else {
             None
         };

@@ -19,11 +19,37 @@ pub(crate) struct ConvOp {
     pub pad: usize,
     pub dil: usize,
     pub relu: bool,
-    /// `w` packed for the CPU kernel (`linear::pack_rows`; `Isa::detect` is fixed per process).
-    pub w_packed: Option<Vec<f32>>,
+    /// `w` packed for the CPU kernel of `isa` (`linear::pack_rows`); `None`: `gemm`'s kernels.
+    w_packed: Option<(Isa, Vec<f32>)>,
 }
 
 impl ConvOp {
+    /// A convolution of `w` (cout, cin, k, k) row-major and bias `b` (cout), its weights packed
+    /// for `isa`'s kernel (`None`: the `gemm` crate's).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        w: Vec<f32>,
+        b: Vec<f32>,
+        (cin, cout, k): (usize, usize, usize),
+        (stride, pad, dil): (usize, usize, usize),
+        relu: bool,
+        isa: Option<Isa>,
+    ) -> Self {
+        let w_packed = isa.map(|isa| (isa, crate::linear::pack_rows(&w, cout, cin * k * k, isa)));
+        Self {
+            w,
+            b,
+            cin,
+            cout,
+            k,
+            stride,
+            pad,
+            dil,
+            relu,
+            w_packed,
+        }
+    }
+
     fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
         let span = self.dil * (self.k - 1) + 1;
         (
@@ -32,53 +58,53 @@ impl ConvOp {
         )
     }
 
-    /// im2col of output rows `rows` into `cols` ([C·k·k, rows·OW]: row-major, or straight
-    /// into the CPU kernel's panels).
+    /// im2col of the output pixels `px` (row-major over OH × OW) into `cols` ([C·k·k,
+    /// px.len()]: row-major, or straight into the CPU kernel's panels).
     fn im2col(
         &self,
         x: &[f32],
         h: usize,
         w: usize,
-        rows: std::ops::Range<usize>,
+        px: std::ops::Range<usize>,
         cols: &mut impl Sink,
     ) {
         let (_, ow) = self.out_hw(h, w);
-        let (k, s, p, d) = (self.k, self.stride, self.pad as isize, self.dil);
+        let (k, s, d) = (self.k, self.stride, self.dil);
+        let (s_i, p_i) = (s as isize, self.pad as isize);
+        let oy_range = px.start / ow..px.end.div_ceil(ow);
         for c in 0..self.cin {
             let plane = &x[c * h * w..(c + 1) * h * w];
             for ky in 0..k {
                 for kx in 0..k {
                     let row = (c * k + ky) * k + kx;
-                    for (r, oy) in rows.clone().enumerate() {
-                        let iy = (oy * s + ky * d) as isize - p;
-                        let at = r * ow;
+                    let x0 = (kx * d) as isize - p_i;
+                    // the output columns whose input column ox·s + x0 lies inside 0..w
+                    let first = ((-x0).max(0) as usize).div_ceil(s);
+                    let past = ((w as isize - x0).max(0) as usize).div_ceil(s);
+                    for oy in oy_range.clone() {
+                        // this row's part of the tile: columns a..b, at `at` in the tile
+                        let a = px.start.max(oy * ow) - oy * ow;
+                        let b = px.end.min((oy + 1) * ow) - oy * ow;
+                        let at = oy * ow + a - px.start;
+                        let iy = (oy * s + ky * d) as isize - p_i;
                         if iy < 0 || iy >= h as isize {
-                            cols.zero(row, at, ow);
+                            cols.zero(row, at, b - a);
                             continue;
                         }
                         let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                        let x0 = (kx * d) as isize - p;
-                        if s == 1 {
-                            // contiguous run with zero borders
-                            let lo = (-x0).clamp(0, ow as isize) as usize;
-                            let hi = ((w as isize - x0).clamp(0, ow as isize)) as usize;
-                            cols.zero(row, at, lo);
-                            if hi > lo {
-                                let a = (lo as isize + x0) as usize;
-                                cols.put(row, at + lo, &src[a..a + (hi - lo)]);
+                        let lo = first.clamp(a, b);
+                        let hi = past.clamp(lo, b);
+                        cols.zero(row, at, lo - a);
+                        if hi > lo {
+                            let i0 = (lo as isize * s_i + x0) as usize;
+                            if s == 1 {
+                                cols.put(row, at + lo - a, &src[i0..i0 + (hi - lo)]);
+                            } else {
+                                let run = &src[i0..=i0 + (hi - lo - 1) * s];
+                                cols.each(row, at + lo - a, hi - lo, |j| run[j * s]);
                             }
-                            let end = hi.max(lo);
-                            cols.zero(row, at + end, ow - end);
-                        } else {
-                            cols.each(row, at, ow, |ox| {
-                                let ix = (ox * s) as isize + x0;
-                                if ix >= 0 && ix < w as isize {
-                                    src[ix as usize]
-                                } else {
-                                    0.0
-                                }
-                            });
                         }
+                        cols.zero(row, at + hi - a, b - hi);
                     }
                 }
             }
@@ -143,28 +169,34 @@ impl CustomOp1 for ConvOp {
         let n = oh * ow;
         let kk = self.cin * self.k * self.k;
         let direct = self.k == 1 && self.stride == 1 && self.pad == 0;
-        // tile the output rows so the im2col block stays in cache (~256 K floats)
-        let rows_per_tile = if direct {
-            oh
-        } else {
-            (256 * 1024 / (kk * ow)).clamp(1, oh)
-        };
-        let mut out = vec![0f32; b * self.cout * n];
         let threads = candle_core::utils::get_num_threads();
-        let isa = Isa::detect();
-        let tiles: Vec<(usize, usize)> = (0..oh)
-            .step_by(rows_per_tile)
-            .map(|r0| (r0, (r0 + rows_per_tile).min(oh)))
+        let isa = self.w_packed.as_ref().map(|p| p.0);
+        // tile the output pixels so the im2col block stays in cache (~256 K floats), in whole
+        // panels of the kernel (a last partial panel only at the end of the image)
+        let nr = isa.map_or(16, Isa::nr);
+        let per_tile = ((256 * 1024 / kk) / nr * nr).clamp(nr, n.next_multiple_of(nr));
+        let tiles: Vec<(usize, usize)> = (0..n)
+            .step_by(per_tile)
+            .map(|p0| (p0, (p0 + per_tile).min(n)))
             .collect();
+        let mut out = vec![0f32; b * self.cout * n];
         for bi in 0..b {
             let xi = &x[bi * c * h * w..(bi + 1) * c * h * w];
             let dst = &mut out[bi * self.cout * n..(bi + 1) * self.cout * n];
-            for (co, row) in dst.chunks_mut(n).enumerate() {
-                row.fill(self.b[co]);
-            }
             let dst_ptr = SendPtr(dst.as_mut_ptr());
-            let tile = |&(r0, r1): &(usize, usize), par: gemm::Parallelism| {
-                let tn = (r1 - r0) * ow;
+            let tile = |&(p0, p1): &(usize, usize), par: gemm::Parallelism| {
+                let tn = p1 - p0;
+                // SAFETY: dst is [cout, n]; this tile touches only columns p0..p1 of each
+                // row, disjoint from every other tile.
+                let rows = |f: &dyn Fn(&mut [f32], f32)| unsafe {
+                    for (co, bias) in self.b.iter().enumerate() {
+                        let r = std::slice::from_raw_parts_mut(dst_ptr.get().add(co * n + p0), tn);
+                        f(r, *bias)
+                    }
+                };
+                rows(&|r, bias| r.fill(bias));
+                // SAFETY: columns p0..p1 of dst's cout rows (stride n) are this tile's alone
+                let at = SendPtr(unsafe { dst_ptr.get().add(p0) });
                 if let Some(isa) = isa {
                     PANELS.with(|store| {
                         let mut store = store.borrow_mut();
@@ -173,68 +205,70 @@ impl CustomOp1 for ConvOp {
                         let b = Packed::filled(kk, tn, isa, &mut store, |cols| {
                             if direct {
                                 for c in 0..kk {
-                                    cols.put(c, 0, &xi[c * n..][..tn]);
+                                    cols.put(c, 0, &xi[c * n + p0..c * n + p1]);
                                 }
                             } else {
-                                self.im2col(xi, h, w, r0..r1, cols);
+                                self.im2col(xi, h, w, p0..p1, cols);
                             }
                         });
                         let parallel = matches!(par, gemm::Parallelism::Rayon(_));
-                        // SAFETY: dst is [cout, n]; this tile writes only its columns
-                        // r0·ow..r1·ow of each row, disjoint from every other tile.
+                        // SAFETY: `at` holds cout rows of tn floats at stride n, this tile's.
                         unsafe {
                             b.accumulate(
                                 &self.w,
                                 self.cout,
-                                self.w_packed.as_deref(),
-                                SendPtr(dst_ptr.get().add(r0 * ow)),
+                                self.w_packed.as_ref().map(|p| &p.1[..]),
+                                at,
                                 n,
                                 parallel,
                             )
                         };
                         *store = b.into_store();
                     });
-                    return;
-                }
-                SCRATCH.with(|scratch| {
-                    let mut cols = scratch.borrow_mut();
-                    let rhs: &[f32] = if direct {
-                        xi
-                    } else {
+                } else {
+                    SCRATCH.with(|scratch| {
+                        let mut cols = scratch.borrow_mut();
                         if cols.len() < kk * tn {
                             cols.resize(kk * tn, 0.0);
                         }
                         let m = &mut cols[..kk * tn];
-                        self.im2col(xi, h, w, r0..r1, &mut RowMajor { m, n: tn });
-                        &cols[..kk * tn]
-                    };
-                    // SAFETY: dst is [cout, n]; this tile writes only columns r0·ow..r1·ow of
-                    // each row, disjoint from every other tile; lhs is [cout, kk] and rhs
-                    // [kk, tn], both row-major and in bounds.
-                    unsafe {
-                        gemm::gemm(
-                            self.cout,
-                            tn,
-                            kk,
-                            dst_ptr.get().add(r0 * ow),
-                            1,
-                            n as isize,
-                            true,
-                            self.w.as_ptr(),
-                            1,
-                            kk as isize,
-                            rhs.as_ptr(),
-                            1,
-                            tn as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            par,
-                        );
-                    }
-                });
+                        if direct {
+                            for (c, r) in m.chunks_mut(tn).enumerate() {
+                                r.copy_from_slice(&xi[c * n + p0..c * n + p1]);
+                            }
+                        } else {
+                            self.im2col(xi, h, w, p0..p1, &mut RowMajor { m, n: tn });
+                        }
+                        // SAFETY: `at` holds cout rows of tn floats at stride n, this tile's;
+                        // lhs is [cout, kk] and rhs [kk, tn], both row-major and in bounds.
+                        unsafe {
+                            gemm::gemm(
+                                self.cout,
+                                tn,
+                                kk,
+                                at.get(),
+                                1,
+                                n as isize,
+                                true,
+                                self.w.as_ptr(),
+                                1,
+                                kk as isize,
+                                cols.as_ptr(),
+                                1,
+                                tn as isize,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                par,
+                            );
+                        }
+                    });
+                }
+                if self.relu {
+                    rows(&|r, _| r.iter_mut().for_each(|v| *v = v.max(0.0)));
+                }
             };
             if threads > 1 && tiles.len() >= threads {
                 // one tile per task: im2col and gemm of a tile stay on one core
@@ -249,11 +283,6 @@ impl CustomOp1 for ConvOp {
                     gemm::Parallelism::None
                 };
                 tiles.iter().for_each(|t| tile(t, par));
-            }
-            if self.relu {
-                for v in dst.iter_mut() {
-                    *v = v.max(0.0);
-                }
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((b, self.cout, oh, ow))))
@@ -322,4 +351,81 @@ impl CustomOp1 for MaxPool3s2 {
 /// Run `op` on `x` (contiguous NCHW f32 on the CPU).
 pub(crate) fn conv(x: &Tensor, op: &ConvOp) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Every kernel this CPU has, and `gemm`'s.
+    fn isas() -> Vec<Option<Isa>> {
+        let mut isas = vec![None];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                isas.push(Some(Isa::Avx512));
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                isas.push(Some(Isa::Avx2));
+            }
+        }
+        isas
+    }
+
+    #[test]
+    fn conv_equals_candles_conv2d_bias_relu() {
+        let dev = Device::Cpu;
+        // (batch, cin, h, w, cout, k, stride, pad, dil): the backbone's shapes, small, with
+        // pixel tiles that end mid-row and mid-panel, strided borders, dilation and 1×1s
+        for (b, cin, h, w, cout, k, s, p, d) in [
+            (1, 3, 100, 90, 8, 7, 2, 3, 1),
+            (2, 64, 30, 40, 20, 3, 1, 1, 1),
+            (1, 64, 31, 29, 17, 3, 2, 1, 1),
+            (1, 32, 20, 21, 9, 3, 1, 2, 2),
+            (1, 256, 40, 40, 33, 1, 1, 0, 1),
+            (1, 48, 15, 19, 50, 1, 2, 0, 1),
+            (1, 5, 3, 4, 7, 3, 1, 1, 1),
+        ] {
+            let x = Tensor::randn(0f32, 1., (b, cin, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1., (cout, cin, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1., cout, &dev).unwrap();
+            for relu in [false, true] {
+                let mut want = x
+                    .conv2d(&wt, p, s, d, 1)
+                    .unwrap()
+                    .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+                    .unwrap();
+                if relu {
+                    want = want.relu().unwrap();
+                }
+                let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for isa in isas() {
+                    let op = ConvOp::new(
+                        wt.flatten_all().unwrap().to_vec1().unwrap(),
+                        bias.to_vec1().unwrap(),
+                        (cin, cout, k),
+                        (s, p, d),
+                        relu,
+                        isa,
+                    );
+                    let got = conv(&x, &op).unwrap();
+                    let (oh, ow) = op.out_hw(h, w);
+                    assert_eq!(got.dims(), [b, cout, oh, ow]);
+                    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    let kk = (cin * k * k) as f32;
+                    assert!(
+                        worst <= 1e-5 * kk.sqrt() * 4.0,
+                        "{isa:?} {cin}×{h}×{w} k{k} s{s} p{p} d{d} → {cout}: {worst}"
+                    );
+                }
+            }
+        }
+    }
 }

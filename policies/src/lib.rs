@@ -346,9 +346,20 @@ impl Policy {
         obs: &HashMap<String, Tensor>,
         task: Option<&str>,
     ) -> Result<Tensor, PolicyError> {
-        match self {
+        on_the_threads(|| match self {
             Self::Act(p) => p.predict_chunk(obs),
             Self::SmolVla(p) => p.predict_chunk(obs, task),
-        }
+        })
+    }
+}
+
+/// `f` run on a thread of rayon's pool (the caller waits): the CPU kernels' parallel regions
+/// then start on the thread already running and the other threads join in, instead of every
+/// region handed from the caller to sleeping workers and back (a few hundred a chunk).
+fn on_the_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
     }
 }

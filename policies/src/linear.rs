@@ -56,7 +56,7 @@ impl Isa {
         None
     }
 
-    fn nr(self) -> usize {
+    pub(crate) fn nr(self) -> usize {
         match self {
             Self::Avx512 => 48,
             Self::Avx2 => 16,
@@ -273,87 +273,103 @@ impl Packed {
         let panels = n.div_ceil(nr);
         let blocks = m.div_ceil(mr);
         let threads = candle_core::utils::get_num_threads();
-        let parallel = parallel && threads > 1 && panels > 1 && m * n * k >= 1 << 16;
-        let mut scratch = Vec::new();
-        if prepacked.is_none() {
-            scratch = vec![0f32; blocks * mr * KC.min(k)];
-        }
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            let apack: &[f32] = match prepacked {
-                Some(pre) => &pre[k0 * blocks * mr..][..blocks * kc * mr],
-                None => {
-                    pack_rows_block(x, m, k, (k0, kc), mr, &mut scratch, parallel);
-                    &scratch
-                }
-            };
-            let run = |p: usize| {
-                let cols = nr.min(n - p * nr);
-                // SAFETY: panel p's block k0..k0+kc is in bounds of the packed lines
-                let b = unsafe { self.panel(p).add(k0 * nr) };
-                for ib in 0..blocks {
-                    let rows = mr.min(m - ib * mr);
-                    // SAFETY: block ib of apack holds kc·MR floats; the kernel writes rows
-                    // ib·MR..+rows, columns p·NR..+cols of out, which no other panel touches;
-                    // the ISA was detected at run time.
-                    unsafe {
-                        let a = apack.as_ptr().add(ib * kc * mr);
-                        let c = dst.get().add(ib * mr * ldc + p * nr);
-                        #[cfg(target_arch = "x86_64")]
-                        x86::kernel(self.isa, rows)(a, b, kc, c, ldc, rows, cols);
-                        #[cfg(not(target_arch = "x86_64"))]
-                        unreachable!("no SIMD kernel on this architecture: {a:?} {c:?}");
+        let parallel = parallel && threads > 1 && m * n * k >= 1 << 16;
+        let packed_here;
+        let apack: &[f32] = match prepacked {
+            Some(pre) => pre,
+            None => {
+                packed_here = pack_rows_on(x, m, k, self.isa, parallel);
+                &packed_here
+            }
+        };
+        // panels `ps` × row blocks `bs`, over every block of the inner dimension: a panel's
+        // block (kc × NR) stays in L1 across the row blocks, the rows' block (m × kc) in L2
+        // across the panels
+        let run = |ps: std::ops::Range<usize>, bs: std::ops::Range<usize>| {
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let ablk = &apack[k0 * blocks * mr..][..blocks * kc * mr];
+                for p in ps.clone() {
+                    let cols = nr.min(n - p * nr);
+                    // SAFETY: panel p's block k0..k0+kc is in bounds of the packed lines
+                    let b = unsafe { self.panel(p).add(k0 * nr) };
+                    for ib in bs.clone() {
+                        let rows = mr.min(m - ib * mr);
+                        // SAFETY: block ib of ablk holds kc·MR floats; the kernel writes rows
+                        // ib·MR..+rows, columns p·NR..+cols of out, which no other task
+                        // touches; the ISA was detected at run time.
+                        unsafe {
+                            let a = ablk.as_ptr().add(ib * kc * mr);
+                            let c = dst.get().add(ib * mr * ldc + p * nr);
+                            #[cfg(target_arch = "x86_64")]
+                            x86::kernel(self.isa, rows)(a, b, kc, c, ldc, rows, cols);
+                            #[cfg(not(target_arch = "x86_64"))]
+                            unreachable!("no SIMD kernel on this architecture: {a:?} {c:?}");
+                        }
                     }
                 }
-            };
-            if parallel {
-                use rayon::prelude::*;
-                (0..panels).into_par_iter().for_each(run);
-            } else {
-                (0..panels).for_each(run);
             }
+        };
+        if !parallel {
+            return run(0..panels, 0..blocks);
         }
-    }
-}
-
-/// x [m, k]'s columns k0..k0+kc in blocks of MR rows, each `[kc][MR]`: the kernel broadcasts
-/// from one pointer at constant offsets (rows past m are never stored).
-fn pack_rows_block(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    (k0, kc): (usize, usize),
-    mr: usize,
-    out: &mut [f32],
-    parallel: bool,
-) {
-    let blocks = m.div_ceil(mr);
-    let pack = |(ib, blk): (usize, &mut [f32])| {
-        let rows = x.chunks(k).skip(ib * mr).take(mr.min(m - ib * mr));
-        for (r, row) in rows.enumerate() {
-            for (dst, v) in blk.chunks_exact_mut(mr).zip(&row[k0..k0 + kc]) {
-                dst[r] = *v;
-            }
-        }
-    };
-    let out = &mut out[..blocks * kc * mr];
-    if parallel {
+        // one parallel region for the whole product: a few tasks a thread (work stealing
+        // evens out a busy core), split over the panels, or over the rows when the panels
+        // are too few
         use rayon::prelude::*;
-        out.par_chunks_mut(kc * mr).enumerate().for_each(pack);
-    } else {
-        out.chunks_mut(kc * mr).enumerate().for_each(pack);
+        let tasks = 4 * threads;
+        if panels >= tasks {
+            let per = panels.div_ceil(tasks);
+            (0..panels.div_ceil(per))
+                .into_par_iter()
+                .for_each(|t| run(t * per..((t + 1) * per).min(panels), 0..blocks));
+        } else {
+            let per = blocks.div_ceil(tasks.div_ceil(panels));
+            let row_tasks = blocks.div_ceil(per);
+            (0..panels * row_tasks).into_par_iter().for_each(|t| {
+                let (p, r) = (t / row_tasks, t % row_tasks);
+                run(p..p + 1, r * per..((r + 1) * per).min(blocks))
+            });
+        }
     }
 }
 
 /// x [m, k] packed once for every block of the inner dimension, as [`Packed::accumulate`]
 /// reads it (`prepacked`): for operands that do not change, like a convolution's weights.
 pub(crate) fn pack_rows(x: &[f32], m: usize, k: usize, isa: Isa) -> Vec<f32> {
+    pack_rows_on(x, m, k, isa, false)
+}
+
+/// [`pack_rows`], the row blocks shared out among the threads when `parallel`.
+fn pack_rows_on(x: &[f32], m: usize, k: usize, isa: Isa, parallel: bool) -> Vec<f32> {
     let mr = isa.mr();
     let blocks = m.div_ceil(mr);
     let mut out = vec![0f32; blocks * mr * k];
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
-        pack_rows_block(x, m, k, (k0, kc), mr, &mut out[k0 * blocks * mr..], false);
+    let dst = SendPtr(out.as_mut_ptr());
+    let pack = |ib: usize| {
+        let rows = mr.min(m - ib * mr);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            // SAFETY: block ib of k-block k0 is kc·MR floats at this offset of `out`
+            // (blocks · MR · k floats), written by this task alone.
+            let blk = unsafe {
+                std::slice::from_raw_parts_mut(
+                    dst.get().add(k0 * blocks * mr + ib * kc * mr),
+                    kc * mr,
+                )
+            };
+            for (r, row) in x[ib * mr * k..].chunks(k).take(rows).enumerate() {
+                for (d, v) in blk.chunks_exact_mut(mr).zip(&row[k0..k0 + kc]) {
+                    d[r] = *v;
+                }
+            }
+        }
+    };
+    if parallel && blocks > 1 {
+        use rayon::prelude::*;
+        (0..blocks).into_par_iter().for_each(pack);
+    } else {
+        (0..blocks).for_each(pack);
     }
     out
 }

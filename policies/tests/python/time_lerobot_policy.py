@@ -1,6 +1,7 @@
 """Time lerobot's policy (ACT or SmolVLA, by the checkpoint's type) on an existing checkpoint:
 pre-processor → predict_action_chunk → post-processor, CPU, torch.set_num_threads(THREADS).
-Prints JSON {"lerobot_ms": mean, ...}; also the load time and the process's peak memory.
+Prints JSON {"lerobot_ms": mean, "lerobot_p50_ms", "lerobot_min_ms", ...}; also the load time
+and the process's peak memory.
 
 usage: time_lerobot_policy.py CHECKPOINT_DIR OBS.safetensors ITERS THREADS [TASK]
 (SmolVLA: the task text goes through lerobot's tokenizer step; a `noise` tensor in the
@@ -54,6 +55,7 @@ with torch.no_grad():
         times.append((time.perf_counter() - t0) * 1e3)
 times.sort()
 print(json.dumps({"lerobot_ms": sum(times) / len(times), "lerobot_p50_ms": times[len(times) // 2],
+                  "lerobot_min_ms": times[0],
                   "lerobot_load_s": load_s,
                   "lerobot_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "threads": threads, "torch": torch.__version__}))
