@@ -109,7 +109,7 @@ impl ConvBn {
         g: Geom,
         relu: bool,
     ) -> candle_core::Result<Self> {
-        let Geom(k, stride, padding, dilation) = g;
+        let k = g.0;
         let w = conv.get((cout, cin, k, k), "weight")?;
         let gamma = bn.get(cout, "weight")?;
         let beta = bn.get(cout, "bias")?;
@@ -119,6 +119,13 @@ impl ConvBn {
         let scale = (gamma * (var + 1e-5)?.recip()?.sqrt()?)?;
         let b = (beta - (mean * &scale)?)?;
         let w = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
+        Self::new(w, b, g, relu)
+    }
+
+    /// A plain convolution: `w` (cout, cin, k, k), bias `b` (cout).
+    fn new(w: Tensor, b: Tensor, g: Geom, relu: bool) -> candle_core::Result<Self> {
+        let Geom(k, stride, padding, dilation) = g;
+        let (cout, cin, _, _) = w.dims4()?;
         let fast = if w.device().is_cpu() && w.dtype() == DType::F32 {
             Some(crate::conv::ConvOp::new(
                 w.flatten_all()?.to_vec1::<f32>()?,
@@ -418,8 +425,8 @@ pub struct Act {
     /// Parsed once at load: camera keys (checkpoint order), state and environment inputs.
     inputs: ActInputs,
     backbone: Option<ResNet>,
-    img_proj_w: Option<Tensor>,
-    img_proj_b: Option<Tensor>,
+    /// The backbone's features to `dim_model` (a 1×1 convolution).
+    img_proj: Option<ConvBn>,
     latent_token: Tensor,
     state_proj: Option<Linear>,
     env_proj: Option<Linear>,
@@ -479,14 +486,14 @@ impl Act {
             &cfg.replace_final_stride_with_dilation,
             serde_json::Value::Bool(true)
         ) || cfg.replace_final_stride_with_dilation.as_i64().unwrap_or(0) != 0;
-        let (backbone, img_proj_w, img_proj_b) = if images.is_empty() {
-            (None, None, None)
+        let (backbone, img_proj) = if images.is_empty() {
+            (None, None)
         } else {
             let r = ResNet::load(vb.pp("backbone"), &cfg.vision_backbone, dilate)?;
             let p = vb.pp("encoder_img_feat_input_proj");
             let w = p.get((d, r.out_channels, 1, 1), "weight")?;
-            let b = p.get(d, "bias")?.reshape((1, d, 1, 1))?;
-            (Some(r), Some(w), Some(b))
+            let b = p.get(d, "bias")?;
+            (Some(r), Some(ConvBn::new(w, b, Geom(1, 1, 0, 1), false)?))
         };
         let (state, env) = (&inputs.state, &inputs.env);
         let n1d = 1 + state.is_some() as usize + env.is_some() as usize;
@@ -546,8 +553,7 @@ impl Act {
             inputs,
             cfg,
             backbone,
-            img_proj_w,
-            img_proj_b,
+            img_proj,
             latent_token,
             state_proj,
             env_proj,
@@ -637,12 +643,9 @@ impl Act {
             }
             _ => {}
         }
-        if let (Some(bb), Some(w), Some(bias)) =
-            (&self.backbone, &self.img_proj_w, &self.img_proj_b)
-        {
+        if let (Some(bb), Some(proj)) = (&self.backbone, &self.img_proj) {
             for img in images {
-                let f = bb.forward(img)?;
-                let f = f.conv2d(w, 0, 1, 1, 1)?.broadcast_add(bias)?;
+                let f = proj.forward(&bb.forward(img)?)?;
                 let (_, _, h, wd) = f.dims4()?;
                 // (B, D, h, w) → (B, h·w, D)
                 tokens.push(f.flatten_from(2)?.transpose(1, 2)?.contiguous()?);

@@ -1,8 +1,12 @@
 //! A faster CPU convolution for the ResNet backbone: NCHW, f32, bias (folded batch-norm) and an
-//! optional fused ReLU, as one `gemm` call per image — `out[Cout, OH·OW] = W[Cout, C·k·k] ×
-//! cols[C·k·k, OH·OW]`. The im2col matrix is laid out so that every row is a run of contiguous
-//! input pixels and the product lands directly in NCHW (no transposes); 1×1 stride-1
-//! convolutions skip im2col entirely. Other devices and dtypes use candle's own `conv2d`.
+//! optional fused ReLU — `out[Cout, OH·OW] = W[Cout, C·k·k] × cols[C·k·k, OH·OW]`, the output
+//! pixels cut into tiles (whole panels of the kernel, the im2col block in L2) that the threads
+//! share out: each tile fills its bias, writes its im2col block straight into the kernel's
+//! panels, multiplies and applies the ReLU while the tile is in cache. Every im2col row is a run
+//! of contiguous input pixels (strided convolutions read the input split by column phase) and
+//! the product lands directly in NCHW (no transposes); 1×1 stride-1 convolutions read the input
+//! as it is. Without the crate's kernels (`REACHY_CPU_KERNEL=off`) the `gemm` crate multiplies;
+//! other devices and dtypes use candle's own `conv2d`.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
@@ -58,8 +62,59 @@ impl ConvOp {
         )
     }
 
+    /// The phases of the input columns that the kernel reads (`(kx·dil − pad) mod stride`
+    /// for every kx): `slot[q]` is phase q's place in [`Self::phases`]' split, or `None`.
+    fn phase_slots(&self) -> Vec<Option<usize>> {
+        let s = self.stride;
+        let mut slot = vec![None; s];
+        let mut used = 0;
+        for kx in 0..self.k {
+            let q = ((kx * self.dil) as isize - self.pad as isize).rem_euclid(s as isize) as usize;
+            if slot[q].is_none() {
+                slot[q] = Some(used);
+                used += 1;
+            }
+        }
+        slot
+    }
+
+    /// `x` [C, H, W] split by input column modulo the stride: [C, phases, H, ⌈W / stride⌉],
+    /// phase `q` (at its [`Self::phase_slots`] place) holding columns `q, q + stride, …` —
+    /// every strided gather of im2col becomes a contiguous run. Stride 1: `x` itself.
+    fn phases<'x>(&self, x: &'x [f32], h: usize, w: usize) -> std::borrow::Cow<'x, [f32]> {
+        let s = self.stride;
+        if s == 1 {
+            return x.into();
+        }
+        let slots = self.phase_slots();
+        let used = slots.iter().flatten().count();
+        let wp = w.div_ceil(s);
+        let mut out = vec![0f32; self.cin * used * h * wp];
+        let split = |(c, dst): (usize, &mut [f32])| {
+            for (iy, src) in x[c * h * w..(c + 1) * h * w].chunks(w).enumerate() {
+                for (q, slot) in slots.iter().enumerate() {
+                    let Some(slot) = slot else { continue };
+                    let row = &mut dst[(slot * h + iy) * wp..][..wp];
+                    for (d, v) in row.iter_mut().zip(src[q..].iter().step_by(s)) {
+                        *d = *v;
+                    }
+                }
+            }
+        };
+        if candle_core::utils::get_num_threads() > 1 {
+            use rayon::prelude::*;
+            out.par_chunks_mut(used * h * wp)
+                .enumerate()
+                .for_each(split);
+        } else {
+            out.chunks_mut(used * h * wp).enumerate().for_each(split);
+        }
+        out.into()
+    }
+
     /// im2col of the output pixels `px` (row-major over OH × OW) into `cols` ([C·k·k,
-    /// px.len()]: row-major, or straight into the CPU kernel's panels).
+    /// px.len()]: row-major, or straight into the CPU kernel's panels); `x` as
+    /// [`Self::phases`] split it.
     fn im2col(
         &self,
         x: &[f32],
@@ -72,8 +127,11 @@ impl ConvOp {
         let (k, s, d) = (self.k, self.stride, self.dil);
         let (s_i, p_i) = (s as isize, self.pad as isize);
         let oy_range = px.start / ow..px.end.div_ceil(ow);
+        let wp = w.div_ceil(s);
+        let slots = self.phase_slots();
+        let used = slots.iter().flatten().count();
         for c in 0..self.cin {
-            let plane = &x[c * h * w..(c + 1) * h * w];
+            let planes = &x[c * used * h * wp..(c + 1) * used * h * wp];
             for ky in 0..k {
                 for kx in 0..k {
                     let row = (c * k + ky) * k + kx;
@@ -91,18 +149,16 @@ impl ConvOp {
                             cols.zero(row, at, b - a);
                             continue;
                         }
-                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                         let lo = first.clamp(a, b);
                         let hi = past.clamp(lo, b);
                         cols.zero(row, at, lo - a);
                         if hi > lo {
+                            // input columns i0, i0 + s, …: phase i0 % s from i0 / s on
                             let i0 = (lo as isize * s_i + x0) as usize;
-                            if s == 1 {
-                                cols.put(row, at + lo - a, &src[i0..i0 + (hi - lo)]);
-                            } else {
-                                let run = &src[i0..=i0 + (hi - lo - 1) * s];
-                                cols.each(row, at + lo - a, hi - lo, |j| run[j * s]);
-                            }
+                            let slot = slots[i0 % s].expect("a phase the kernel reads");
+                            let plane = &planes[slot * h * wp..][..h * wp];
+                            let src = &plane[iy as usize * wp..][..wp];
+                            cols.put(row, at + lo - a, &src[i0 / s..i0 / s + (hi - lo)]);
                         }
                         cols.zero(row, at + hi - a, b - hi);
                     }
@@ -116,7 +172,6 @@ impl ConvOp {
 trait Sink {
     fn put(&mut self, row: usize, col: usize, vals: &[f32]);
     fn zero(&mut self, row: usize, col: usize, len: usize);
-    fn each(&mut self, row: usize, col: usize, len: usize, v: impl FnMut(usize) -> f32);
 }
 
 /// A row-major [rows, n] matrix.
@@ -132,11 +187,6 @@ impl Sink for RowMajor<'_> {
     fn zero(&mut self, row: usize, col: usize, len: usize) {
         self.m[row * self.n + col..][..len].fill(0.0);
     }
-    fn each(&mut self, row: usize, col: usize, len: usize, mut v: impl FnMut(usize) -> f32) {
-        for (j, d) in self.m[row * self.n + col..][..len].iter_mut().enumerate() {
-            *d = v(j);
-        }
-    }
 }
 
 impl Sink for PanelWriter<'_> {
@@ -145,9 +195,6 @@ impl Sink for PanelWriter<'_> {
     }
     fn zero(&mut self, row: usize, col: usize, len: usize) {
         PanelWriter::zero(self, row, col, len)
-    }
-    fn each(&mut self, row: usize, col: usize, len: usize, v: impl FnMut(usize) -> f32) {
-        PanelWriter::each(self, row, col, len, v)
     }
 }
 
@@ -171,10 +218,10 @@ impl CustomOp1 for ConvOp {
         let direct = self.k == 1 && self.stride == 1 && self.pad == 0;
         let threads = candle_core::utils::get_num_threads();
         let isa = self.w_packed.as_ref().map(|p| p.0);
-        // tile the output pixels so the im2col block stays in cache (~256 K floats), in whole
+        // tile the output pixels so the im2col block stays in L2 beside the output tile (~128 K floats), in whole
         // panels of the kernel (a last partial panel only at the end of the image)
         let nr = isa.map_or(16, Isa::nr);
-        let per_tile = ((256 * 1024 / kk) / nr * nr).clamp(nr, n.next_multiple_of(nr));
+        let per_tile = ((128 * 1024 / kk) / nr * nr).clamp(nr, n.next_multiple_of(nr));
         let tiles: Vec<(usize, usize)> = (0..n)
             .step_by(per_tile)
             .map(|p0| (p0, (p0 + per_tile).min(n)))
@@ -182,6 +229,7 @@ impl CustomOp1 for ConvOp {
         let mut out = vec![0f32; b * self.cout * n];
         for bi in 0..b {
             let xi = &x[bi * c * h * w..(bi + 1) * c * h * w];
+            let xs = self.phases(xi, h, w);
             let dst = &mut out[bi * self.cout * n..(bi + 1) * self.cout * n];
             let dst_ptr = SendPtr(dst.as_mut_ptr());
             let tile = |&(p0, p1): &(usize, usize), par: gemm::Parallelism| {
@@ -208,7 +256,7 @@ impl CustomOp1 for ConvOp {
                                     cols.put(c, 0, &xi[c * n + p0..c * n + p1]);
                                 }
                             } else {
-                                self.im2col(xi, h, w, p0..p1, cols);
+                                self.im2col(&xs, h, w, p0..p1, cols);
                             }
                         });
                         let parallel = matches!(par, gemm::Parallelism::Rayon(_));
@@ -237,7 +285,7 @@ impl CustomOp1 for ConvOp {
                                 r.copy_from_slice(&xi[c * n + p0..c * n + p1]);
                             }
                         } else {
-                            self.im2col(xi, h, w, p0..p1, &mut RowMajor { m, n: tn });
+                            self.im2col(&xs, h, w, p0..p1, &mut RowMajor { m, n: tn });
                         }
                         // SAFETY: `at` holds cout rows of tn floats at stride n, this tile's;
                         // lhs is [cout, kk] and rhs [kk, tn], both row-major and in bounds.

@@ -92,27 +92,22 @@ impl PanelWriter<'_> {
     /// Row `row`, columns `col..col + vals.len()` = `vals`.
     pub(crate) fn put(&mut self, row: usize, col: usize, vals: &[f32]) {
         self.run(row, col, vals.len(), |dst, i| {
-            dst.copy_from_slice(&vals[i..][..dst.len()])
+            let src = &vals[i..][..dst.len()];
+            // a whole panel row: fixed-size moves inline, not a call to memmove per 64 bytes
+            match (dst.len(), dst) {
+                (16, d) => copy_n::<16>(d, src),
+                (48, d) => copy_n::<48>(d, src),
+                (_, d) => d.copy_from_slice(src),
+            }
         });
     }
 
     /// Row `row`, columns `col..col + len` = 0.
     pub(crate) fn zero(&mut self, row: usize, col: usize, len: usize) {
-        self.run(row, col, len, |dst, _| dst.fill(0.0));
-    }
-
-    /// Row `row`, columns `col..`: `vals` yields them one by one (a strided gather).
-    pub(crate) fn each(
-        &mut self,
-        row: usize,
-        col: usize,
-        len: usize,
-        mut v: impl FnMut(usize) -> f32,
-    ) {
-        self.run(row, col, len, |dst, i| {
-            for (j, d) in dst.iter_mut().enumerate() {
-                *d = v(i + j);
-            }
+        self.run(row, col, len, |dst, _| match dst.len() {
+            16 => zero_n::<16>(dst),
+            48 => zero_n::<48>(dst),
+            _ => dst.fill(0.0),
         });
     }
 
@@ -132,6 +127,20 @@ impl PanelWriter<'_> {
             done += m;
         }
     }
+}
+
+/// `dst = src`, both `N` long.
+#[inline(always)]
+fn copy_n<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    let d: &mut [f32; N] = dst.try_into().expect("N floats");
+    *d = *<&[f32; N]>::try_from(src).expect("N floats");
+}
+
+/// `dst = 0`, `N` long.
+#[inline(always)]
+fn zero_n<const N: usize>(dst: &mut [f32]) {
+    let d: &mut [f32; N] = dst.try_into().expect("N floats");
+    *d = [0.0; N];
 }
 
 /// The weights of one layer, packed for [`Isa`]'s kernel: panel `p` holds columns `p·NR … p·NR+NR−1` of `Wᵀ` as
