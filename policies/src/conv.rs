@@ -377,20 +377,39 @@ impl CustomOp1 for MaxPool3s2 {
         let (x, (b, c, h, w)) = nchw_f32(self.name(), storage, layout)?;
         let (oh, ow) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
         let mut out = vec![0f32; b * c * oh * ow];
-        for (plane, o) in x.chunks(h * w).zip(out.chunks_mut(oh * ow)) {
-            for oy in 0..oh {
-                let ys = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
-                for ox in 0..ow {
-                    let xs = (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w);
-                    let mut m = f32::NEG_INFINITY;
-                    for iy in ys.clone() {
-                        for v in &plane[iy * w + xs.start..iy * w + xs.end] {
-                            m = m.max(*v);
-                        }
+        // separable: each output row's max over its three input rows (vectorised), then over
+        // columns 2·ox − 1 … 2·ox + 1 of that; the planes shared out among the threads
+        let pool = |(plane, o): (&[f32], &mut [f32])| {
+            let mut v = vec![0f32; w];
+            for (oy, o) in o.chunks_mut(ow).enumerate() {
+                let y0 = (2 * oy).saturating_sub(1);
+                v.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
+                for iy in y0 + 1..(2 * oy + 2).min(h) {
+                    for (m, x) in v.iter_mut().zip(&plane[iy * w..(iy + 1) * w]) {
+                        *m = m.max(*x);
                     }
-                    o[oy * ow + ox] = m;
+                }
+                o[0] = v[..2.min(w)]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+                for (ox, m) in o.iter_mut().enumerate().skip(1) {
+                    let c = 2 * ox;
+                    *m = if c + 1 < w {
+                        v[c - 1].max(v[c]).max(v[c + 1])
+                    } else {
+                        v[c - 1].max(v[c])
+                    };
                 }
             }
+        };
+        let planes = x.chunks(h * w).zip(out.chunks_mut(oh * ow));
+        if candle_core::utils::get_num_threads() > 1 {
+            use rayon::prelude::*;
+            x.par_chunks(h * w)
+                .zip(out.par_chunks_mut(oh * ow))
+                .for_each(pool);
+        } else {
+            planes.for_each(pool);
         }
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
@@ -472,6 +491,38 @@ mod tests {
                         worst <= 1e-5 * kk.sqrt() * 4.0,
                         "{isa:?} {cin}×{h}×{w} k{k} s{s} p{p} d{d} → {cout}: {worst}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_equals_the_definition() {
+        for (c, h, w) in [(3, 9, 12), (2, 8, 7), (1, 1, 1), (4, 2, 3)] {
+            let x = Tensor::randn(0f32, 1., (1, c, h, w), &Device::Cpu).unwrap();
+            let got = x.apply_op1_no_bwd(&MaxPool3s2).unwrap();
+            let (oh, ow) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+            assert_eq!(got.dims(), [1, c, oh, ow]);
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // 3×3 window, stride 2, padding 1 (outside the image: never the max)
+            for ci in 0..c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut m = f32::NEG_INFINITY;
+                        for iy in (2 * oy) as isize - 1..=(2 * oy) as isize + 1 {
+                            for ix in (2 * ox) as isize - 1..=(2 * ox) as isize + 1 {
+                                if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                                    m = m.max(x[(ci * h + iy as usize) * w + ix as usize]);
+                                }
+                            }
+                        }
+                        assert_eq!(
+                            got[(ci * oh + oy) * ow + ox],
+                            m,
+                            "{c}×{h}×{w} at {ci},{oy},{ox}"
+                        );
+                    }
                 }
             }
         }
