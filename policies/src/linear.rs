@@ -118,13 +118,16 @@ impl PanelWriter<'_> {
             "outside the [k, n] being packed"
         );
         let (k, nr) = (self.k, self.nr);
+        // one division for the run, then panel after panel
+        let (mut p, mut jj) = (col / nr, col % nr);
         let mut done = 0;
         while done < len {
-            let j = col + done;
-            let (p, jj) = (j / nr, j % nr);
             let m = (nr - jj).min(len - done);
-            f(&mut self.flat[(p * k + row) * nr + jj..][..m], done);
+            let at = (p * k + row) * nr + jj;
+            f(&mut self.flat[at..at + m], done);
             done += m;
+            p += 1;
+            jj = 0;
         }
     }
 }
