@@ -155,10 +155,11 @@ impl ConvOp {
                         if hi > lo {
                             // input columns i0, i0 + s, …: phase i0 % s from i0 / s on
                             let i0 = (lo as isize * s_i + x0) as usize;
-                            let slot = slots[i0 % s].expect("a phase the kernel reads");
+                            let (q, j0) = if s == 1 { (0, i0) } else { (i0 % s, i0 / s) };
+                            let slot = slots[q].expect("a phase the kernel reads");
                             let plane = &planes[slot * h * wp..][..h * wp];
                             let src = &plane[iy as usize * wp..][..wp];
-                            cols.put(row, at + lo - a, &src[i0 / s..i0 / s + (hi - lo)]);
+                            cols.put(row, at + lo - a, &src[j0..j0 + (hi - lo)]);
                         }
                         cols.zero(row, at + hi - a, b - hi);
                     }
