@@ -113,6 +113,38 @@ fn check_episode(e: &serde_json::Value, expect_stalls: bool) {
     assert!(e["max_step_change"].as_f64().unwrap() < 0.6, "{e}");
 }
 
+/// `policy predict` equals lerobot's chunk on every CPU kernel of this machine: its own
+/// (AVX-512 where the CPU has it), restricted to AVX2 + FMA, and candle's (`off`) — every
+/// product, convolution, attention, softmax and GELU of ACT on each path.
+#[test]
+fn act_predicts_like_lerobot_on_every_cpu_kernel() {
+    let Some((ckpt, _)) = fixture() else { return };
+    let dir = ckpt.parent().unwrap();
+    let expected =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()["action"]
+            .clone();
+    for kernel in ["", "avx2", "off"] {
+        let out = dir.join(format!("chunk-{kernel}.safetensors"));
+        let o = Command::new(env!("CARGO_BIN_EXE_reachy"))
+            .env("REACHY_CPU_KERNEL", kernel)
+            .args(["policy", "predict", "--checkpoint"])
+            .arg(ckpt)
+            .arg("--observation")
+            .arg(dir.join("obs.safetensors"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap()
+            ["action"]
+            .clone();
+        let d = common::max_abs_diff(&got, &expected);
+        assert!(d <= 1e-4, "REACHY_CPU_KERNEL={kernel:?}: {d}");
+    }
+}
+
 #[test]
 fn policy_runs_the_simulated_robot_async_and_sync() {
     let Some((ckpt, ds)) = fixture() else {
@@ -414,16 +446,7 @@ fn smolvla_predicts_like_lerobot_and_runs_the_simulated_robot_with_a_task() {
         let got = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap()
             ["action"]
             .clone();
-        let d = (got - &expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = common::max_abs_diff(&got, &expected);
         assert!(d <= 1e-4, "task {task:?}: {d}");
     }
     // without a task: one clear error, before the robot starts

@@ -43,26 +43,8 @@ fn act_chunk_matches_lerobot() {
             .unwrap()["action"]
             .clone();
         let got = policy.predict_chunk(&obs).unwrap();
-        assert_eq!(got.dims(), expected.dims());
-        let diff = (got - &expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let scale = expected
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = reachy_test_support::max_abs_diff(&got, &expected);
+        let scale = reachy_test_support::max_abs_diff(&expected, &expected.zeros_like().unwrap());
         eprintln!("{mode}: max |candle - lerobot| = {diff:.3e} (max |action| {scale:.3})");
         assert!(diff <= 1e-4, "{mode}: max abs difference {diff}");
     }

@@ -30,20 +30,6 @@ fn fixture(dir: &Path, args: &[&str]) -> Option<()> {
     Some(())
 }
 
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 fn load(dir: &Path) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
     let obs = candle_core::safetensors::load(dir.join("obs.safetensors"), &Device::Cpu).unwrap();
     let exp =
@@ -60,17 +46,17 @@ fn compare(
 ) -> f32 {
     let (action, st) = got;
     for (i, cam) in cams.iter().enumerate() {
-        let d = max_abs(&st.vision[i], &exp[&format!("vision.{cam}")]);
+        let d = reachy_test_support::max_abs_diff(&st.vision[i], &exp[&format!("vision.{cam}")]);
         eprintln!("{name}: vision.{cam} max diff {d:.2e}");
         assert!(d <= 1e-4, "{name}: vision features of {cam} differ by {d}");
     }
-    let d = max_abs(&st.prefix, &exp["prefix"]);
+    let d = reachy_test_support::max_abs_diff(&st.prefix, &exp["prefix"]);
     eprintln!("{name}: prefix max diff {d:.2e}");
     assert!(d <= 1e-4, "{name}: prefix embeddings differ by {d}");
-    let d = max_abs(&st.velocity0, &exp["velocity0"]);
+    let d = reachy_test_support::max_abs_diff(&st.velocity0, &exp["velocity0"]);
     eprintln!("{name}: velocity0 max diff {d:.2e}");
     assert!(d <= 1e-4, "{name}: first velocity differs by {d}");
-    let d = max_abs(action, &exp["action"]);
+    let d = reachy_test_support::max_abs_diff(action, &exp["action"]);
     eprintln!("{name}: action chunk max diff {d:.2e}");
     d
 }
@@ -119,7 +105,7 @@ fn smolvla_chunk_matches_lerobot_stage_by_stage() {
             .unwrap()
             .predict_chunk(&text_obs, Some(&task))
             .unwrap();
-        let d = max_abs(&by_text, &exp["action"]);
+        let d = reachy_test_support::max_abs_diff(&by_text, &exp["action"]);
         assert!(
             d <= 1e-4,
             "{name}: --task tokenization gives a chunk {d} away"
@@ -141,7 +127,7 @@ fn smolvla_position_id_option_and_bad_inputs() {
     policy.model_mut().position_ids = PositionIds::Exact;
     let exact = policy.predict_chunk(&obs, None).unwrap();
     assert!(
-        max_abs(&exact, &exp["action"]) > 1e-3,
+        reachy_test_support::max_abs_diff(&exact, &exp["action"]) > 1e-3,
         "exact position ids changed nothing"
     );
     policy.model_mut().position_ids = PositionIds::Lerobot;

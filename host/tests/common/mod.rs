@@ -3,7 +3,7 @@
 use std::process::Command;
 
 pub use reachy_test_support::{
-    listening_endpoint, python_with, repo_root, run_python_json, run_with_stdin, Kill,
+    listening_endpoint, max_abs_diff, python_with, repo_root, run_python_json, run_with_stdin, Kill,
 };
 
 /// What a test listens on: loopback, a port the OS picks. The process reports the port it got

@@ -147,3 +147,12 @@ pub fn run_demo(bin: &Path, tag: &str, args: &[&str]) -> (String, serde_json::Va
     );
     (stdout, summary, out)
 }
+
+/// The largest absolute difference between two tensors of the same shape (parity tests).
+#[cfg(feature = "candle")]
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("comparing two f32 tensors")
+}
