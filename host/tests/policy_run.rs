@@ -428,13 +428,17 @@ fn smolvla_predicts_like_lerobot_and_runs_the_simulated_robot_with_a_task() {
         .collect();
     let obs_task = dir.join("obs_no_tokens.safetensors");
     candle_core::safetensors::save(&no_tokens, &obs_task).unwrap();
-    for (obs_file, task) in [
-        (dir.join("obs.safetensors"), None),
-        (obs_task.clone(), Some("pick up the red cube")),
+    // (and once with the kernels restricted to AVX2 + FMA: SigLIP, the prefix and the expert
+    // on that path too)
+    for (obs_file, task, kernel) in [
+        (dir.join("obs.safetensors"), None, ""),
+        (dir.join("obs.safetensors"), None, "avx2"),
+        (obs_task.clone(), Some("pick up the red cube"), ""),
     ] {
         let out = dir.join("chunk.safetensors");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_reachy"));
-        cmd.args(["policy", "predict", "--checkpoint", ckpt_s, "--observation"])
+        cmd.env("REACHY_CPU_KERNEL", kernel)
+            .args(["policy", "predict", "--checkpoint", ckpt_s, "--observation"])
             .arg(&obs_file)
             .arg("--out")
             .arg(&out);
@@ -447,7 +451,7 @@ fn smolvla_predicts_like_lerobot_and_runs_the_simulated_robot_with_a_task() {
             ["action"]
             .clone();
         let d = common::max_abs_diff(&got, &expected);
-        assert!(d <= 1e-4, "task {task:?}: {d}");
+        assert!(d <= 1e-4, "task {task:?}, kernel {kernel:?}: {d}");
     }
     // without a task: one clear error, before the robot starts
     let o = Command::new(env!("CARGO_BIN_EXE_reachy"))
