@@ -25,6 +25,15 @@ pub(crate) struct ConvOp {
     pub relu: bool,
     /// `w` packed for the CPU kernel of `isa` (`linear::pack_rows`); `None`: `gemm`'s kernels.
     w_packed: Option<(Isa, Vec<f32>)>,
+    /// 3×3 stride-1 convolutions on the crate's kernel: Winograd F(2×2, 3×3).
+    winograd: Option<crate::winograd::Kernels>,
+}
+
+/// Whether 3×3 stride-1 convolutions use Winograd F(2×2, 3×3) (`REACHY_CONV_WINOGRAD=off`:
+/// im2col like the others, to compare); read once per process.
+fn winograd_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("REACHY_CONV_WINOGRAD").as_deref() != Ok("off"))
 }
 
 impl ConvOp {
@@ -40,6 +49,9 @@ impl ConvOp {
         isa: Option<Isa>,
     ) -> Self {
         let w_packed = isa.map(|isa| (isa, crate::linear::pack_rows(&w, cout, cin * k * k, isa)));
+        let winograd = isa
+            .filter(|_| k == 3 && stride == 1 && dil == 1 && winograd_enabled())
+            .map(|isa| crate::winograd::Kernels::new(&w, cin, cout, pad, isa));
         Self {
             w,
             b,
@@ -51,6 +63,7 @@ impl ConvOp {
             dil,
             relu,
             w_packed,
+            winograd,
         }
     }
 
@@ -215,6 +228,16 @@ impl CustomOp1 for ConvOp {
         }
         let (oh, ow) = self.out_hw(h, w);
         let n = oh * ow;
+        if let Some(wk) = &self.winograd {
+            let mut out = vec![0f32; b * self.cout * n];
+            for (xi, o) in x
+                .chunks_exact(c * h * w)
+                .zip(out.chunks_exact_mut(self.cout * n))
+            {
+                wk.run(xi, h, w, &self.b, self.relu, o);
+            }
+            return Ok((CpuStorage::F32(out), Shape::from((b, self.cout, oh, ow))));
+        }
         let kk = self.cin * self.k * self.k;
         let direct = self.k == 1 && self.stride == 1 && self.pad == 0;
         let threads = candle_core::utils::get_num_threads();
@@ -456,6 +479,11 @@ mod tests {
             (1, 256, 40, 40, 33, 1, 1, 0, 1),
             (1, 48, 15, 19, 50, 1, 2, 0, 1),
             (1, 5, 3, 4, 7, 3, 1, 1, 1),
+            // Winograd's: odd sizes (half tiles at the borders), no padding, a 1×1 image,
+            // blocks of tiles that end mid-row
+            (1, 16, 9, 11, 24, 3, 1, 0, 1),
+            (1, 8, 1, 1, 4, 3, 1, 1, 1),
+            (2, 96, 37, 23, 70, 3, 1, 1, 1),
         ] {
             let x = Tensor::randn(0f32, 1., (b, cin, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1., (cout, cin, k, k), &dev).unwrap();

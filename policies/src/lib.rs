@@ -27,6 +27,9 @@ pub mod linear;
 pub mod normalize;
 pub mod schedule;
 pub mod smolvla;
+// the kernel's pointers (as in `linear`)
+#[allow(unsafe_code)]
+mod winograd;
 
 /// Keep the memory inference frees for its next allocations: glibc serves blocks above its
 /// mmap threshold (128 KiB, growing to at most 32 MiB) with fresh pages and gives freed heap
