@@ -26,7 +26,7 @@ pub(crate) struct ConvOp {
     /// `w` packed for the CPU kernel of `isa` (`linear::pack_rows`); `None`: `gemm`'s kernels.
     w_packed: Option<(Isa, Vec<f32>)>,
     /// 3×3 stride-1 convolutions on the crate's kernel: Winograd F(2×2, 3×3).
-    winograd: Option<crate::winograd::Kernels>,
+    winograd: Option<Box<crate::winograd::Kernels>>,
 }
 
 /// Whether 3×3 stride-1 convolutions use Winograd F(2×2, 3×3) (`REACHY_CONV_WINOGRAD=off`:
@@ -51,7 +51,7 @@ impl ConvOp {
         let w_packed = isa.map(|isa| (isa, crate::linear::pack_rows(&w, cout, cin * k * k, isa)));
         let winograd = isa
             .filter(|_| k == 3 && stride == 1 && dil == 1 && winograd_enabled())
-            .map(|isa| crate::winograd::Kernels::new(&w, cin, cout, pad, isa));
+            .map(|isa| Box::new(crate::winograd::Kernels::new(&w, cin, cout, pad, isa)));
         Self {
             w,
             b,
