@@ -188,27 +188,29 @@ impl Kernels {
         for (oc, &bo) in bias.iter().enumerate() {
             for j0 in (0..n).step_by(L) {
                 let len = L.min(n - j0);
-                // eight tiles' 16 products side by side (fixed-size arrays: vectorised)
-                let mut e = [[0f32; L]; 16];
-                for (xi, ex) in e.iter_mut().enumerate() {
-                    ex[..len].copy_from_slice(&s.m[(xi * cout + oc) * n + j0..][..len]);
+                // eight tiles' 16 products side by side (fixed-size arrays: vectorised); the
+                // last, partial group copied out zero-padded
+                let mut tail = [[0f32; L]; 16];
+                let at = |xi: usize| (xi * cout + oc) * n + j0;
+                let e: [&[f32; L]; 16] = if len == L {
+                    std::array::from_fn(|xi| s.m[at(xi)..][..L].try_into().expect("L floats"))
+                } else {
+                    for (xi, t) in tail.iter_mut().enumerate() {
+                        t[..len].copy_from_slice(&s.m[at(xi)..][..len]);
+                    }
+                    std::array::from_fn(|xi| &tail[xi])
+                };
+                // Aᵀ M A: rows s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (rows of 4), then the columns
+                let mut y = [[[0f32; L]; 2]; 2];
+                for l in 0..L {
+                    let s0: [f32; 4] = std::array::from_fn(|c| e[c][l] + e[4 + c][l] + e[8 + c][l]);
+                    let s1: [f32; 4] =
+                        std::array::from_fn(|c| e[4 + c][l] - e[8 + c][l] - e[12 + c][l]);
+                    y[0][0][l] = s0[0] + s0[1] + s0[2] + bo;
+                    y[0][1][l] = s0[1] - s0[2] - s0[3] + bo;
+                    y[1][0][l] = s1[0] + s1[1] + s1[2] + bo;
+                    y[1][1][l] = s1[1] - s1[2] - s1[3] + bo;
                 }
-                let lanes = |f: &dyn Fn(usize) -> f32| -> [f32; L] { std::array::from_fn(f) };
-                // rows: s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (rows of 4), then the columns
-                let s0: [[f32; L]; 4] =
-                    std::array::from_fn(|c| lanes(&|l| e[c][l] + e[4 + c][l] + e[8 + c][l]));
-                let s1: [[f32; L]; 4] =
-                    std::array::from_fn(|c| lanes(&|l| e[4 + c][l] - e[8 + c][l] - e[12 + c][l]));
-                let y = [
-                    [
-                        lanes(&|l| s0[0][l] + s0[1][l] + s0[2][l] + bo),
-                        lanes(&|l| s0[1][l] - s0[2][l] - s0[3][l] + bo),
-                    ],
-                    [
-                        lanes(&|l| s1[0][l] + s1[1][l] + s1[2][l] + bo),
-                        lanes(&|l| s1[1][l] - s1[2][l] - s1[3][l] + bo),
-                    ],
-                ];
                 for l in 0..len {
                     let t = ts.start + j0 + l;
                     let (oy, ox) = (2 * (t / g.tw), 2 * (t % g.tw));
