@@ -484,6 +484,8 @@ mod tests {
             (1, 16, 9, 11, 24, 3, 1, 0, 1),
             (1, 8, 1, 1, 4, 3, 1, 1, 1),
             (2, 96, 37, 23, 70, 3, 1, 1, 1),
+            // four blocks of tiles starting mid-row: on the threads when there are two or more
+            (1, 64, 50, 66, 64, 3, 1, 1, 1),
         ] {
             let x = Tensor::randn(0f32, 1., (b, cin, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1., (cout, cin, k, k), &dev).unwrap();
