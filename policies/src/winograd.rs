@@ -1,18 +1,138 @@
-//! Winograd F(2×2, 3×3) for the backbone's 3×3 stride-1 convolutions on the crate's CPU kernel:
-//! each 2×2 block of output pixels (a *tile*) from its 4×4 input patch with 16 products per
-//! input channel instead of 36 (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2016). Per block of tiles: the input transform `V = Bᵀ d B` (row combinations
-//! over whole input rows, then the columns per tile), 16 products `M[ξ] = U[ξ] · V[ξ]`
-//! ([cout, cin] × [cin, tiles], `U = G g Gᵀ` packed once at load), and the output transform
-//! `Y = Aᵀ M A` with the bias and the ReLU, written into NCHW. ResNet-18's 3×3 stride-1
-//! convolutions are 83 % of its multiply-adds; this does them in 16/36 of the products, at
-//! fp32 rounding (the transforms' coefficients are 0, ±1 and ±½).
+//! Winograd convolutions for the backbone's 3×3 stride-1 convolutions on the crate's CPU kernel
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each m×m block
+//! of output pixels (a *tile*) from its (m+2)×(m+2) input patch with (m+2)² products per input
+//! channel instead of 9m² — F(2×2, 3×3): 16 for 4 outputs, F(4×4, 3×3): 36 for 16. Per block
+//! of tiles: the input transform `V = Bᵀ d B` (the row combinations over whole input rows, then
+//! the columns per tile), the products `M[ξ] = U[ξ] · V[ξ]` ([cout, cin] × [cin, tiles], `U =
+//! G g Gᵀ` packed once at load) and the output transform `Y = Aᵀ M A` with the bias and the
+//! ReLU, written into NCHW. ResNet-18's 3×3 stride-1 convolutions are 83 % of its
+//! multiply-adds.
 
 use crate::linear::{Isa, Packed, PanelStore, SendPtr};
 
-/// The 16 transformed kernels `U[ξ] = G g Gᵀ` ([cout, cin] each), packed for `isa`'s kernel.
+/// Output tile size: F(m×m, 3×3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tile {
+    /// F(2×2, 3×3): transforms with coefficients 0, ±1, ±½ (fp32 rounding like im2col's).
+    F2,
+    /// F(4×4, 3×3): 2.25 products per output instead of 4, with coefficients up to 8 and
+    /// 1/24 (a few times F2's rounding error).
+    F4,
+}
+
+/// Most patch values per axis (F4's 6).
+const MAXA: usize = 6;
+/// Tiles side by side in the vectorised output transform.
+const L: usize = 8;
+type Lanes = [f32; L];
+
+impl Tile {
+    /// Output pixels per tile side.
+    fn m(self) -> usize {
+        match self {
+            Self::F2 => 2,
+            Self::F4 => 4,
+        }
+    }
+
+    /// Patch side: m + 2.
+    fn a(self) -> usize {
+        self.m() + 2
+    }
+
+    /// `G g` for one column `g` of a 3×3 kernel (in f64).
+    fn g(self, g: [f64; 3]) -> [f64; MAXA] {
+        let [a, b, c] = g;
+        match self {
+            Self::F2 => [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c, 0.0, 0.0],
+            Self::F4 => [
+                a / 4.0,
+                -(a + b + c) / 6.0,
+                -(a - b + c) / 6.0,
+                a / 24.0 + b / 12.0 + c / 6.0,
+                a / 24.0 - b / 12.0 + c / 6.0,
+                c,
+            ],
+        }
+    }
+
+    /// `Bᵀ d` on `a()` values (rows of a patch, or columns of one row of tiles): `d` in, the
+    /// transform out, element by element over the slices (vectorised over whole rows).
+    fn bt(self, d: &mut [&mut [f32]]) {
+        let n = d[0].len();
+        match self {
+            Self::F2 => {
+                for i in 0..n {
+                    let (a, b, c, e) = (d[0][i], d[1][i], d[2][i], d[3][i]);
+                    d[0][i] = a - c;
+                    d[1][i] = b + c;
+                    d[2][i] = c - b;
+                    d[3][i] = b - e;
+                }
+            }
+            Self::F4 => {
+                for i in 0..n {
+                    let (d0, d1, d2, d3, d4, d5) =
+                        (d[0][i], d[1][i], d[2][i], d[3][i], d[4][i], d[5][i]);
+                    d[0][i] = 4.0 * d0 - 5.0 * d2 + d4;
+                    d[1][i] = -4.0 * (d1 + d2) + d3 + d4;
+                    d[2][i] = 4.0 * (d1 - d2) - d3 + d4;
+                    d[3][i] = 2.0 * (d3 - d1) - d2 + d4;
+                    d[4][i] = 2.0 * (d1 - d3) - d2 + d4;
+                    d[5][i] = 4.0 * d1 - 5.0 * d3 + d5;
+                }
+            }
+        }
+    }
+
+    /// `Bᵀ q` of one patch row's `a()` values.
+    fn bt1(self, q: &[f32]) -> [f32; MAXA] {
+        match self {
+            Self::F2 => [q[0] - q[2], q[1] + q[2], q[2] - q[1], q[1] - q[3], 0.0, 0.0],
+            Self::F4 => {
+                let (d0, d1, d2, d3, d4, d5) = (q[0], q[1], q[2], q[3], q[4], q[5]);
+                [
+                    4.0 * d0 - 5.0 * d2 + d4,
+                    -4.0 * (d1 + d2) + d3 + d4,
+                    4.0 * (d1 - d2) - d3 + d4,
+                    2.0 * (d3 - d1) - d2 + d4,
+                    2.0 * (d1 - d3) - d2 + d4,
+                    4.0 * d1 - 5.0 * d3 + d5,
+                ]
+            }
+        }
+    }
+
+    /// `Aᵀ x` on `a()` lane vectors → `m()` lane vectors.
+    fn at(self, x: &[Lanes; MAXA]) -> [Lanes; 4] {
+        let mut y = [[0f32; L]; 4];
+        match self {
+            Self::F2 => {
+                for l in 0..L {
+                    y[0][l] = x[0][l] + x[1][l] + x[2][l];
+                    y[1][l] = x[1][l] - x[2][l] - x[3][l];
+                }
+            }
+            Self::F4 => {
+                for l in 0..L {
+                    let (p, q) = (x[1][l] + x[2][l], x[1][l] - x[2][l]);
+                    let (r, s) = (x[3][l] + x[4][l], x[3][l] - x[4][l]);
+                    y[0][l] = x[0][l] + p + r;
+                    y[1][l] = q + 2.0 * s;
+                    y[2][l] = p + 4.0 * r;
+                    y[3][l] = q + 8.0 * s + x[5][l];
+                }
+            }
+        }
+        y
+    }
+}
+
+/// The transformed kernels `U[ξ] = G g Gᵀ` ([cout, cin] each, `a()²` of them), packed for
+/// `isa`'s kernel.
 pub(crate) struct Kernels {
     u: Vec<Vec<f32>>,
+    tile: Tile,
     cin: usize,
     cout: usize,
     pad: usize,
@@ -21,21 +141,24 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     /// From `w` (cout, cin, 3, 3) row-major.
-    pub(crate) fn new(w: &[f32], cin: usize, cout: usize, pad: usize, isa: Isa) -> Self {
-        let mut u = vec![vec![0f32; cout * cin]; 16];
+    pub(crate) fn new(
+        w: &[f32],
+        cin: usize,
+        cout: usize,
+        pad: usize,
+        tile: Tile,
+        isa: Isa,
+    ) -> Self {
+        let a = tile.a();
+        let mut u = vec![vec![0f32; cout * cin]; a * a];
         for (oc, g) in w.chunks_exact(9).enumerate() {
             let g: Vec<f64> = g.iter().map(|&v| f64::from(v)).collect();
-            // G g (4 × 3), then (G g) Gᵀ (4 × 4); G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]
-            let rows = |c: usize| {
-                let (a, b, d) = (g[c], g[3 + c], g[6 + c]);
-                [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
-            };
-            let gg = [rows(0), rows(1), rows(2)]; // gg[col][row]
-            for r in 0..4 {
-                let (a, b, d) = (gg[0][r], gg[1][r], gg[2][r]);
-                let t = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (c, v) in t.iter().enumerate() {
-                    u[r * 4 + c][oc] = *v as f32;
+            // G g (a × 3, by kernel column), then (G g) Gᵀ (a × a)
+            let gg: [[f64; MAXA]; 3] = std::array::from_fn(|c| tile.g([g[c], g[3 + c], g[6 + c]]));
+            for r in 0..a {
+                let t = tile.g([gg[0][r], gg[1][r], gg[2][r]]);
+                for (c, v) in t[..a].iter().enumerate() {
+                    u[r * a + c][oc] = *v as f32;
                 }
             }
         }
@@ -45,11 +168,18 @@ impl Kernels {
             .collect();
         Self {
             u,
+            tile,
             cin,
             cout,
             pad,
             isa,
         }
+    }
+
+    /// The tile it uses.
+    #[cfg(test)]
+    pub(crate) fn tile(&self) -> Tile {
+        self.tile
     }
 
     /// Output size of an `h × w` input.
@@ -68,7 +198,8 @@ impl Kernels {
         out: &mut [f32],
     ) {
         let (oh, ow) = self.out_hw(h, w);
-        let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+        let m = self.tile.m();
+        let (th, tw) = (oh.div_ceil(m), ow.div_ceil(m));
         let tiles = th * tw;
         let nr = self.isa.nr();
         // a block of tiles: one product's right-hand side and result (cin + cout rows) in
@@ -110,42 +241,30 @@ impl Kernels {
         s: &mut Scratch,
     ) {
         let (cin, cout, n) = (self.cin, self.cout, ts.len());
-        s.v.resize(16 * cin * n, 0.0);
+        let (tile, m, a) = (self.tile, self.tile.m(), self.tile.a());
+        let aa = a * a;
+        s.v.resize(aa * cin * n, 0.0);
         s.m.clear();
-        s.m.resize(16 * cout * n, 0.0);
+        s.m.resize(aa * cout * n, 0.0);
         // the input transform, V[ξ][c][j], over whole rows of tiles
-        let wpad = 2 * g.tw + 2;
-        s.rows.resize(4 * wpad, 0.0);
+        let wpad = m * g.tw + 2;
+        s.rows.resize(a * wpad, 0.0);
         let (ty0, ty1) = (ts.start / g.tw, (ts.end - 1) / g.tw);
         for c in 0..cin {
             let plane = &x[c * g.h * g.w..][..g.h * g.w];
             for ty in ty0..=ty1 {
-                // Bᵀ d over the tile row's four input rows (zero outside the image)
-                let row = |r: usize, buf: &mut [f32]| {
-                    let iy = (2 * ty + r) as isize - self.pad as isize;
+                // Bᵀ d over the tile row's `a` input rows (zero outside the image)
+                let mut rows: Vec<&mut [f32]> = s.rows.chunks_exact_mut(wpad).collect();
+                for (r, buf) in rows.iter_mut().enumerate() {
+                    let iy = (m * ty + r) as isize - self.pad as isize;
                     buf.fill(0.0);
                     if (0..g.h as isize).contains(&iy) {
                         let src = &plane[iy as usize * g.w..][..g.w];
-                        let lo = self.pad.min(wpad);
-                        let len = g.w.min(wpad - lo);
-                        buf[lo..lo + len].copy_from_slice(&src[..len]);
+                        buf[self.pad..self.pad + g.w].copy_from_slice(src);
                     }
-                };
-                let (r0, rest) = s.rows.split_at_mut(wpad);
-                let (r1, rest) = rest.split_at_mut(wpad);
-                let (r2, r3) = rest.split_at_mut(wpad);
-                row(0, r0);
-                row(1, r1);
-                row(2, r2);
-                row(3, r3);
-                for i in 0..wpad {
-                    let (a, b, e, f) = (r0[i], r1[i], r2[i], r3[i]);
-                    r0[i] = a - e;
-                    r1[i] = b + e;
-                    r2[i] = e - b;
-                    r3[i] = b - f;
                 }
-                // then · B per tile: columns 2tx … 2tx + 3 of each combined row
+                tile.bt(&mut rows);
+                // then · B per tile: columns m·tx … m·tx + a − 1 of each combined row
                 let (tx0, tx1) = (
                     if ty == ty0 { ts.start % g.tw } else { 0 },
                     if ty == ty1 {
@@ -155,20 +274,19 @@ impl Kernels {
                     },
                 );
                 let j0 = ty * g.tw + tx0 - ts.start;
-                for (r, t) in [&*r0, &*r1, &*r2, &*r3].into_iter().enumerate() {
+                for (r, t) in rows.iter().enumerate() {
                     for tx in tx0..tx1 {
-                        let q = &t[2 * tx..2 * tx + 4];
+                        let vals = tile.bt1(&t[m * tx..m * tx + a]);
                         let j = j0 + tx - tx0;
-                        let vals = [q[0] - q[2], q[1] + q[2], q[2] - q[1], q[1] - q[3]];
-                        for (cc, v) in vals.into_iter().enumerate() {
-                            s.v[((r * 4 + cc) * cin + c) * n + j] = v;
+                        for (cc, v) in vals[..a].iter().enumerate() {
+                            s.v[((r * a + cc) * cin + c) * n + j] = *v;
                         }
                     }
                 }
             }
         }
-        // the 16 products M[ξ] = U[ξ] V[ξ]
-        for xi in 0..16 {
+        // the products M[ξ] = U[ξ] V[ξ]
+        for xi in 0..aa {
             let v = &s.v[xi * cin * n..][..cin * n];
             let b = Packed::filled(cin, n, self.isa, &mut s.panels, |cols| {
                 for (c, r) in v.chunks_exact(n).enumerate() {
@@ -176,53 +294,51 @@ impl Kernels {
                 }
             });
             let u = &self.u[xi];
-            let m = SendPtr(s.m[xi * cout * n..].as_mut_ptr());
-            // SAFETY: `m` holds cout rows of n floats (stride n), this block's alone; `u` is
+            let mp = SendPtr(s.m[xi * cout * n..].as_mut_ptr());
+            // SAFETY: `mp` holds cout rows of n floats (stride n), this block's alone; `u` is
             // `pack_rows` of a [cout, cin] matrix (at least cout · cin floats).
-            unsafe { b.accumulate(u, cout, Some(u), m, n, parallel) };
+            unsafe { b.accumulate(u, cout, Some(u), mp, n, parallel) };
             s.panels = b.into_store();
         }
-        // the output transform Aᵀ M A (A = [1 0; 1 1; 1 −1; 0 −1]), bias, ReLU, into NCHW
+        // the output transform Aᵀ M A, bias, ReLU, into NCHW; L tiles at a time
         let plane_len = g.oh * g.ow;
-        const L: usize = 8;
         for (oc, &bo) in bias.iter().enumerate() {
             for j0 in (0..n).step_by(L) {
                 let len = L.min(n - j0);
-                // eight tiles' 16 products side by side (fixed-size arrays: vectorised); the
-                // last, partial group copied out zero-padded
-                let mut tail = [[0f32; L]; 16];
                 let at = |xi: usize| (xi * cout + oc) * n + j0;
-                let e: [&[f32; L]; 16] = if len == L {
-                    std::array::from_fn(|xi| s.m[at(xi)..][..L].try_into().expect("L floats"))
-                } else {
-                    for (xi, t) in tail.iter_mut().enumerate() {
-                        t[..len].copy_from_slice(&s.m[at(xi)..][..len]);
-                    }
-                    std::array::from_fn(|xi| &tail[xi])
-                };
-                // Aᵀ M A: rows s0 = m0 + m1 + m2, s1 = m1 − m2 − m3 (rows of 4), then the columns
-                let mut y = [[[0f32; L]; 2]; 2];
-                for l in 0..L {
-                    let s0: [f32; 4] = std::array::from_fn(|c| e[c][l] + e[4 + c][l] + e[8 + c][l]);
-                    let s1: [f32; 4] =
-                        std::array::from_fn(|c| e[4 + c][l] - e[8 + c][l] - e[12 + c][l]);
-                    y[0][0][l] = s0[0] + s0[1] + s0[2] + bo;
-                    y[0][1][l] = s0[1] - s0[2] - s0[3] + bo;
-                    y[1][0][l] = s1[0] + s1[1] + s1[2] + bo;
-                    y[1][1][l] = s1[1] - s1[2] - s1[3] + bo;
+                let mut e = [[0f32; L]; MAXA * MAXA];
+                for (xi, ex) in e[..aa].iter_mut().enumerate() {
+                    ex[..len].copy_from_slice(&s.m[at(xi)..][..len]);
                 }
+                // Aᵀ over each column of the patch, then over each resulting row
+                let cols: [[Lanes; 4]; MAXA] = std::array::from_fn(|c| {
+                    if c < a {
+                        tile.at(&std::array::from_fn(|r| {
+                            if r < a {
+                                e[r * a + c]
+                            } else {
+                                [0.0; L]
+                            }
+                        }))
+                    } else {
+                        [[0.0; L]; 4]
+                    }
+                });
+                let y: [[Lanes; 4]; 4] =
+                    std::array::from_fn(|i| tile.at(&std::array::from_fn(|c| cols[c][i])));
                 for l in 0..len {
                     let t = ts.start + j0 + l;
-                    let (oy, ox) = (2 * (t / g.tw), 2 * (t % g.tw));
-                    for (dy, yr) in y.iter().enumerate() {
+                    let (oy, ox) = (m * (t / g.tw), m * (t % g.tw));
+                    for (dy, yr) in y[..m].iter().enumerate() {
                         if oy + dy >= g.oh {
-                            continue;
+                            break;
                         }
-                        for (dx, yv) in yr.iter().enumerate() {
+                        for (dx, yv) in yr[..m].iter().enumerate() {
                             if ox + dx >= g.ow {
-                                continue;
+                                break;
                             }
-                            let v = if relu { yv[l].max(0.0) } else { yv[l] };
+                            let v = yv[l] + bo;
+                            let v = if relu { v.max(0.0) } else { v };
                             // SAFETY: out is [cout, oh, ow]; every output pixel belongs to one
                             // tile, every tile to one block: no other task writes here.
                             unsafe {
