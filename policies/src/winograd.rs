@@ -203,14 +203,22 @@ impl Kernels {
         let tiles = th * tw;
         let nr = self.isa.nr();
         // a block of tiles: one product's right-hand side and result (cin + cout rows) in
-        // ~128 KiB, whole panels of the kernel
-        let nb =
-            ((32 * 1024 / (self.cin + self.cout)) / nr * nr).clamp(nr, tiles.next_multiple_of(nr));
+        // ~128 KiB, whole panels of the kernel; as many blocks as a multiple of the threads
+        // when there are several (5 blocks on 2 threads would leave one idle a fifth of the time)
+        let threads = candle_core::utils::get_num_threads();
+        let most = ((32 * 1024 / (self.cin + self.cout)) / nr * nr).max(nr);
+        let mut count = tiles.div_ceil(most);
+        if threads > 1 && count > 1 {
+            count = count.next_multiple_of(threads);
+        }
+        let nb = tiles.div_ceil(count).next_multiple_of(nr);
         let blocks: Vec<(usize, usize)> = (0..tiles)
             .step_by(nb)
             .map(|t0| (t0, (t0 + nb).min(tiles)))
             .collect();
-        let threads = candle_core::utils::get_num_threads();
+        // blocks on the threads when they share out evenly, else each product on the threads
+        let over_blocks =
+            threads > 1 && (blocks.len() % threads == 0 || blocks.len() >= 4 * threads);
         let dst = SendPtr(out.as_mut_ptr());
         let geo = Geometry { h, w, oh, ow, tw };
         let block = |&(t0, t1): &(usize, usize), parallel: bool| {
@@ -219,7 +227,7 @@ impl Kernels {
                 self.block(x, &geo, t0..t1, bias, relu, dst, parallel, s);
             })
         };
-        if threads > 1 && blocks.len() >= 2 * threads {
+        if over_blocks {
             use rayon::prelude::*;
             blocks.par_iter().for_each(|b| block(b, false));
         } else {
@@ -227,7 +235,8 @@ impl Kernels {
         }
     }
 
-    /// Tiles `ts` (row-major over the th × tw tiles): transform, multiply, transform back.
+    /// Tiles `ts` (row-major over the th × tw tiles): transform, multiply, transform back;
+    /// `parallel`: the transforms (by channel) and the products on the threads.
     #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
@@ -241,49 +250,20 @@ impl Kernels {
         s: &mut Scratch,
     ) {
         let (cin, cout, n) = (self.cin, self.cout, ts.len());
-        let (tile, m, a) = (self.tile, self.tile.m(), self.tile.a());
-        let aa = a * a;
+        let aa = self.tile.a() * self.tile.a();
         s.v.resize(aa * cin * n, 0.0);
         s.m.clear();
         s.m.resize(aa * cout * n, 0.0);
-        // the input transform, V[ξ][c][j], over whole rows of tiles
-        let wpad = m * g.tw + 2;
-        s.rows.resize(a * wpad, 0.0);
-        let (ty0, ty1) = (ts.start / g.tw, (ts.end - 1) / g.tw);
-        for c in 0..cin {
-            let plane = &x[c * g.h * g.w..][..g.h * g.w];
-            for ty in ty0..=ty1 {
-                // Bᵀ d over the tile row's `a` input rows (zero outside the image)
-                let mut rows: Vec<&mut [f32]> = s.rows.chunks_exact_mut(wpad).collect();
-                for (r, buf) in rows.iter_mut().enumerate() {
-                    let iy = (m * ty + r) as isize - self.pad as isize;
-                    buf.fill(0.0);
-                    if (0..g.h as isize).contains(&iy) {
-                        let src = &plane[iy as usize * g.w..][..g.w];
-                        buf[self.pad..self.pad + g.w].copy_from_slice(src);
-                    }
-                }
-                tile.bt(&mut rows);
-                // then · B per tile: columns m·tx … m·tx + a − 1 of each combined row
-                let (tx0, tx1) = (
-                    if ty == ty0 { ts.start % g.tw } else { 0 },
-                    if ty == ty1 {
-                        (ts.end - 1) % g.tw + 1
-                    } else {
-                        g.tw
-                    },
-                );
-                let j0 = ty * g.tw + tx0 - ts.start;
-                for (r, t) in rows.iter().enumerate() {
-                    for tx in tx0..tx1 {
-                        let vals = tile.bt1(&t[m * tx..m * tx + a]);
-                        let j = j0 + tx - tx0;
-                        for (cc, v) in vals[..a].iter().enumerate() {
-                            s.v[((r * a + cc) * cin + c) * n + j] = *v;
-                        }
-                    }
-                }
-            }
+        // the input transform, V[ξ][c][j], channel by channel
+        let v = SendPtr(s.v.as_mut_ptr());
+        let input = |c: usize| {
+            ROWS.with(|rows| self.input_channel(x, g, &ts, c, v, &mut rows.borrow_mut()))
+        };
+        if parallel {
+            use rayon::prelude::*;
+            (0..cin).into_par_iter().for_each(input);
+        } else {
+            (0..cin).for_each(input);
         }
         // the products M[ξ] = U[ξ] V[ξ]
         for xi in 0..aa {
@@ -300,51 +280,124 @@ impl Kernels {
             unsafe { b.accumulate(u, cout, Some(u), mp, n, parallel) };
             s.panels = b.into_store();
         }
-        // the output transform Aᵀ M A, bias, ReLU, into NCHW; L tiles at a time
-        let plane_len = g.oh * g.ow;
-        for (oc, &bo) in bias.iter().enumerate() {
-            for j0 in (0..n).step_by(L) {
-                let len = L.min(n - j0);
-                let at = |xi: usize| (xi * cout + oc) * n + j0;
-                let mut e = [[0f32; L]; MAXA * MAXA];
-                for (xi, ex) in e[..aa].iter_mut().enumerate() {
-                    ex[..len].copy_from_slice(&s.m[at(xi)..][..len]);
+        // the output transform, output channel by output channel
+        let m = &s.m[..];
+        let output = |oc: usize| self.output_channel(m, g, &ts, oc, bias[oc], relu, dst);
+        if parallel {
+            use rayon::prelude::*;
+            (0..cout).into_par_iter().for_each(output);
+        } else {
+            (0..cout).for_each(output);
+        }
+    }
+
+    /// Channel `c`'s part of V (`v`: [a², cin, n] for the tiles `ts`), over whole rows of
+    /// tiles: `Bᵀ d` on the tile row's input rows, then `· B` per tile.
+    fn input_channel(
+        &self,
+        x: &[f32],
+        g: &Geometry,
+        ts: &std::ops::Range<usize>,
+        c: usize,
+        v: SendPtr,
+        buf: &mut Vec<f32>,
+    ) {
+        let (tile, m, a) = (self.tile, self.tile.m(), self.tile.a());
+        let (cin, n) = (self.cin, ts.len());
+        let wpad = m * g.tw + 2;
+        buf.resize(a * wpad, 0.0);
+        let plane = &x[c * g.h * g.w..][..g.h * g.w];
+        let (ty0, ty1) = (ts.start / g.tw, (ts.end - 1) / g.tw);
+        for ty in ty0..=ty1 {
+            // the tile row's `a` input rows (zero outside the image), then Bᵀ over them
+            let mut rows: Vec<&mut [f32]> = buf.chunks_exact_mut(wpad).collect();
+            for (r, row) in rows.iter_mut().enumerate() {
+                let iy = (m * ty + r) as isize - self.pad as isize;
+                row.fill(0.0);
+                if (0..g.h as isize).contains(&iy) {
+                    let src = &plane[iy as usize * g.w..][..g.w];
+                    row[self.pad..self.pad + g.w].copy_from_slice(src);
                 }
-                // Aᵀ over each column of the patch, then over each resulting row
-                let cols: [[Lanes; 4]; MAXA] = std::array::from_fn(|c| {
-                    if c < a {
-                        tile.at(&std::array::from_fn(|r| {
-                            if r < a {
-                                e[r * a + c]
-                            } else {
-                                [0.0; L]
-                            }
-                        }))
-                    } else {
-                        [[0.0; L]; 4]
+            }
+            tile.bt(&mut rows);
+            // then · B per tile: columns m·tx … m·tx + a − 1 of each combined row
+            let (tx0, tx1) = (
+                if ty == ty0 { ts.start % g.tw } else { 0 },
+                if ty == ty1 {
+                    (ts.end - 1) % g.tw + 1
+                } else {
+                    g.tw
+                },
+            );
+            let j0 = ty * g.tw + tx0 - ts.start;
+            for (r, t) in rows.iter().enumerate() {
+                for tx in tx0..tx1 {
+                    let vals = tile.bt1(&t[m * tx..m * tx + a]);
+                    let j = j0 + tx - tx0;
+                    for (cc, val) in vals[..a].iter().enumerate() {
+                        // SAFETY: v is [a², cin, n]; channel c's entries are this call's alone
+                        unsafe { *v.get().add(((r * a + cc) * cin + c) * n + j) = *val };
                     }
-                });
-                let y: [[Lanes; 4]; 4] =
-                    std::array::from_fn(|i| tile.at(&std::array::from_fn(|c| cols[c][i])));
-                for l in 0..len {
-                    let t = ts.start + j0 + l;
-                    let (oy, ox) = (m * (t / g.tw), m * (t % g.tw));
-                    for (dy, yr) in y[..m].iter().enumerate() {
-                        if oy + dy >= g.oh {
+                }
+            }
+        }
+    }
+
+    /// Output channel `oc` from M (`m`: [a², cout, n] for the tiles `ts`): `Aᵀ M A`, bias,
+    /// ReLU, into NCHW; L tiles at a time.
+    #[allow(clippy::too_many_arguments)]
+    fn output_channel(
+        &self,
+        mm: &[f32],
+        g: &Geometry,
+        ts: &std::ops::Range<usize>,
+        oc: usize,
+        bo: f32,
+        relu: bool,
+        dst: SendPtr,
+    ) {
+        let (tile, m, a) = (self.tile, self.tile.m(), self.tile.a());
+        let (cout, n) = (self.cout, ts.len());
+        let plane_len = g.oh * g.ow;
+        for j0 in (0..n).step_by(L) {
+            let len = L.min(n - j0);
+            let at = |xi: usize| (xi * cout + oc) * n + j0;
+            let mut e = [[0f32; L]; MAXA * MAXA];
+            for (xi, ex) in e[..a * a].iter_mut().enumerate() {
+                ex[..len].copy_from_slice(&mm[at(xi)..][..len]);
+            }
+            // Aᵀ over each column of the patch, then over each resulting row
+            let cols: [[Lanes; 4]; MAXA] = std::array::from_fn(|c| {
+                if c < a {
+                    tile.at(&std::array::from_fn(|r| {
+                        if r < a {
+                            e[r * a + c]
+                        } else {
+                            [0.0; L]
+                        }
+                    }))
+                } else {
+                    [[0.0; L]; 4]
+                }
+            });
+            let y: [[Lanes; 4]; 4] =
+                std::array::from_fn(|i| tile.at(&std::array::from_fn(|c| cols[c][i])));
+            for l in 0..len {
+                let t = ts.start + j0 + l;
+                let (oy, ox) = (m * (t / g.tw), m * (t % g.tw));
+                for (dy, yr) in y[..m].iter().enumerate() {
+                    if oy + dy >= g.oh {
+                        break;
+                    }
+                    for (dx, yv) in yr[..m].iter().enumerate() {
+                        if ox + dx >= g.ow {
                             break;
                         }
-                        for (dx, yv) in yr[..m].iter().enumerate() {
-                            if ox + dx >= g.ow {
-                                break;
-                            }
-                            let v = yv[l] + bo;
-                            let v = if relu { v.max(0.0) } else { v };
-                            // SAFETY: out is [cout, oh, ow]; every output pixel belongs to one
-                            // tile, every tile to one block: no other task writes here.
-                            unsafe {
-                                *dst.get().add(oc * plane_len + (oy + dy) * g.ow + ox + dx) = v
-                            };
-                        }
+                        let v = yv[l] + bo;
+                        let v = if relu { v.max(0.0) } else { v };
+                        // SAFETY: out is [cout, oh, ow]; plane oc's pixels of these tiles are
+                        // this call's alone.
+                        unsafe { *dst.get().add(oc * plane_len + (oy + dy) * g.ow + ox + dx) = v };
                     }
                 }
             }
@@ -366,10 +419,11 @@ struct Geometry {
 struct Scratch {
     v: Vec<f32>,
     m: Vec<f32>,
-    rows: Vec<f32>,
     panels: PanelStore,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+    /// A thread's combined input rows for the input transform.
+    static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
