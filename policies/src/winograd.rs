@@ -218,7 +218,7 @@ impl Kernels {
             .collect();
         // blocks on the threads when they share out evenly, else each product on the threads
         let over_blocks =
-            threads > 1 && (blocks.len() % threads == 0 || blocks.len() >= 4 * threads);
+            threads > 1 && (blocks.len().is_multiple_of(threads) || blocks.len() >= 4 * threads);
         let dst = SendPtr(out.as_mut_ptr());
         let geo = Geometry { h, w, oh, ow, tw };
         let block = |&(t0, t1): &(usize, usize), parallel: bool| {
