@@ -232,6 +232,28 @@ impl<R: RobotIo> Ctx<'_, R> {
         Ok(())
     }
 
+    /// Hold the commanded pose until the measured TCP is within `tol` metres of it, for at
+    /// most `max_secs`: a backend whose joints lag their goals (the firmware in QEMU, ~100 Hz
+    /// boards) arrives before the next phase starts from the wrong place. Returns at once on
+    /// the sim, whose joints track within ~2 mm.
+    fn settle(&mut self, tol: f64, max_secs: f64) -> anyhow::Result<()> {
+        let mut waited = 0.0;
+        while waited < max_secs {
+            let pos = self.io.positions()?;
+            let mut q = self.q;
+            for (k, &i) in self.arm_idx.iter().enumerate() {
+                q[k] = pos[i] as f64;
+            }
+            if (self.chain.fk(&q).t - self.tcp).norm() <= tol {
+                break;
+            }
+            self.io.advance(self.period)?;
+            self.elapsed += self.period;
+            waited += self.period;
+        }
+        Ok(())
+    }
+
     /// TCP position from the measured joints, and its distance to the commanded one.
     fn tracking(&mut self) -> anyhow::Result<String> {
         let pos = self.io.positions()?;
@@ -253,6 +275,11 @@ impl<R: RobotIo> Ctx<'_, R> {
         (self.progress)(s)
     }
 }
+
+/// How close the measured TCP must come to a phase's end before the next phase (metres), and
+/// the longest it waits (seconds).
+const SETTLE_TOL: f64 = 0.005;
+const SETTLE_MAX: f64 = 3.0;
 
 /// Yaw (about z) of a quaternion's x axis.
 fn yaw_of(q: [f32; 4]) -> f64 {
@@ -464,19 +491,23 @@ pub fn run<R: RobotIo>(
     // current configuration and move there in joint space
     ctx.say("raising the hand above the table");
     ctx.line(raise_pt, 1.5)?;
+    ctx.settle(SETTLE_TOL, SETTLE_MAX)?;
     let tr = ctx.tracking()?;
     ctx.say(&format!(
         "opening the gripper, moving behind the object; {tr}"
     ));
     ctx.io.command(&[gripper_idx], &[gripper_open])?;
     ctx.joints(q_pre, 2.0)?;
+    ctx.settle(SETTLE_TOL, SETTLE_MAX)?;
     ctx.wait(0.3)?;
     let tr = ctx.tracking()?;
     ctx.say(&format!("approaching; {tr}"));
     ctx.joints(q_approach, 0.6)?;
+    ctx.settle(SETTLE_TOL, SETTLE_MAX)?;
     let tr = ctx.tracking()?;
     ctx.say(&format!("at the approach point; {tr}"));
     ctx.joints(q_grasp, 1.2)?;
+    ctx.settle(SETTLE_TOL, SETTLE_MAX)?;
     ctx.wait(0.2)?;
     let tr = ctx.tracking()?;
     ctx.say(&format!("closing the gripper; {tr}"));
@@ -495,6 +526,7 @@ pub fn run<R: RobotIo>(
     ctx.joints(q_carry, 3.0)?;
     ctx.say("putting down");
     ctx.joints(q_place, 1.2)?;
+    ctx.settle(SETTLE_TOL, SETTLE_MAX)?;
     ctx.wait(0.2)?;
     ctx.say("releasing");
     ctx.gripper(gripper_open, 0.6)?;
