@@ -25,7 +25,7 @@ pub(crate) struct ConvOp {
     pub relu: bool,
     /// `w` packed for the CPU kernel of `isa` (`linear::pack_rows`); `None`: `gemm`'s kernels.
     w_packed: Option<(Isa, Vec<f32>)>,
-    /// 3×3 stride-1 convolutions on the crate's kernel: Winograd F(2×2, 3×3).
+    /// 3×3 stride-1 convolutions on the crate's kernel: Winograd, its tile from [`winograd_tile`].
     winograd: Option<Box<crate::winograd::Kernels>>,
 }
 

@@ -239,12 +239,7 @@ impl<R: RobotIo> Ctx<'_, R> {
     fn settle(&mut self, tol: f64, max_secs: f64) -> anyhow::Result<()> {
         let mut waited = 0.0;
         while waited < max_secs {
-            let pos = self.io.positions()?;
-            let mut q = self.q;
-            for (k, &i) in self.arm_idx.iter().enumerate() {
-                q[k] = pos[i] as f64;
-            }
-            if (self.chain.fk(&q).t - self.tcp).norm() <= tol {
+            if (self.measured_tcp()? - self.tcp).norm() <= tol {
                 break;
             }
             self.io.advance(self.period)?;
@@ -254,14 +249,19 @@ impl<R: RobotIo> Ctx<'_, R> {
         Ok(())
     }
 
-    /// TCP position from the measured joints, and its distance to the commanded one.
-    fn tracking(&mut self) -> anyhow::Result<String> {
+    /// The TCP position forward kinematics gives for the measured arm joints.
+    fn measured_tcp(&mut self) -> anyhow::Result<Vector3<f64>> {
         let pos = self.io.positions()?;
         let mut q = self.q;
         for (k, &i) in self.arm_idx.iter().enumerate() {
             q[k] = pos[i] as f64;
         }
-        let t = self.chain.fk(&q).t;
+        Ok(self.chain.fk(&q).t)
+    }
+
+    /// TCP position from the measured joints, and its distance to the commanded one.
+    fn tracking(&mut self) -> anyhow::Result<String> {
+        let t = self.measured_tcp()?;
         Ok(format!(
             "TCP at [{:.3}, {:.3}, {:.3}], {:.1} mm from its target",
             t.x,
